@@ -1,0 +1,205 @@
+"""Read `[tool.newsletter]` of a publication's pyproject.toml (plus environment) into frozen Settings.
+
+Every error names the file and the key. Nothing here touches issues, templates or the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.headerregistry import HeaderRegistry
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+CONFIG_FILE = "pyproject.toml"
+LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+@dataclass(frozen=True)
+class LanguageSettings:
+    """Per-language wording of the publication (title and description shown to readers)."""
+
+    title: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One publication's settings; paths are absolute."""
+
+    root: Path
+    title: str
+    description: str
+    base_url: str  # no trailing slash
+    language: str  # the default language
+    languages: tuple[str, ...]  # the other languages
+    author: str
+    from_address: Address
+    reply_to: Address | None
+    postal_address: str
+    feed_size: int
+    timezone: zoneinfo.ZoneInfo
+    publish_time: dt.time
+    id_date: str  # the date part of every tag: URI; never change it
+    translations: dict[str, LanguageSettings] = field(default_factory=dict)
+
+    @property
+    def all_languages(self) -> tuple[str, ...]:
+        return (self.language, *self.languages)
+
+    @property
+    def issues_dir(self) -> Path:
+        return self.root / "issues"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or "localhost"
+
+    def for_language(self, lang: str) -> LanguageSettings:
+        """The title and description in `lang`, falling back to the default language's."""
+        fallback = LanguageSettings(self.title, self.description)
+        return self.translations.get(lang, fallback)
+
+    def url(self, path: str) -> str:
+        """Absolute URL of a site path such as `en/feed.xml` or `` (the home page)."""
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+
+class _Reader:
+    """Pulls typed values out of the `[tool.newsletter]` table, naming the key on error."""
+
+    def __init__(self, table: dict[str, Any], where: str) -> None:
+        self.table = table
+        self.where = where
+
+    def fail(self, key: str, message: str, hint: str) -> ConfigError:
+        return ConfigError(f"{self.where} {key}", message, hint)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.table.get(key, default)
+        if value is None:
+            raise self.fail(key, "is missing", f"add {key} = \"…\" to [tool.newsletter]")
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"{value!r} is not a non-empty string", "quote the value")
+        if ("\r" in value or "\n" in value) and key != "description":
+            raise self.fail(key, "contains a line break", "write it on one line")
+        return value.strip()
+
+    def address(self, key: str, *, required: bool) -> Address | None:
+        value = self.table.get(key)
+        if value is None and not required:
+            return None
+        text = self.string(key)
+        try:
+            header = HeaderRegistry()("To", text)
+            (address,) = header.addresses
+        except (ValueError, IndexError, TypeError) as err:
+            raise self.fail(key, f"{text!r} is not one email address", "use 'Name <a@b.org>'") from err
+        if not address.username or not address.domain or header.defects:
+            raise self.fail(key, f"{text!r} is not one email address", "use 'Name <a@b.org>'")
+        return address
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above `start` whose pyproject.toml has `[tool.newsletter]`."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file() and b"[tool.newsletter" in candidate.read_bytes():
+            return folder
+    raise ConfigError(
+        str(start), "no pyproject.toml with [tool.newsletter] here or above", "pass --root DIR"
+    )
+
+
+def load_settings(root: Path) -> Settings:
+    """Read and check the publication settings at `root`."""
+    path = root / CONFIG_FILE
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(str(path), "not found", "pass --root DIR of a publication") from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), f"is not valid TOML: {err}", "fix the syntax") from err
+    table = document.get("tool", {}).get("newsletter")
+    if not isinstance(table, dict):
+        raise ConfigError(str(path), "has no [tool.newsletter] table", "add one (see README)")
+    read = _Reader(table, f"{CONFIG_FILE} [tool.newsletter]")
+
+    base_url = os.environ.get("NEWSLETTER_BASE_URL") or read.string("base_url")
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise read.fail("base_url", f"{base_url!r} is not an absolute URL", "use https://host/path")
+
+    language = read.string("language", "en")
+    languages = table.get("languages", [])
+    if not isinstance(languages, list) or not all(isinstance(x, str) for x in languages):
+        raise read.fail("languages", f"{languages!r} is not a list of codes", 'use ["en"]')
+    for code in (language, *languages):
+        if not LANGUAGE_PATTERN.match(code):
+            raise read.fail("languages", f"{code!r} is not a BCP 47 language code", "use ko, en, …")
+
+    feed_size = table.get("feed_size", 20)
+    if not isinstance(feed_size, int) or isinstance(feed_size, bool) or feed_size < 1:
+        raise read.fail("feed_size", f"{feed_size!r} is not a positive whole number", "use 20")
+
+    zone_name = read.string("timezone", "UTC")
+    try:
+        zone = zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+        raise read.fail("timezone", f"{zone_name!r} is not a time zone", "use Asia/Seoul, UTC, …") from err
+
+    time_text = read.string("publish_time", "09:00")
+    try:
+        publish_time = dt.time.fromisoformat(time_text)
+    except ValueError as err:
+        raise read.fail("publish_time", f"{time_text!r} is not a time", "use HH:MM") from err
+
+    id_date = read.string("id_date", "2000-01-01")
+    try:
+        dt.date.fromisoformat(id_date)
+    except ValueError as err:
+        raise read.fail("id_date", f"{id_date!r} is not a date", "use YYYY-MM-DD") from err
+
+    translations: dict[str, LanguageSettings] = {}
+    for code in languages:
+        sub = table.get(code, {})
+        if not isinstance(sub, dict):
+            raise read.fail(code, "is not a table", f"use [tool.newsletter.{code}]")
+        sub_read = _Reader(sub, f"{CONFIG_FILE} [tool.newsletter.{code}]")
+        translations[code] = LanguageSettings(
+            title=sub_read.string("title", read.string("title")),
+            description=sub_read.string("description", read.string("description")),
+        )
+
+    from_address = read.address("from", required=True)
+    assert from_address is not None
+    return Settings(
+        root=root.resolve(),
+        title=read.string("title"),
+        description=read.string("description"),
+        base_url=base_url.rstrip("/"),
+        language=language,
+        languages=tuple(languages),
+        author=read.string("author"),
+        from_address=from_address,
+        reply_to=read.address("reply_to", required=False),
+        postal_address=read.string("postal_address"),
+        feed_size=feed_size,
+        timezone=zone,
+        publish_time=publish_time,
+        id_date=id_date,
+        translations=translations,
+    )

@@ -1,0 +1,303 @@
+"""Find issue files and parse each (YAML front matter + Markdown) into an Edition; group them into Issues.
+
+Errors name `path:line` and say what to do. Nothing here renders templates or touches the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import LANGUAGE_PATTERN, Settings
+from .errors import IssueError
+from .render.markdown import Body, Section, render_body
+
+try:  # the C loader is ten times faster; fall back when PyYAML was built without libyaml
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+TAG = re.compile(r"^[^\s#/?&<>\"']{1,64}$")
+FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement")
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One language of one issue, parsed."""
+
+    slug: str  # e.g. 2023-09-25-top-ml-papers; the same for every edition of the issue
+    lang: str
+    is_default: bool  # the publication's default language
+    path: str  # the file, relative to the publication root
+    title: str
+    date: dt.date
+    summary: str
+    tags: tuple[str, ...]  # front-matter tags, then the sections' tags, each once
+    draft: bool
+    advertisement: bool  # the issue carries advertising (Korean law: "(광고)" subject prefix)
+    body: Body
+    source_hash: str
+
+    @property
+    def sections(self) -> tuple[Section, ...]:
+        return self.body.sections
+
+    @property
+    def page_path(self) -> str:
+        """Site path of this edition's page, e.g. `en/issues/<slug>/`."""
+        prefix = "" if self.is_default else f"{self.lang}/"
+        return f"{prefix}issues/{self.slug}/"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One dated newsletter: its editions, the default language first."""
+
+    slug: str
+    date: dt.date
+    editions: tuple[Edition, ...]
+
+    @property
+    def default(self) -> Edition:
+        return self.editions[0]
+
+    def edition(self, lang: str) -> Edition | None:
+        return next((e for e in self.editions if e.lang == lang), None)
+
+
+def _as_text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be non-empty text", f'write {name}: "…"')
+    if "\r" in value or "\n" in value.strip():
+        raise ValueError(f"{name} contains a line break", "write it on one line")
+    return value.strip()
+
+
+def _as_summary(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text", f'write {name}: "…"')
+    return " ".join(value.split())
+
+
+def _as_date(name: str, value: Any) -> dt.date:
+    text = str(value)
+    try:
+        if not DATE.match(text):
+            raise ValueError
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a valid date", "use YYYY-MM-DD") from None
+
+
+def _as_tags(name: str, value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError(f"{name} must be a list", "write tags: [llm, vision]")
+    tags = tuple(str(item).strip().lstrip("#") for item in items)
+    for tag in tags:
+        if not TAG.match(tag):
+            raise ValueError(f"tag {tag!r} is not a valid tag", "use letters, digits and '-'")
+    return tags
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} {value!r} is not true or false", f"write {name}: true")
+    return value
+
+
+FIELD_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
+    "title": _as_text,
+    "date": _as_date,
+    "summary": _as_summary,
+    "tags": _as_tags,
+    "draft": _as_bool,
+    "advertisement": _as_bool,
+}
+
+
+def split_file_name(name: str, settings: Settings) -> tuple[str, str]:
+    """(slug, language) of an issue file name, or ValueError(message, hint)."""
+    match = FILE_NAME.match(name)
+    if not match:
+        raise ValueError(
+            "file name is not YYYY-MM-DD-slug[.lang].md", "rename it, e.g. 2023-09-25-top-ml-papers.md"
+        )
+    lang = match["lang"] or settings.language
+    if not LANGUAGE_PATTERN.match(lang) or lang not in settings.all_languages:
+        known = ", ".join(settings.all_languages)
+        raise ValueError(
+            f"language '{lang}' is not configured", f"use one of {known} or add it to languages"
+        )
+    return f"{match['date']}-{match['name']}", lang
+
+
+def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Edition:
+    """Parse one issue file into an Edition; raises IssueError with path and line."""
+    where = _display_path(path, settings.root)
+    try:
+        slug, lang = split_file_name(path.name, settings)
+    except ValueError as err:
+        raise IssueError(where, None, *err.args) from None
+    raw = path.read_bytes() if data is None else data
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise IssueError(
+            where, line, f"byte 0x{raw[err.start]:02x} is not UTF-8", "save the file as UTF-8"
+        ) from None
+    fields, body_text, body_line = _split_front_matter(text, where)
+    values: dict[str, Any] = {"summary": "", "tags": (), "draft": False, "advertisement": False}
+    for key, (value, line) in fields.items():
+        converter = FIELD_CONVERTERS.get(key)
+        if converter is None:
+            raise IssueError(
+                where, line, f"unknown front matter key '{key}'", "use " + ", ".join(FRONT_MATTER_KEYS)
+            )
+        try:
+            values[key] = converter(key, value)
+        except ValueError as err:
+            raise IssueError(where, line, *err.args) from None
+    for required in ("title", "date"):
+        if required not in values:
+            raise IssueError(where, 1, f"{required} is missing", f"add {required}: to the front matter")
+    if values["date"].isoformat() != slug[:10]:
+        raise IssueError(
+            where,
+            fields["date"][1],
+            f"date {values['date']} differs from the file name's {slug[:10]}",
+            "make them the same",
+        )
+    body = render_body(body_text)
+    tags = list(values["tags"])
+    for section in body.sections:
+        tags.extend(tag for tag in section.tags if tag not in tags)
+        for link in section.links:
+            if not link.url:
+                raise IssueError(where, body_line + section.line - 1, f"a link in '{section.title}' has no URL", "write [label](https://…)")
+    return Edition(
+        slug=slug,
+        lang=lang,
+        is_default=lang == settings.language,
+        path=where,
+        title=values["title"],
+        date=values["date"],
+        summary=values["summary"],
+        tags=tuple(dict.fromkeys(tags)),
+        draft=values["draft"],
+        advertisement=values["advertisement"],
+        body=body,
+        source_hash=hashlib.blake2b(raw, digest_size=16).hexdigest(),
+    )
+
+
+def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int]], str, int]:
+    """({key: (value, line)}, body, first line of the body) of a file's text."""
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        raise IssueError(where, 1, "no front matter", "start the file with a '---' line, title: and date:, then '---'")
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() in {"---", "..."}), None)
+    if end is None:
+        raise IssueError(where, 1, "front matter is not closed", "add a '---' line after it")
+    yaml_text = "\n".join(lines[1:end])
+    try:
+        node = yaml.compose(yaml_text, Loader=_Loader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = 2 + mark.line if mark else 1
+        raise IssueError(where, line, f"front matter is not valid YAML: {err.problem}", "fix the YAML syntax") from None
+    except yaml.YAMLError as err:
+        raise IssueError(where, 2, f"front matter is not valid YAML: {err}", "fix the YAML syntax") from None
+    if node is None:
+        return {}, "\n".join(lines[end + 1 :]), end + 2
+    if not isinstance(node, yaml.MappingNode):
+        raise IssueError(where, 2, "front matter is not a list of key: value lines", "write title: …")
+    constructor = _Loader("")
+    fields: dict[str, tuple[Any, int]] = {}
+    for key_node, value_node in node.value:
+        line = 2 + key_node.start_mark.line
+        key = str(key_node.value)
+        if key in fields:
+            raise IssueError(where, line, f"front matter key '{key}' appears twice", "keep one")
+        if key == "date" and isinstance(value_node, yaml.ScalarNode):
+            value: Any = value_node.value  # parsed by _as_date, so 2023-13-45 gets our message
+        else:
+            try:
+                value = constructor.construct_object(value_node, deep=True)
+            except yaml.YAMLError as err:
+                raise IssueError(where, line, f"{key}: {err}", "fix the value") from None
+        fields[key] = (value, line)
+    return fields, "\n".join(lines[end + 1 :]), end + 2
+
+
+def _display_path(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def find_issue_files(settings: Settings) -> list[Path]:
+    """Every `*.md` in issues/ except README.md, sorted by name."""
+    folder = settings.issues_dir
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.md") if p.name.lower() != "readme.md")
+
+
+def group_editions(editions: Iterable[Edition], settings: Settings) -> list[Issue]:
+    """Editions → Issues, newest first; refuses duplicates and issues without a default edition."""
+    by_slug: dict[str, dict[str, Edition]] = {}
+    for edition in editions:
+        langs = by_slug.setdefault(edition.slug, {})
+        if edition.lang in langs:
+            other = langs[edition.lang]
+            raise IssueError(
+                edition.path,
+                None,
+                f"is a second '{edition.lang}' edition of {edition.slug}, like {other.path}",
+                "remove or rename one",
+            )
+        langs[edition.lang] = edition
+    issues: list[Issue] = []
+    for slug, langs in by_slug.items():
+        if settings.language not in langs:
+            some = next(iter(langs.values()))
+            raise IssueError(
+                some.path,
+                None,
+                f"issue {slug} has no '{settings.language}' (default language) edition",
+                f"add issues/{slug}.md",
+            )
+        ordered = [langs[lang] for lang in settings.all_languages if lang in langs]
+        issues.append(Issue(slug=slug, date=ordered[0].date, editions=tuple(ordered)))
+    issues.sort(key=lambda issue: (issue.date, issue.slug), reverse=True)
+    return issues
+
+
+def load_issues(settings: Settings, *, include_drafts: bool = True) -> list[Issue]:
+    """Parse every issue file; drafts are dropped unless `include_drafts`."""
+    editions = [parse_issue(path, settings) for path in find_issue_files(settings)]
+    if not include_drafts:
+        editions = [e for e in editions if not e.draft]
+    return group_editions(editions, settings)
+
+
+def find_issue(settings: Settings, name: str) -> Issue:
+    """The issue whose slug (or file name, or path) is `name`."""
+    wanted = Path(name).name.removesuffix(".md")
+    wanted = wanted.rsplit(".", 1)[0] if "." in wanted else wanted
+    for issue in load_issues(settings):
+        if issue.slug == wanted:
+            return issue
+    raise IssueError(name, None, "no such issue", "run 'newsletter check' to list the issues")
