@@ -1,0 +1,167 @@
+"""Edition → RenderedEmail (subject, preheader, HTML, text): Jinja2 → MJML (mjml-python) → premailer.
+
+Rendered once per edition, never per recipient: the unsubscribe URL is a placeholder that
+messages.py fills per recipient. Issue HTML is sanitised here so the email never carries scripts,
+frames, forms or event handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mjml
+import nh3
+from markupsafe import Markup
+from premailer import Premailer
+
+from ..config import Settings
+from ..errors import TemplateError
+from ..issues import Edition
+from .markdown import Section, display_width
+from .templates import Templates
+
+UNSUBSCRIBE_TOKEN = "__UNSUBSCRIBE_TOKEN__"  # ASCII and URL-safe: survives every renderer untouched
+FONT_STACK = (
+    "-apple-system, BlinkMacSystemFont, 'Apple SD Gothic Neo', 'Malgun Gothic', 'Noto Sans KR', "
+    "'Noto Sans CJK KR', 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+)
+PREHEADER_PADDING = "&#847;&zwnj;&nbsp;" * 60  # keeps clients from pulling body text into the preview
+HTML_WARN_BYTES = 80_000
+HTML_LIMIT_BYTES = 102_000  # Gmail clips larger HTML, hiding the footer with the unsubscribe link
+FORBIDDEN_IN_EMAIL = ("<script", "<iframe", "<form", "<object", "<embed")
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One edition's email, ready for personalisation."""
+
+    lang: str
+    subject: str
+    preheader: str
+    html: str  # contains UNSUBSCRIBE_TOKEN
+    text: str  # contains UNSUBSCRIBE_TOKEN
+    archive_url: str
+
+    @property
+    def html_size(self) -> int:
+        """Size of the HTML in bytes (what Gmail's clipping counts; Hangul is 3 bytes)."""
+        return len(self.html.encode("utf-8"))
+
+
+def unsubscribe_url(settings: Settings, token: str = UNSUBSCRIBE_TOKEN) -> str:
+    """The one-click unsubscribe URL for `token` (the placeholder until a recipient is known)."""
+    return settings.url(f"unsubscribe?token={token}")
+
+
+def sanitise_email_html(fragment: str) -> str:
+    """Keep ordinary markup; drop script, iframe, form, style, event handlers and javascript: URLs."""
+    return nh3.clean(fragment, url_schemes={"http", "https", "mailto"}, link_rel=None)
+
+
+def _sanitised_section(section: Section) -> dict[str, object]:
+    return {
+        "anchor": section.anchor,
+        "title": section.title,
+        "html": Markup(sanitise_email_html(section.html)),
+        "tags": section.tags,
+        "links": [link for link in section.links if link.url.startswith(("https://", "http://", "mailto:"))],
+    }
+
+
+def text_heading(text: str, underline: str) -> str:
+    """A heading line with an underline as wide as the text looks."""
+    return f"{text}\n{underline * display_width(text)}"
+
+
+def render_email(edition: Edition, settings: Settings, templates: Templates) -> RenderedEmail:
+    """Render one edition's email: HTML through MJML and premailer, and its plain-text part."""
+    strings = templates.strings_for(edition.lang, settings.language)
+    subject = edition.title
+    if edition.advertisement:
+        subject = f"{strings.get('ad_subject_prefix', '(광고)')} {subject}"
+    archive_url = settings.url(edition.page_path)
+    context = {
+        "edition": edition,
+        "site": {
+            "title": settings.for_language(edition.lang).title,
+            "description": settings.for_language(edition.lang).description,
+            "postal_address": settings.postal_address,
+            "base_url": settings.base_url,
+        },
+        "t": strings,
+        "archive_url": archive_url,
+        "unsubscribe_url": unsubscribe_url(settings),
+        "font": FONT_STACK,
+    }
+    mjml_source = templates.render(
+        "email.mjml.j2",
+        **context,
+        intro_html=Markup(sanitise_email_html(edition.body.intro_html)),
+        sections=[_sanitised_section(s) for s in edition.sections],
+        preheader_padding=Markup(PREHEADER_PADDING),
+    )
+    try:
+        html = mjml.mjml2html(mjml_source, disable_comments=True, fonts={})
+    except (ValueError, RuntimeError) as err:
+        raise TemplateError("templates/email.mjml.j2", f"MJML could not be converted: {err}",
+                            "check that every mj- tag is closed") from None
+    html = _inline_css(html, templates.read("email.css"))
+    text = templates.render("email.txt.j2", **context, heading=text_heading)
+    return RenderedEmail(
+        lang=edition.lang,
+        subject=subject,
+        preheader=edition.summary,
+        html=html,
+        text=_tidy_text(text),
+        archive_url=archive_url,
+    )
+
+
+def _inline_css(html: str, css: str) -> str:
+    """Inline the editor's email.css with premailer; MJML's own <style> blocks stay in <head> as they are.
+
+    Inlining MJML's resets (`table, td {…}`) would repeat them on every cell and double the size.
+    premailer drops the doctype, so it is restored.
+    """
+    html = html.replace("<style", '<style data-premailer="ignore"')
+    inliner = Premailer(
+        html,
+        css_text=css,
+        allow_network=False,  # MJML may link web fonts; nothing is fetched at run time
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+        keep_style_tags=False,
+        strip_important=False,
+        remove_classes=False,
+    )
+    inlined = inliner.transform().replace(' data-premailer="ignore"', "")
+    if not inlined.lstrip().lower().startswith("<!doctype"):
+        inlined = "<!doctype html>\n" + inlined
+    return inlined
+
+
+def _tidy_text(text: str) -> str:
+    """No trailing spaces, at most two blank lines in a row, one newline at the end."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    tidy: list[str] = []
+    for line in lines:
+        if not line and len(tidy) >= 2 and not tidy[-1] and not tidy[-2]:
+            continue
+        tidy.append(line)
+    return "\n".join(tidy).strip("\n") + "\n"
+
+
+def email_problems(email: RenderedEmail) -> list[tuple[str, str]]:
+    """(severity, message) pairs for what `check` reports: size against Gmail's clip, forbidden tags."""
+    problems: list[tuple[str, str]] = []
+    size = email.html_size
+    if size > HTML_LIMIT_BYTES:
+        problems.append(("error", f"email HTML is {size:,} bytes, over Gmail's ~102 KB clipping limit"))
+    elif size > HTML_WARN_BYTES:
+        problems.append(("warning", f"email HTML is {size:,} bytes, close to Gmail's ~102 KB clipping limit"))
+    lowered = email.html.lower()
+    for tag in FORBIDDEN_IN_EMAIL:
+        if tag in lowered:
+            problems.append(("error", f"email HTML contains {tag}>"))
+    return problems
