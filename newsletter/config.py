@@ -46,6 +46,7 @@ class Settings:
     reply_to: Address | None
     postal_address: str
     feed_size: int
+    page_size: int  # issues per index or tag page
     timezone: zoneinfo.ZoneInfo
     publish_time: dt.time
     id_date: str  # the date part of every tag: URI; never change it
@@ -96,6 +97,12 @@ class _Reader:
         if ("\r" in value or "\n" in value) and key != "description":
             raise self.fail(key, "contains a line break", "write it on one line")
         return value.strip()
+
+    def positive_int(self, key: str, default: int) -> int:
+        value = self.table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise self.fail(key, f"{value!r} is not a positive whole number", f"use {default}")
+        return value
 
     def address(self, key: str, *, required: bool) -> Address | None:
         value = self.table.get(key)
@@ -151,9 +158,8 @@ def load_settings(root: Path) -> Settings:
         if not LANGUAGE_PATTERN.match(code):
             raise read.fail("languages", f"{code!r} is not a BCP 47 language code", "use ko, en, …")
 
-    feed_size = table.get("feed_size", 20)
-    if not isinstance(feed_size, int) or isinstance(feed_size, bool) or feed_size < 1:
-        raise read.fail("feed_size", f"{feed_size!r} is not a positive whole number", "use 20")
+    feed_size = read.positive_int("feed_size", 20)
+    page_size = read.positive_int("page_size", 50)
 
     zone_name = read.string("timezone", "UTC")
     try:
@@ -198,6 +204,7 @@ def load_settings(root: Path) -> Settings:
         reply_to=read.address("reply_to", required=False),
         postal_address=read.string("postal_address"),
         feed_size=feed_size,
+        page_size=page_size,
         timezone=zone,
         publish_time=publish_time,
         id_date=id_date,

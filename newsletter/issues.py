@@ -240,6 +240,17 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
     return fields, "\n".join(lines[end + 1 :]), end + 2
 
 
+def read_body_source(edition: Edition, settings: Settings) -> str:
+    """The Markdown body of `edition`'s file, read again (the email's text part is made from it).
+
+    Editions don't carry their source, which keeps the build cache small.
+    """
+    path = settings.root / edition.path
+    text = path.read_bytes().decode("utf-8-sig")
+    _, body, _ = _split_front_matter(text, edition.path)
+    return body
+
+
 def _display_path(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root).as_posix()

@@ -17,8 +17,8 @@ from premailer import Premailer
 
 from ..config import Settings
 from ..errors import TemplateError
-from ..issues import Edition
-from .markdown import Section, display_width
+from ..issues import Edition, read_body_source
+from .markdown import Section, display_width, render_text
 from .templates import Templates
 
 UNSUBSCRIBE_TOKEN = "__UNSUBSCRIBE_TOKEN__"  # ASCII and URL-safe: survives every renderer untouched
@@ -107,7 +107,9 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
         raise TemplateError("templates/email.mjml.j2", f"MJML could not be converted: {err}",
                             "check that every mj- tag is closed") from None
     html = _inline_css(html, templates.read("email.css"))
-    text = templates.render("email.txt.j2", **context, heading=text_heading)
+    body_text = render_text(read_body_source(edition, settings))
+    text = templates.render("email.txt.j2", **context, heading=text_heading, body_text=body_text,
+                            sections=list(zip(edition.sections, body_text.sections, strict=True)))
     return RenderedEmail(
         lang=edition.lang,
         subject=subject,

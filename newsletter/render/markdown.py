@@ -1,27 +1,31 @@
-"""Markdown body → intro plus one Section per `##` heading, each as HTML and as readable plain text.
+"""Markdown body → intro plus one Section per `##` heading, as HTML (for every build) and plain text (for email).
 
-Runs once per edition. Inside a section, a paragraph made only of `#tag` words is the paper's tags,
-and a list (or paragraph) made only of links is its buttons; everything else is its body.
+Inside a section, a paragraph made only of `#tag` words is the paper's tags, and a list (or paragraph)
+made only of links is its buttons; everything else is its body. Parsing uses markdown-it-pyrs, the Rust
+port of markdown-it (CommonMark + tables + strikethrough): see docs/design.md for why not markdown-it-py.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
-import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import nh3
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
-from markdown_it.tree import SyntaxTreeNode
+from markdown_it_pyrs import MarkdownIt
 
 TEXT_WIDTH = 76
 TAG_WORD = re.compile(r"#([^\s#]+)")
-TAG_LINE = re.compile(r"^(#[^\s#]+)(\s+#[^\s#]+)*$")
+TAG_LINE = re.compile(r"^#[^\s#]+(\s+#[^\s#]+)*$")
+NOT_WORD = re.compile(r"[^\w\s-]")
+SPACES = re.compile(r"[\s-]+")
 LINK_SEPARATORS = re.compile(r"^[\s·|•,/-]*$")
+WIDE = re.compile(r"[\u1100-\u115f\u2e80-\u303e\u3041-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f"
+                  r"\uff00-\uff60\uffe0-\uffe6\U0001f300-\U0001faff\U00020000-\U0003fffd]")
 
-_markdown = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+_markdown = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+Node = Any  # markdown_it_pyrs.Node: name, attrs, meta, srcmap (byte offsets), children
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,10 @@ class Section:
 
     anchor: str  # stable id on the page, from the heading
     title: str
-    html: str  # the body as an HTML fragment (tags and links excluded)
-    text: str  # the body as wrapped plain text; inline links as "label [n]"
+    html: str  # the body as an HTML fragment (tag line and link row excluded)
     tags: tuple[str, ...]
     links: tuple[Link, ...]
-    line: int  # 1-based line of the heading within the body
+    line: int  # line of the heading within the body, from 1
 
 
 @dataclass(frozen=True)
@@ -50,169 +53,182 @@ class Body:
     """A parsed Markdown body."""
 
     intro_html: str
-    intro_text: str
     sections: tuple[Section, ...]
-    references: tuple[str, ...]  # URLs of the inline links, numbered from 1 in the text
+
+
+@dataclass(frozen=True)
+class BodyText:
+    """A body as plain text for the email's text part; inline links are "label [n]"."""
+
+    intro: str
+    sections: tuple[str, ...]
+    references: tuple[str, ...]  # URL of reference [n] at index n-1
+
+
+@dataclass
+class _Part:
+    """Top-level blocks of the intro (heading None) or of one section."""
+
+    heading: Node | None
+    blocks: list[Node]
+    tags: list[str]
+    links: list[Link]
 
 
 def slugify(text: str) -> str:
     """GitHub-style anchor: lowercase letters and digits of any script, words joined by '-'."""
-    text = unicodedata.normalize("NFC", text).lower()
-    kept = "".join(ch if ch.isalnum() or ch in " -_" else " " for ch in text)
-    return re.sub(r"[\s-]+", "-", kept).strip("-_") or "section"
+    kept = NOT_WORD.sub(" ", text.lower())
+    return SPACES.sub("-", kept).strip("-_") or "section"
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes in a terminal or monospace font: Hangul and other wide characters count twice."""
+    return len(text) if text.isascii() else len(text) + len(WIDE.findall(text))
+
+
+def _split(source: str) -> tuple[bytes, list[_Part], str]:
+    """(source bytes, parts, link reference definitions) of a body: the intro, then one part per `##`."""
+    data = source.encode("utf-8")
+    parts = [_Part(None, [], [], [])]
+    definitions: list[str] = []
+    for node in _markdown.tree(source).children:
+        if node.name == "heading" and node.meta.get("level") == 2:
+            parts.append(_Part(node, [], [], []))
+            continue
+        if node.name == "definition":
+            definitions.append(_slice(data, node))
+            continue
+        part = parts[-1]
+        if part.heading is not None:
+            tags = _tag_line(node)
+            if tags is not None:
+                part.tags.extend(tag for tag in tags if tag not in part.tags)
+                continue
+            links = _link_row(node)
+            if links is not None:
+                part.links.extend(links)
+                continue
+        part.blocks.append(node)
+    return data, parts, "\n".join(definitions)
+
+
+def _slice(data: bytes, node: Node) -> str:
+    start, end = node.srcmap
+    return data[start:end].decode("utf-8")
+
+
+def _html(data: bytes, blocks: list[Node], definitions: str) -> str:
+    """Render blocks by their source, contiguous runs in one call (keeps lists and references intact)."""
+    if not blocks:
+        return ""
+    runs: list[tuple[int, int]] = []
+    for node in blocks:
+        start, end = node.srcmap
+        if runs and not data[runs[-1][1] : start].strip():
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    suffix = f"\n\n{definitions}\n" if definitions else ""
+    return "".join(_markdown.render(data[s:e].decode("utf-8") + suffix) for s, e in runs)
 
 
 def render_body(source: str) -> Body:
-    """Parse `source` (CommonMark with tables) and split it at its `##` headings."""
-    root = SyntaxTreeNode(_markdown.parse(source))
-    text_renderer = _TextRenderer()
-    intro: list[SyntaxTreeNode] = []
-    sections: list[Section] = []
-    current: _SectionBuilder | None = None
-    used_anchors: dict[str, int] = {}
-    for node in root.children:
-        if node.type == "heading" and node.tag == "h2":
-            if current:
-                sections.append(current.finish(text_renderer))
-            title = _plain_inline(node.children[0]) if node.children else ""
-            anchor = slugify(title)
-            seen = used_anchors.get(anchor, 0)
-            used_anchors[anchor] = seen + 1
-            if seen:
-                anchor = f"{anchor}-{seen + 1}"
-            line = (node.map[0] + 1) if node.map else 0
-            current = _SectionBuilder(anchor, title, line)
-        elif current is None:
-            intro.append(node)
-        else:
-            current.add(node)
-    if current:
-        sections.append(current.finish(text_renderer))
-    return Body(
-        intro_html=_html(intro),
-        intro_text=text_renderer.blocks(intro),
-        sections=tuple(sections),
-        references=tuple(text_renderer.references),
-    )
+    """Parse `source` and split it at its `##` headings into an intro and Sections with HTML."""
+    data, parts, definitions = _split(source)
+    used: dict[str, int] = {}
+    sections = []
+    for part in parts[1:]:
+        title = _plain(part.heading)
+        anchor = slugify(title)
+        used[anchor] = used.get(anchor, 0) + 1
+        if used[anchor] > 1:
+            anchor = f"{anchor}-{used[anchor]}"
+        sections.append(Section(
+            anchor=anchor,
+            title=title,
+            html=_html(data, part.blocks, definitions),
+            tags=tuple(part.tags),
+            links=tuple(part.links),
+            line=data.count(b"\n", 0, part.heading.srcmap[0]) + 1,
+        ))
+    return Body(intro_html=_html(data, parts[0].blocks, definitions), sections=tuple(sections))
 
 
-class _SectionBuilder:
-    def __init__(self, anchor: str, title: str, line: int) -> None:
-        self.anchor, self.title, self.line = anchor, title, line
-        self.nodes: list[SyntaxTreeNode] = []
-        self.tags: list[str] = []
-        self.links: list[Link] = []
-
-    def add(self, node: SyntaxTreeNode) -> None:
-        tags = _tag_line(node)
-        if tags is not None:
-            self.tags.extend(tag for tag in tags if tag not in self.tags)
-            return
-        links = _link_row(node)
-        if links is not None:
-            self.links.extend(links)
-            return
-        self.nodes.append(node)
-
-    def finish(self, text_renderer: _TextRenderer) -> Section:
-        return Section(
-            anchor=self.anchor,
-            title=self.title,
-            html=_html(self.nodes),
-            text=text_renderer.blocks(self.nodes),
-            tags=tuple(self.tags),
-            links=tuple(self.links),
-            line=self.line,
-        )
+def render_text(source: str) -> BodyText:
+    """Parse `source` again and write each part as wrapped plain text (used once per email)."""
+    _, parts, _ = _split(source)
+    renderer = _TextRenderer()
+    texts = [renderer.blocks(part.blocks) for part in parts]
+    return BodyText(intro=texts[0], sections=tuple(texts[1:]), references=tuple(renderer.references))
 
 
-def _html(nodes: list[SyntaxTreeNode]) -> str:
-    tokens: list[Token] = []
-    for node in nodes:
-        tokens.extend(node.to_tokens())
-    return _markdown.renderer.render(tokens, _markdown.options, {})
-
-
-def _tag_line(node: SyntaxTreeNode) -> list[str] | None:
+def _tag_line(node: Node) -> list[str] | None:
     """The tags if `node` is a paragraph of `#tag` words only."""
-    if node.type != "paragraph" or not node.children:
+    if node.name != "paragraph" or any(c.name not in {"text", "softbreak"} for c in node.children):
         return None
-    inline = node.children[0]
-    if any(child.type not in {"text", "softbreak"} for child in inline.children):
-        return None
-    content = inline.content.strip()
-    if not TAG_LINE.match(content):
-        return None
-    return TAG_WORD.findall(content)
+    content = _plain(node).strip()
+    return TAG_WORD.findall(content) if TAG_LINE.match(content) else None
 
 
-def _link_row(node: SyntaxTreeNode) -> list[Link] | None:
+def _link_row(node: Node) -> list[Link] | None:
     """The links if `node` is a list of bare links, or a paragraph of links and separators."""
-    if node.type in {"bullet_list", "ordered_list"}:
+    if node.name in {"bullet_list", "ordered_list"}:
         links: list[Link] = []
         for item in node.children:
-            if len(item.children) != 1 or item.children[0].type != "paragraph":
-                return None
-            found = _links_only(item.children[0].children[0])
+            inline = item.children[0].children if len(item.children) == 1 and item.children[0].name == "paragraph" \
+                else item.children
+            found = _links_only(inline)
             if found is None or len(found) != 1:
                 return None
             links.extend(found)
         return links
-    if node.type == "paragraph" and node.children:
-        return _links_only(node.children[0])
+    if node.name == "paragraph":
+        return _links_only(node.children)
     return None
 
 
-def _links_only(inline: SyntaxTreeNode) -> list[Link] | None:
+def _links_only(children: list[Node]) -> list[Link] | None:
     links: list[Link] = []
-    for child in inline.children:
-        if child.type == "link":
-            links.append(Link(_plain_inline(child), str(child.attrs.get("href", ""))))
-        elif child.type == "softbreak" or (child.type == "text" and LINK_SEPARATORS.match(child.content)):
+    for child in children:
+        if child.name == "link":
+            links.append(Link(_plain(child), str(child.meta.get("url", ""))))
+        elif child.name == "softbreak" or (child.name == "text" and LINK_SEPARATORS.match(child.meta["content"])):
             continue
         else:
             return None
     return links or None
 
 
-def _plain_inline(node: SyntaxTreeNode) -> str:
+def _plain(node: Node) -> str:
     """The visible text of an inline node, without markup."""
     parts: list[str] = []
     for child in node.children:
-        if child.type in {"text", "code_inline"}:
-            parts.append(child.content)
-        elif child.type in {"softbreak", "hardbreak"}:
+        if child.name == "text":
+            parts.append(child.meta.get("content", ""))
+        elif child.name in {"softbreak", "hardbreak"}:
             parts.append(" ")
-        elif child.type == "image":
-            parts.append(str(child.attrs.get("alt", "")) or _plain_inline(child))
-        elif child.type == "html_inline":
-            continue
-        else:
-            parts.append(_plain_inline(child))
+        elif child.name != "html_inline":
+            parts.append(_plain(child))
     return "".join(parts)
 
 
-def display_width(text: str) -> int:
-    """Columns `text` takes in a terminal: wide (Hangul, CJK) characters count twice."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "") -> str:
-    """Wrap at spaces to `width` display columns (Hangul counts double); prefix each line."""
+    """Wrap at spaces to `width` display columns (Hangul counts double); prefix each line with `indent`."""
     room = width - display_width(indent)
     lines: list[str] = []
-    line, used = "", 0
-    for word in text.split():
-        size = display_width(word)
-        if line and used + 1 + size > room:
-            lines.append(line)
-            line, used = word, size
-        elif line:
-            line, used = f"{line} {word}", used + 1 + size
-        else:
-            line, used = word, size
-    lines.append(line)
-    return "\n".join(indent + line for line in lines)
+    for paragraph_line in text.split("\n"):
+        line, used = "", 0
+        for word in paragraph_line.split():
+            size = display_width(word)
+            if line and used + 1 + size > room:
+                lines.append(line)
+                line, used = word, size
+            elif line:
+                line, used = f"{line} {word}", used + 1 + size
+            else:
+                line, used = word, size
+        lines.append(line)
+    return "\n".join((indent + line).rstrip() for line in lines)
 
 
 class _TextRenderer:
@@ -221,65 +237,69 @@ class _TextRenderer:
     def __init__(self) -> None:
         self.references: list[str] = []
 
-    def blocks(self, nodes: list[SyntaxTreeNode], indent: str = "") -> str:
+    def blocks(self, nodes: list[Node], indent: str = "") -> str:
         return "\n\n".join(filter(None, (self.block(node, indent) for node in nodes)))
 
-    def block(self, node: SyntaxTreeNode, indent: str) -> str:
-        kind = node.type
-        if kind == "paragraph":
-            return wrap(self.inline(node.children[0]), indent=indent)
-        if kind == "heading":
-            title = self.inline(node.children[0])
+    def block(self, node: Node, indent: str) -> str:
+        name = node.name
+        if name == "paragraph":
+            return wrap(self.inline(node), indent=indent)
+        if name == "heading":
+            title = self.inline(node)
             return f"{indent}{title}\n{indent}{'-' * display_width(title)}"
-        if kind in {"bullet_list", "ordered_list"}:
+        if name in {"bullet_list", "ordered_list"}:
+            number = int(node.meta.get("start", 1) or 1)
             items = []
-            number = int(node.attrs.get("start", 1) or 1)
             for item in node.children:
-                marker = f"{number}. " if kind == "ordered_list" else "- "
+                marker = f"{number}. " if name == "ordered_list" else "- "
                 number += 1
-                inner = self.blocks(item.children, indent + " " * len(marker))
-                items.append(indent + marker + inner[len(indent) + len(marker) :])
+                pad = indent + " " * len(marker)
+                if item.children and item.children[0].name not in _BLOCKS:  # tight item: inline children
+                    inner = wrap(self.inline(item), indent=pad)
+                else:
+                    inner = self.blocks(item.children, pad)
+                items.append(indent + marker + inner[len(pad) :])
             return "\n".join(items)
-        if kind == "blockquote":
+        if name == "blockquote":
             inner = self.blocks(node.children)
             return "\n".join(f"{indent}> {line}".rstrip() for line in inner.splitlines())
-        if kind in {"fence", "code_block"}:
-            return textwrap.indent(node.content.rstrip("\n"), indent + "    ")
-        if kind == "hr":
+        if name in {"fence", "code_block"}:
+            return textwrap.indent(node.meta.get("content", "").rstrip("\n"), indent + "    ")
+        if name == "hr":
             return indent + "-" * 20
-        if kind == "html_block":
-            return wrap(nh3.clean(node.content, tags=set()), indent=indent)
-        if kind == "table":
-            rows = []
-            for row in (r for part in node.children for r in part.children):
-                rows.append(" | ".join(self.inline(cell.children[0]) for cell in row.children if cell.children))
+        if name == "html_block":
+            return wrap(nh3.clean(node.meta.get("content", ""), tags=set()), indent=indent)
+        if name == "table":
+            rows = [" | ".join(self.inline(cell) for cell in row.children)
+                    for group in node.children for row in group.children]
             return textwrap.indent("\n".join(rows), indent)
         return ""
 
-    def inline(self, node: SyntaxTreeNode) -> str:
+    def inline(self, node: Node) -> str:
         parts: list[str] = []
         for child in node.children:
-            kind = child.type
-            if kind == "text":
-                parts.append(child.content)
-            elif kind == "code_inline":
-                parts.append(f"`{child.content}`")
-            elif kind == "softbreak":
+            name = child.name
+            if name == "text":
+                parts.append(child.meta.get("content", ""))
+            elif name == "code_inline":
+                parts.append(f"`{_plain(child)}`")
+            elif name == "softbreak":
                 parts.append(" ")
-            elif kind == "hardbreak":
+            elif name == "hardbreak":
                 parts.append("\n")
-            elif kind == "link":
-                label = self.inline(child)
-                href = str(child.attrs.get("href", ""))
+            elif name == "link":
+                label, href = self.inline(child), str(child.meta.get("url", ""))
                 if label.strip() == href:
                     parts.append(href)
                 else:
                     self.references.append(href)
                     parts.append(f"{label} [{len(self.references)}]")
-            elif kind == "image":
-                parts.append(f"[{child.attrs.get('alt') or self.inline(child)}]")
-            elif kind == "html_inline":
-                continue
-            else:
+            elif name == "image":
+                parts.append(f"[{_plain(child)}]")
+            elif name != "html_inline":
                 parts.append(self.inline(child))
         return "".join(parts)
+
+
+_BLOCKS = {"paragraph", "bullet_list", "ordered_list", "blockquote", "fence", "code_block", "heading",
+           "html_block", "hr", "table"}

@@ -29,6 +29,7 @@ REQUIRED_TEMPLATES = (
     "tags.html.j2",
     "404.html.j2",
     "issue.md.j2",
+    "pagination.html.j2",
 )
 
 
@@ -86,6 +87,16 @@ def format_date(value: dt.date, strings: Mapping[str, Any]) -> str:
     return pattern.format(year=value.year, month=value.month, day=value.day, month_name=month_name)
 
 
+def _bytecode_cache(settings: Settings) -> jinja2.BytecodeCache | None:
+    """Compiled templates under .cache/jinja/ (keyed by source), so each run skips compiling."""
+    folder = settings.root / ".cache" / "jinja"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
 def load_templates(settings: Settings) -> Templates:
     """Read the templates folder; errors name the file."""
     folder = settings.templates_dir
@@ -110,6 +121,7 @@ def load_templates(settings: Settings) -> Templates:
         "trim_blocks": True,
         "lstrip_blocks": True,
         "auto_reload": False,
+        "bytecode_cache": _bytecode_cache(settings),
     }
     html = jinja2.Environment(autoescape=True, **common)
     text = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)

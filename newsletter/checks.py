@@ -1,0 +1,99 @@
+"""`newsletter check`: validate settings, templates and every issue, and list each problem as one line.
+
+It parses and renders but writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Settings
+from .errors import NewsletterError
+from .issues import Edition, Issue, find_issue_files, group_editions, parse_issue
+from .render.templates import REQUIRED_TEMPLATES, Templates
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: `error` fails the check, `warning` does not."""
+
+    severity: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"
+
+
+def translation_problems(issue: Issue) -> list[Problem]:
+    """Editions of one issue must carry the same papers in the same order, told apart by their links."""
+    problems: list[Problem] = []
+    base = issue.default
+    base_keys = [_paper_key(s.links) for s in base.sections]
+    for other in issue.editions[1:]:
+        other_keys = [_paper_key(s.links) for s in other.sections]
+        missing = [s for s, key in zip(base.sections, base_keys, strict=True) if key not in other_keys]
+        extra = [s for s, key in zip(other.sections, other_keys, strict=True) if key not in base_keys]
+        for section in missing:
+            problems.append(Problem("error", f"{other.path}: paper '{section.title}' of {base.path}:"
+                                    f"{section.line} is missing (translate it or remove it from both)"))
+        for section in extra:
+            problems.append(Problem("error", f"{other.path}: paper '{section.title}' is not in {base.path} "
+                                    "(add it there too, with the same links)"))
+        if not missing and not extra and base_keys != other_keys:
+            problems.append(Problem("error", f"{other.path}: papers are in another order than in {base.path} "
+                                    "(keep the same order in every edition)"))
+    return problems
+
+
+def _paper_key(links: tuple) -> tuple[str, ...]:
+    return tuple(link.url for link in links)
+
+
+def edition_problems(edition: Edition) -> list[Problem]:
+    """Warnings an editor wants before sending: no summary, images without alt text, papers without links."""
+    problems: list[Problem] = []
+    if not edition.summary:
+        problems.append(Problem("warning", f"{edition.path}: no summary (it is the email's preheader and the "
+                                "feed summary; add summary: to the front matter)"))
+    html = edition.body.intro_html + "".join(s.html for s in edition.sections)
+    if '<img' in html and ('alt=""' in html or "<img src" in html.replace(" alt=", "")):
+        problems.append(Problem("warning", f"{edition.path}: an image has no alt text (write ![what it shows](…))"))
+    return problems
+
+
+def check_publication(settings: Settings, templates: Templates) -> tuple[list[Problem], int]:
+    """(problems, number of editions checked) for the whole publication."""
+    from .render.email import email_problems, render_email  # MJML and premailer load only when needed
+
+    problems: list[Problem] = []
+    for name in REQUIRED_TEMPLATES:
+        try:
+            templates.html.get_template(name) if not name.endswith((".txt.j2", ".md.j2")) else \
+                templates.text.get_template(name)
+        except Exception as err:  # noqa: BLE001 - every template failure is reported the same way
+            line = getattr(err, "lineno", None)
+            problems.append(Problem("error", f"templates/{name}{f':{line}' if line else ''}: {err}"))
+    editions: list[Edition] = []
+    for path in find_issue_files(settings):
+        try:
+            editions.append(parse_issue(path, settings))
+        except NewsletterError as err:
+            problems.append(Problem("error", str(err)))
+    try:
+        issues = group_editions(editions, settings)
+    except NewsletterError as err:
+        return [*problems, Problem("error", str(err))], len(editions)
+    if problems:  # broken templates would only repeat themselves below
+        return problems, len(editions)
+    for issue in issues:
+        problems.extend(translation_problems(issue))
+        for edition in issue.editions:
+            problems.extend(edition_problems(edition))
+            try:
+                email = render_email(edition, settings, templates)
+            except NewsletterError as err:
+                problems.append(Problem("error", str(err)))
+                continue
+            for severity, message in email_problems(email):
+                problems.append(Problem(severity, f"{edition.path}: {message}"))
+    return problems, len(editions)
