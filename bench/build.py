@@ -26,7 +26,7 @@ TAG_POOL = [f"topic-{n}" for n in range(60)]
 def make_publication(folder: Path, count: int) -> list[Path]:
     """A publication with `count` default-language issues made from the sample, one per week."""
     config = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    (folder / "pyproject.toml").write_text(config[config.index("[tool.newsletter]"):], encoding="utf-8")
+    (folder / "pyproject.toml").write_text(config[config.index("[tool.newsletter]") :], encoding="utf-8")
     shutil.copytree(ROOT / "templates", folder / "templates")
     issues = folder / "issues"
     issues.mkdir()

@@ -34,14 +34,29 @@ def translation_problems(issue: Issue) -> list[Problem]:
         missing = [s for s, key in zip(base.sections, base_keys, strict=True) if key not in other_keys]
         extra = [s for s, key in zip(other.sections, other_keys, strict=True) if key not in base_keys]
         for section in missing:
-            problems.append(Problem("error", f"{other.path}: paper '{section.title}' of {base.path}:"
-                                    f"{section.line} is missing (translate it or remove it from both)"))
+            problems.append(
+                Problem(
+                    "error",
+                    f"{other.path}: paper '{section.title}' of {base.path}:"
+                    f"{section.line} is missing (translate it or remove it from both)",
+                )
+            )
         for section in extra:
-            problems.append(Problem("error", f"{other.path}: paper '{section.title}' is not in {base.path} "
-                                    "(add it there too, with the same links)"))
+            problems.append(
+                Problem(
+                    "error",
+                    f"{other.path}: paper '{section.title}' is not in {base.path} "
+                    "(add it there too, with the same links)",
+                )
+            )
         if not missing and not extra and base_keys != other_keys:
-            problems.append(Problem("error", f"{other.path}: papers are in another order than in {base.path} "
-                                    "(keep the same order in every edition)"))
+            problems.append(
+                Problem(
+                    "error",
+                    f"{other.path}: papers are in another order than in {base.path} "
+                    "(keep the same order in every edition)",
+                )
+            )
     return problems
 
 
@@ -53,10 +68,15 @@ def edition_problems(edition: Edition) -> list[Problem]:
     """Warnings an editor wants before sending: no summary, images without alt text, papers without links."""
     problems: list[Problem] = []
     if not edition.summary:
-        problems.append(Problem("warning", f"{edition.path}: no summary (it is the email's preheader and the "
-                                "feed summary; add summary: to the front matter)"))
+        problems.append(
+            Problem(
+                "warning",
+                f"{edition.path}: no summary (it is the email's preheader and the "
+                "feed summary; add summary: to the front matter)",
+            )
+        )
     html = edition.body.intro_html + "".join(s.html for s in edition.sections)
-    if '<img' in html and ('alt=""' in html or "<img src" in html.replace(" alt=", "")):
+    if "<img" in html and ('alt=""' in html or "<img src" in html.replace(" alt=", "")):
         problems.append(Problem("warning", f"{edition.path}: an image has no alt text (write ![what it shows](…))"))
     return problems
 
@@ -68,8 +88,9 @@ def check_publication(settings: Settings, templates: Templates) -> tuple[list[Pr
     problems: list[Problem] = []
     for name in REQUIRED_TEMPLATES:
         try:
-            templates.html.get_template(name) if not name.endswith((".txt.j2", ".md.j2")) else \
-                templates.text.get_template(name)
+            templates.html.get_template(name) if not name.endswith(
+                (".txt.j2", ".md.j2")
+            ) else templates.text.get_template(name)
         except Exception as err:  # noqa: BLE001 - every template failure is reported the same way
             line = getattr(err, "lineno", None)
             problems.append(Problem("error", f"templates/{name}{f':{line}' if line else ''}: {err}"))

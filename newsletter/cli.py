@@ -45,8 +45,11 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
-              help="The publication folder (the one whose pyproject.toml has [tool.newsletter]).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The publication folder (the one whose pyproject.toml has [tool.newsletter]).",
+)
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
 def cli(ctx: click.Context, root: Path | None) -> None:
@@ -121,16 +124,19 @@ def new(ctx: click.Context, title: str, slug: str | None, date_text: str | None,
         raise click.BadParameter(f"{date_text!r} is not a date (use YYYY-MM-DD)", param_hint="--date") from None
     name = slug or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name or ""):
-        raise click.BadParameter(f"{name!r} cannot be a file name; pass --slug in ASCII, e.g. --slug weekly",
-                                 param_hint="--slug")
+        raise click.BadParameter(
+            f"{name!r} cannot be a file name; pass --slug in ASCII, e.g. --slug weekly", param_hint="--slug"
+        )
     if lang and lang not in settings.languages:
-        raise click.BadParameter(f"{lang!r} is not one of the other languages {settings.languages}",
-                                 param_hint="--lang")
+        raise click.BadParameter(
+            f"{lang!r} is not one of the other languages {settings.languages}", param_hint="--lang"
+        )
     path = settings.issues_dir / f"{date.isoformat()}-{name}{'.' + lang if lang else ''}.md"
     if path.exists():
         raise NewsletterError(_shown(path), "already exists", "edit it, or choose another --slug or --date")
-    text = load_templates(settings).render("issue.md.j2", title=json.dumps(title, ensure_ascii=False)[1:-1],
-                                           date=date.isoformat())
+    text = load_templates(settings).render(
+        "issue.md.j2", title=json.dumps(title, ensure_ascii=False)[1:-1], date=date.isoformat()
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("x", encoding="utf-8") as handle:
         handle.write(text)
@@ -139,8 +145,9 @@ def new(ctx: click.Context, title: str, slug: str | None, date_text: str | None,
 
 @cli.command()
 @click.argument("issue")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the preview [preview/<slug>/].")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the preview [preview/<slug>/]."
+)
 @click.option("--serve", is_flag=True, help="Serve the preview on 127.0.0.1 until Ctrl-C.")
 @click.option("--open", "open_browser", is_flag=True, help="Serve the preview and open it in a browser.")
 @click.pass_context

@@ -11,8 +11,7 @@ import re
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import Address, HeaderRegistry
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,7 +90,7 @@ class _Reader:
     def string(self, key: str, default: str | None = None) -> str:
         value = self.table.get(key, default)
         if value is None:
-            raise self.fail(key, "is missing", f"add {key} = \"…\" to [tool.newsletter]")
+            raise self.fail(key, "is missing", f'add {key} = "…" to [tool.newsletter]')
         if not isinstance(value, str) or not value.strip():
             raise self.fail(key, f"{value!r} is not a non-empty string", "quote the value")
         if ("\r" in value or "\n" in value) and key != "description":
@@ -126,9 +125,7 @@ def find_root(start: Path) -> Path:
         candidate = folder / CONFIG_FILE
         if candidate.is_file() and b"[tool.newsletter" in candidate.read_bytes():
             return folder
-    raise ConfigError(
-        str(start), "no pyproject.toml with [tool.newsletter] here or above", "pass --root DIR"
-    )
+    raise ConfigError(str(start), "no pyproject.toml with [tool.newsletter] here or above", "pass --root DIR")
 
 
 def load_settings(root: Path) -> Settings:

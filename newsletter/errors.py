@@ -61,6 +61,4 @@ class MissingExtraError(NewsletterError):
     """An optional dependency is not installed; the hint names the pip command."""
 
     def __init__(self, feature: str, extra: str) -> None:
-        super().__init__(
-            "", f"{feature} needs the {extra} extra", f"pip install 'newsletter[{extra}]'"
-        )
+        super().__init__("", f"{feature} needs the {extra} extra", f"pip install 'newsletter[{extra}]'")

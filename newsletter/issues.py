@@ -11,18 +11,11 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, Protocol, TypeVar
 
 from .config import LANGUAGE_PATTERN, Settings
 from .errors import IssueError
 from .render.markdown import Body, Section, render_body
-
-try:  # the C loader is ten times faster; fall back when PyYAML was built without libyaml
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
 
 FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -129,15 +122,11 @@ def split_file_name(name: str, settings: Settings) -> tuple[str, str]:
     """(slug, language) of an issue file name, or ValueError(message, hint)."""
     match = FILE_NAME.match(name)
     if not match:
-        raise ValueError(
-            "file name is not YYYY-MM-DD-slug[.lang].md", "rename it, e.g. 2023-09-25-top-ml-papers.md"
-        )
+        raise ValueError("file name is not YYYY-MM-DD-slug[.lang].md", "rename it, e.g. 2023-09-25-top-ml-papers.md")
     lang = match["lang"] or settings.language
     if not LANGUAGE_PATTERN.match(lang) or lang not in settings.all_languages:
         known = ", ".join(settings.all_languages)
-        raise ValueError(
-            f"language '{lang}' is not configured", f"use one of {known} or add it to languages"
-        )
+        raise ValueError(f"language '{lang}' is not configured", f"use one of {known} or add it to languages")
     return f"{match['date']}-{match['name']}", lang
 
 
@@ -153,17 +142,13 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
-        raise IssueError(
-            where, line, f"byte 0x{raw[err.start]:02x} is not UTF-8", "save the file as UTF-8"
-        ) from None
+        raise IssueError(where, line, f"byte 0x{raw[err.start]:02x} is not UTF-8", "save the file as UTF-8") from None
     fields, body_text, body_line = _split_front_matter(text, where)
     values: dict[str, Any] = {"summary": "", "tags": (), "draft": False, "advertisement": False}
     for key, (value, line) in fields.items():
         converter = FIELD_CONVERTERS.get(key)
         if converter is None:
-            raise IssueError(
-                where, line, f"unknown front matter key '{key}'", "use " + ", ".join(FRONT_MATTER_KEYS)
-            )
+            raise IssueError(where, line, f"unknown front matter key '{key}'", "use " + ", ".join(FRONT_MATTER_KEYS))
         try:
             values[key] = converter(key, value)
         except ValueError as err:
@@ -184,7 +169,12 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         tags.extend(tag for tag in section.tags if tag not in tags)
         for link in section.links:
             if not link.url:
-                raise IssueError(where, body_line + section.line - 1, f"a link in '{section.title}' has no URL", "write [label](https://…)")
+                raise IssueError(
+                    where,
+                    body_line + section.line - 1,
+                    f"a link in '{section.title}' has no URL",
+                    "write [label](https://…)",
+                )
     return Edition(
         slug=slug,
         lang=lang,
@@ -209,9 +199,12 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
     end = next((i for i in range(1, len(lines)) if lines[i].rstrip() in {"---", "..."}), None)
     if end is None:
         raise IssueError(where, 1, "front matter is not closed", "add a '---' line after it")
+    import yaml  # only parsing needs it; a cached rebuild does not
+
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ten times faster
     yaml_text = "\n".join(lines[1:end])
     try:
-        node = yaml.compose(yaml_text, Loader=_Loader)
+        node = yaml.compose(yaml_text, Loader=loader_class)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = 2 + mark.line if mark else 1
@@ -222,7 +215,7 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
         return {}, "\n".join(lines[end + 1 :]), end + 2
     if not isinstance(node, yaml.MappingNode):
         raise IssueError(where, 2, "front matter is not a list of key: value lines", "write title: …")
-    constructor = _Loader("")
+    constructor = loader_class("")
     fields: dict[str, tuple[Any, int]] = {}
     for key_node, value_node in node.value:
         line = 2 + key_node.start_mark.line
@@ -266,9 +259,24 @@ def find_issue_files(settings: Settings) -> list[Path]:
     return sorted(p for p in folder.glob("*.md") if p.name.lower() != "readme.md")
 
 
-def group_editions(editions: Iterable[Edition], settings: Settings) -> list[Issue]:
-    """Editions → Issues, newest first; refuses duplicates and issues without a default edition."""
-    by_slug: dict[str, dict[str, Edition]] = {}
+class Versioned(Protocol):
+    """What grouping needs of an edition (Edition, or the site builder's lighter record of one)."""
+
+    slug: str
+    lang: str
+    path: str
+    date: dt.date
+
+
+V = TypeVar("V", bound=Versioned)
+
+
+def group_by_issue(editions: Iterable[V], settings: Settings) -> list[list[V]]:
+    """Editions → one list per issue (default language first), newest issue first.
+
+    Refuses two editions of one language and issues without a default-language edition.
+    """
+    by_slug: dict[str, dict[str, V]] = {}
     for edition in editions:
         langs = by_slug.setdefault(edition.slug, {})
         if edition.lang in langs:
@@ -280,7 +288,7 @@ def group_editions(editions: Iterable[Edition], settings: Settings) -> list[Issu
                 "remove or rename one",
             )
         langs[edition.lang] = edition
-    issues: list[Issue] = []
+    groups: list[list[V]] = []
     for slug, langs in by_slug.items():
         if settings.language not in langs:
             some = next(iter(langs.values()))
@@ -290,10 +298,17 @@ def group_editions(editions: Iterable[Edition], settings: Settings) -> list[Issu
                 f"issue {slug} has no '{settings.language}' (default language) edition",
                 f"add issues/{slug}.md",
             )
-        ordered = [langs[lang] for lang in settings.all_languages if lang in langs]
-        issues.append(Issue(slug=slug, date=ordered[0].date, editions=tuple(ordered)))
-    issues.sort(key=lambda issue: (issue.date, issue.slug), reverse=True)
-    return issues
+        groups.append([langs[lang] for lang in settings.all_languages if lang in langs])
+    groups.sort(key=lambda group: (group[0].date, group[0].slug), reverse=True)
+    return groups
+
+
+def group_editions(editions: Iterable[Edition], settings: Settings) -> list[Issue]:
+    """Editions → Issues, newest first (see group_by_issue)."""
+    return [
+        Issue(slug=group[0].slug, date=group[0].date, editions=tuple(group))
+        for group in group_by_issue(editions, settings)
+    ]
 
 
 def load_issues(settings: Settings, *, include_drafts: bool = True) -> list[Issue]:

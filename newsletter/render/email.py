@@ -104,12 +104,18 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
     try:
         html = mjml.mjml2html(mjml_source, disable_comments=True, fonts={})
     except (ValueError, RuntimeError) as err:
-        raise TemplateError("templates/email.mjml.j2", f"MJML could not be converted: {err}",
-                            "check that every mj- tag is closed") from None
+        raise TemplateError(
+            "templates/email.mjml.j2", f"MJML could not be converted: {err}", "check that every mj- tag is closed"
+        ) from None
     html = _inline_css(html, templates.read("email.css"))
     body_text = render_text(read_body_source(edition, settings))
-    text = templates.render("email.txt.j2", **context, heading=text_heading, body_text=body_text,
-                            sections=list(zip(edition.sections, body_text.sections, strict=True)))
+    text = templates.render(
+        "email.txt.j2",
+        **context,
+        heading=text_heading,
+        body_text=body_text,
+        sections=list(zip(edition.sections, body_text.sections, strict=True)),
+    )
     return RenderedEmail(
         lang=edition.lang,
         subject=subject,

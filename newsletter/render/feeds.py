@@ -9,9 +9,8 @@ import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
-
-from feedgen.feed import FeedGenerator
 
 from ..config import Settings
 from ..issues import Edition
@@ -51,8 +50,15 @@ def absolutize(html: str, base: str) -> str:
     return RELATIVE_URL.sub(lambda m: f'{m[1]}{urljoin(base, m[2])}"', html)
 
 
-def _generator(spec: FeedSpec, editions: Sequence[Edition], settings: Settings,
-               content_of: Callable[[Edition], str], self_type: str) -> FeedGenerator:
+def _generator(
+    spec: FeedSpec,
+    editions: Sequence[Edition],
+    settings: Settings,
+    content_of: Callable[[Edition], str],
+    self_type: str,
+) -> Any:
+    from feedgen.feed import FeedGenerator  # lxml loads only when a feed is rendered
+
     fg = FeedGenerator()
     fg.id(spec.feed_id)
     fg.title(spec.title)
@@ -64,8 +70,13 @@ def _generator(spec: FeedSpec, editions: Sequence[Edition], settings: Settings,
     fg.link(href=spec.home_url, rel="alternate")
     fg.generator("newsletter")
     newest = [published_at(e, settings) for e in editions]
-    stamp = max(newest) if newest else dt.datetime.combine(
-        dt.date.fromisoformat(settings.id_date), settings.publish_time, tzinfo=settings.timezone)
+    stamp = (
+        max(newest)
+        if newest
+        else dt.datetime.combine(
+            dt.date.fromisoformat(settings.id_date), settings.publish_time, tzinfo=settings.timezone
+        )
+    )
     fg.updated(stamp)
     fg.lastBuildDate(stamp)
     for edition in editions:  # newest first; append keeps that order
@@ -84,15 +95,17 @@ def _generator(spec: FeedSpec, editions: Sequence[Edition], settings: Settings,
     return fg
 
 
-def build_atom(spec: FeedSpec, editions: Sequence[Edition], settings: Settings,
-               content_of: Callable[[Edition], str]) -> bytes:
+def build_atom(
+    spec: FeedSpec, editions: Sequence[Edition], settings: Settings, content_of: Callable[[Edition], str]
+) -> bytes:
     """Atom 1.0 bytes of `editions` (sorted newest first, cut to the feed size).
 
     `content_of` gives an edition's HTML with absolute URLs (see absolutize)."""
     return _generator(spec, editions, settings, content_of, "application/atom+xml").atom_str(pretty=True)
 
 
-def build_rss(spec: FeedSpec, editions: Sequence[Edition], settings: Settings,
-              content_of: Callable[[Edition], str]) -> bytes:
+def build_rss(
+    spec: FeedSpec, editions: Sequence[Edition], settings: Settings, content_of: Callable[[Edition], str]
+) -> bytes:
     """RSS 2.0 bytes of `editions`: summary in <description>, full HTML in <content:encoded>."""
     return _generator(spec, editions, settings, content_of, "application/rss+xml").rss_str(pretty=True)

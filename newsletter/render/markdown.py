@@ -21,8 +21,10 @@ TAG_LINE = re.compile(r"^#[^\s#]+(\s+#[^\s#]+)*$")
 NOT_WORD = re.compile(r"[^\w\s-]")
 SPACES = re.compile(r"[\s-]+")
 LINK_SEPARATORS = re.compile(r"^[\s·|•,/-]*$")
-WIDE = re.compile(r"[\u1100-\u115f\u2e80-\u303e\u3041-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f"
-                  r"\uff00-\uff60\uffe0-\uffe6\U0001f300-\U0001faff\U00020000-\U0003fffd]")
+WIDE = re.compile(
+    r"[\u1100-\u115f\u2e80-\u303e\u3041-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f"
+    r"\uff00-\uff60\uffe0-\uffe6\U0001f300-\U0001faff\U00020000-\U0003fffd]"
+)
 
 _markdown = MarkdownIt("commonmark").enable("table").enable("strikethrough")
 Node = Any  # markdown_it_pyrs.Node: name, attrs, meta, srcmap (byte offsets), children
@@ -143,14 +145,16 @@ def render_body(source: str) -> Body:
         used[anchor] = used.get(anchor, 0) + 1
         if used[anchor] > 1:
             anchor = f"{anchor}-{used[anchor]}"
-        sections.append(Section(
-            anchor=anchor,
-            title=title,
-            html=_html(data, part.blocks, definitions),
-            tags=tuple(part.tags),
-            links=tuple(part.links),
-            line=data.count(b"\n", 0, part.heading.srcmap[0]) + 1,
-        ))
+        sections.append(
+            Section(
+                anchor=anchor,
+                title=title,
+                html=_html(data, part.blocks, definitions),
+                tags=tuple(part.tags),
+                links=tuple(part.links),
+                line=data.count(b"\n", 0, part.heading.srcmap[0]) + 1,
+            )
+        )
     return Body(intro_html=_html(data, parts[0].blocks, definitions), sections=tuple(sections))
 
 
@@ -175,8 +179,11 @@ def _link_row(node: Node) -> list[Link] | None:
     if node.name in {"bullet_list", "ordered_list"}:
         links: list[Link] = []
         for item in node.children:
-            inline = item.children[0].children if len(item.children) == 1 and item.children[0].name == "paragraph" \
+            inline = (
+                item.children[0].children
+                if len(item.children) == 1 and item.children[0].name == "paragraph"
                 else item.children
+            )
             found = _links_only(inline)
             if found is None or len(found) != 1:
                 return None
@@ -270,8 +277,11 @@ class _TextRenderer:
         if name == "html_block":
             return wrap(nh3.clean(node.meta.get("content", ""), tags=set()), indent=indent)
         if name == "table":
-            rows = [" | ".join(self.inline(cell) for cell in row.children)
-                    for group in node.children for row in group.children]
+            rows = [
+                " | ".join(self.inline(cell) for cell in row.children)
+                for group in node.children
+                for row in group.children
+            ]
             return textwrap.indent("\n".join(rows), indent)
         return ""
 
@@ -301,5 +311,15 @@ class _TextRenderer:
         return "".join(parts)
 
 
-_BLOCKS = {"paragraph", "bullet_list", "ordered_list", "blockquote", "fence", "code_block", "heading",
-           "html_block", "hr", "table"}
+_BLOCKS = {
+    "paragraph",
+    "bullet_list",
+    "ordered_list",
+    "blockquote",
+    "fence",
+    "code_block",
+    "heading",
+    "html_block",
+    "hr",
+    "table",
+}

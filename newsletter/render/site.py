@@ -1,12 +1,14 @@
-"""Build the archive site: edition pages, indexes, tag pages, feeds, sitemap and 404, written aside and swapped in.
+"""Build the archive site: edition pages, indexes, tag pages, feeds, sitemap and 404.
 
-A cache keyed by content hash (`.cache/` in the publication) lets a rebuild re-parse and re-render only
-what changed; unchanged pages are hard-linked from the previous site. A failed build leaves the previous
-site untouched. No output path may be written twice.
+Outputs are rendered aside and swapped in only when all of them rendered, so a failed build leaves the
+previous site untouched. A cache (`.cache/site/`) keyed by content hash makes a rebuild re-parse only
+changed files and re-render only outputs whose inputs changed; listings read light records of each
+edition and load a full one only to render it. No output path may be written twice.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import gc
 import hashlib
@@ -15,22 +17,66 @@ import pickle
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from multiprocessing import get_context
+from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from xml.sax.saxutils import escape, quoteattr
 
 from ..config import Settings
 from ..errors import BuildError, IssueError
-from ..issues import Edition, Issue, find_issue_files, group_editions, parse_issue
+from ..issues import Edition, find_issue_files, group_by_issue, parse_issue, split_file_name
 from .feeds import FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
 from .templates import Templates, load_templates
 
-CACHE_VERSION = "site-1"
-PARALLEL_THRESHOLD = 64  # below this many files to parse, worker start-up costs more than it saves
+CACHE_VERSION = "site-2"
+PARALLEL_THRESHOLD = 64  # below this much work, starting worker processes costs more than it saves
+
+
+@dataclass(frozen=True)
+class ListedSection:
+    """What a listing shows of one section."""
+
+    anchor: str
+    title: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ListedEdition:
+    """What listings, feeds' metadata and grouping need of an edition: everything but its HTML."""
+
+    slug: str
+    lang: str
+    is_default: bool
+    path: str
+    title: str
+    date: dt.date
+    summary: str
+    tags: tuple[str, ...]
+    draft: bool
+    source_hash: str
+    sections: tuple[ListedSection, ...]
+
+    @property
+    def page_path(self) -> str:
+        return f"{'' if self.is_default else self.lang + '/'}issues/{self.slug}/"
+
+    @classmethod
+    def of(cls, edition: Edition) -> ListedEdition:
+        return cls(
+            slug=edition.slug,
+            lang=edition.lang,
+            is_default=edition.is_default,
+            path=edition.path,
+            title=edition.title,
+            date=edition.date,
+            summary=edition.summary,
+            tags=edition.tags,
+            draft=edition.draft,
+            source_hash=edition.source_hash,
+            sections=tuple(ListedSection(s.anchor, s.title, s.tags) for s in edition.sections),
+        )
 
 
 @dataclass(frozen=True)
@@ -76,124 +122,65 @@ def relative_url(target: str, from_dir: str) -> str:
     return up + _quoted(target) if up or target else "./"
 
 
-# ---------------------------------------------------------------- output
+# ---------------------------------------------------------------- the cache
 
 
-class _Writer:
-    """Claims paths in a fresh folder, refusing a second claim of one path (naming both sources)."""
-
-    def __init__(self, folder: Path, previous: Path | None) -> None:
-        self.folder = folder
-        self.previous = previous
-        self.sources: dict[str, str] = {}
-        self.made_dirs: set[Path] = set()
-
-    def claim(self, path: str, source: str) -> Path:
-        if path in self.sources:
-            raise BuildError(path, f"would be written twice: by {self.sources[path]} and by {source}",
-                             "rename one of them")
-        self.sources[path] = source
-        target = self.folder / path
-        if target.parent not in self.made_dirs:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.made_dirs.add(target.parent)
-        return target
-
-    def write(self, path: str, data: str | bytes, source: str) -> None:
-        _write(self.claim(path, source), data)
-
-    def reuse(self, path: str, target: Path) -> bool:
-        """Hard-link `path` from the previous site into `target`; False if it is not there."""
-        if self.previous is None:
-            return False
-        old = self.previous / path
-        try:
-            os.link(old, target)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            shutil.copy2(old, target)
-        return True
-
-
-def _write(target: Path, data: str | bytes) -> None:
-    target.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One output still to render: where it goes and how to make it."""
-
-    target: Path
-    make: Callable[[], str | bytes]
-
-
-_PENDING: list[_Job] = []  # set before forking render workers, which inherit it
-
-
-def _run_jobs(indices: list[int]) -> int:
-    for index in indices:
-        job = _PENDING[index]
-        _write(job.target, job.make())
-    return len(indices)
-
-
-def _run_all(jobs: list[_Job], workers: int) -> None:
-    """Render and write every job, split over forked workers when there are many."""
-    global _PENDING
-    if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
-        for job in jobs:
-            _write(job.target, job.make())
-        return
-    _PENDING = jobs
-    try:
-        shares = [list(range(n, len(jobs), workers)) for n in range(workers)]
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-            list(pool.map(_run_jobs, shares))
-    finally:
-        _PENDING = []
-
-
-# ---------------------------------------------------------------- parsing with a cache
-
-
+@dataclass
 class _Cache:
-    """The build cache under `.cache/site/`: one pickle per parsed edition, named by the hash of its
-    file, plus the key of every output of the last build. Anything unreadable counts as absent."""
+    """`.cache/site/`: index.pickle (file stats → parse keys, listed editions), pages.pickle (the key of
+    each output of the site on disk) and editions/<key>.pickle (full editions). Anything unreadable
+    counts as absent."""
 
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-        self.pages: dict[str, str] = {}
+    folder: Path | None
+    files: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path → (mtime_ns, size, key)
+    listed: dict[str, ListedEdition] = field(default_factory=dict)  # parse key → record
+    pages: dict[str, str] = field(default_factory=dict)  # output path → key
+    dropped: set[str] = field(default_factory=set)  # keys of editions whose files changed or went away
+
+    @classmethod
+    def load(cls, folder: Path | None) -> _Cache:
+        cache = cls(folder)
         if folder is None:
-            return
+            return cache
         try:
+            with (folder / "index.pickle").open("rb") as handle:
+                version, files, listed = pickle.load(handle)
+            if version == CACHE_VERSION:
+                cache.files, cache.listed = files, listed
             with (folder / "pages.pickle").open("rb") as handle:
                 version, pages = pickle.load(handle)
             if version == CACHE_VERSION:
-                self.pages = pages
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+                cache.pages = pages
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
             pass
+        return cache
 
     def edition_file(self, key: str) -> Path | None:
         return self.folder / "editions" / f"{key}.pickle" if self.folder else None
 
-    def edition(self, key: str) -> Edition | None:
+    def full(self, key: str) -> Edition:
         path = self.edition_file(key)
-        try:
-            with path.open("rb") as handle:  # type: ignore[union-attr]
-                edition = pickle.load(handle)
-            return edition if isinstance(edition, Edition) else None
-        except (AttributeError, OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-            return None
+        if path is None:
+            raise KeyError(key)
+        with path.open("rb") as handle:
+            return pickle.load(handle)
 
-    def save(self, pages: dict[str, str], keep: set[str]) -> None:
-        """Record the outputs' keys and forget editions whose files changed or went away."""
+    def forget_pages(self) -> None:
+        """Drop the record of the site on disk (before changing it, so a crash means a cold build)."""
+        self.pages = {}
+        if self.folder is not None:
+            (self.folder / "pages.pickle").unlink(missing_ok=True)
+
+    def save(self, pages: dict[str, str], *, parsed_any: bool) -> None:
+        """Record the site now on disk, and the editions when any was parsed in this build."""
+        self.pages = pages
         if self.folder is None:
             return
         _atomic_pickle(self.folder / "pages.pickle", (CACHE_VERSION, pages))
-        for old in (self.folder / "editions").glob("*.pickle"):
-            if old.stem not in keep:
-                old.unlink(missing_ok=True)
+        if parsed_any or not (self.folder / "index.pickle").is_file():
+            _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed))
+            for key in self.dropped:
+                (self.folder / "editions" / f"{key}.pickle").unlink(missing_ok=True)
 
 
 def _atomic_pickle(path: Path, value: object) -> None:
@@ -204,6 +191,9 @@ def _atomic_pickle(path: Path, value: object) -> None:
     os.replace(temporary, path)
 
 
+# ---------------------------------------------------------------- parsing
+
+
 def _parse_key(path: Path, raw: bytes, settings: Settings) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for part in (CACHE_VERSION, path.name, settings.language, ",".join(settings.languages)):
@@ -212,74 +202,222 @@ def _parse_key(path: Path, raw: bytes, settings: Settings) -> str:
     return digest.hexdigest()
 
 
-def _parse_batch(batch: list[tuple[str, Path, bytes]], settings: Settings,
-                 cache: _Cache) -> list[Edition | tuple[Any, ...]]:
-    """Parse (in a worker) and cache each edition; an IssueError comes back as its fields."""
-    results: list[Edition | tuple[Any, ...]] = []
-    for key, path, raw in batch:
+_PRERENDER: Callable[[Edition], tuple[str, str] | None] | None = None  # set before forking parse workers
+
+
+def _parse_batch(batch: list[tuple[str, Path]], settings: Settings, cache: _Cache) -> list[tuple]:
+    """Parse (in a worker), cache and pre-render each edition: ("ok", record, (page path, key) or None)
+    or ("error", IssueError fields).
+
+    With a cache, only the light record comes back (the full edition waits in its cache file for
+    whoever renders it); without one, the full edition.
+    """
+    results: list[tuple] = []
+    for key, path in batch:
         try:
-            edition = parse_issue(path, settings, raw)
+            edition = parse_issue(path, settings)
         except IssueError as err:
-            results.append((err.path, err.line, err.message, err.hint))
+            results.append(("error", (err.path, err.line, err.message, err.hint)))
             continue
+        page = _PRERENDER(edition) if _PRERENDER else None
         cache_file = cache.edition_file(key)
-        if cache_file is not None:
-            _atomic_pickle(cache_file, edition)
-        results.append(edition)
+        if cache_file is None:
+            results.append(("ok", edition, page))
+            continue
+        _atomic_pickle(cache_file, edition)
+        results.append(("ok", ListedEdition.of(edition), page))
     return results
 
 
-def parse_all(settings: Settings, cache: _Cache, workers: int) -> tuple[list[Edition], set[str]]:
-    """(every issue file as an Edition, their cache keys): from the cache when the bytes are unchanged."""
-    wanted: list[tuple[str, Path, bytes]] = []
-    editions: dict[str, Edition] = {}
+def scan_issues(
+    settings: Settings,
+    cache: _Cache,
+    workers: int,
+    prerender: Callable[[Edition], tuple[str, str] | None] | None = None,
+) -> tuple[list[ListedEdition], dict[str, Edition], dict[str, str]]:
+    """(a record of every issue file, the full editions parsed now and not cached by key, the pages
+    `prerender` made of the editions parsed now, as path → key).
+
+    A file whose size and mtime match the cache is not even read; one whose bytes hash to a cached
+    key is not parsed again.
+    """
+    files: dict[str, tuple[int, int, str]] = {}
+    keys: dict[str, str] = {}  # path → key
+    wanted: list[tuple[str, Path]] = []
     for path in find_issue_files(settings):
-        raw = path.read_bytes()
-        key = _parse_key(path, raw, settings)
-        cached = cache.edition(key)
-        if cached is not None:
-            editions[key] = cached
+        name = path.name
+        stat = path.stat()
+        known = cache.files.get(name)
+        if known and known[:2] == (stat.st_mtime_ns, stat.st_size) and known[2] in cache.listed:
+            key = known[2]
         else:
-            wanted.append((key, path, raw))
-    if len(wanted) >= PARALLEL_THRESHOLD and workers > 1:
-        size = -(-len(wanted) // (workers * 4))
-        batches = [wanted[i : i + size] for i in range(0, len(wanted), size)]
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-            chunks = pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches))
-            parsed = [result for chunk in chunks for result in chunk]
-    else:
-        parsed = _parse_batch(wanted, settings, cache)
-    for (key, _, _), result in zip(wanted, parsed, strict=True):
-        if isinstance(result, tuple):
+            key = _parse_key(path, path.read_bytes(), settings)
+            if key not in cache.listed or not _exists(cache.edition_file(key)):
+                wanted.append((key, path))
+        files[name] = (stat.st_mtime_ns, stat.st_size, key)
+        keys[name] = key
+    global _PRERENDER
+    _PRERENDER = prerender
+    try:
+        if len(wanted) >= PARALLEL_THRESHOLD and workers > 1:
+            size = -(-len(wanted) // (workers * 4))
+            batches = [wanted[i : i + size] for i in range(0, len(wanted), size)]
+            with _pool(workers) as pool:
+                chunks = pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches))
+                parsed = [result for chunk in chunks for result in chunk]
+        else:
+            parsed = _parse_batch(wanted, settings, cache)
+    finally:
+        _PRERENDER = None
+    fresh: dict[str, Edition] = {}
+    pages: dict[str, str] = {}
+    for (key, _), (status, result, *page) in zip(wanted, parsed, strict=True):
+        if status == "error":
             raise IssueError(*result)
-        editions[key] = result
-    return sorted(editions.values(), key=lambda e: e.path), set(editions)
+        if isinstance(result, Edition):
+            fresh[key] = result
+            result = ListedEdition.of(result)
+        cache.listed[key] = result
+        if page and page[0]:
+            pages[page[0][0]] = page[0][1]
+    cache.files = files
+    live = set(keys.values())
+    cache.dropped = set(cache.listed) - live
+    cache.listed = {key: record for key, record in cache.listed.items() if key in live}
+    listed = [cache.listed[key] for name, key in sorted(keys.items())]
+    return listed, fresh, pages
 
 
-# ---------------------------------------------------------------- the build
+def _pool(workers: int) -> Any:
+    """Forked workers: they inherit the parsed data and templates instead of receiving them pickled."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+
+
+def _exists(path: Path | None) -> bool:
+    return path is not None and path.is_file()
+
+
+# ---------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One output to render: its site path and how to make its bytes."""
+
+    path: str
+    make: Callable[[], str | bytes]
+
+
+_PENDING: list[_Job] = []  # set before forking render workers, which inherit it
+_STAGING: Path = Path()
+
+
+def _write(target: Path, data: str | bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def _run_jobs(indices: list[int]) -> int:
+    for index in indices:
+        job = _PENDING[index]
+        _write(_STAGING / job.path, job.make())
+    return len(indices)
+
+
+def _run_all(jobs: list[_Job], staging: Path, workers: int) -> None:
+    """Render every job into `staging`, split over forked workers when there are many."""
+    global _PENDING, _STAGING
+    _PENDING, _STAGING = jobs, staging
+    try:
+        if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
+            _run_jobs(list(range(len(jobs))))
+            return
+        shares = [list(range(n, len(jobs), workers)) for n in range(workers)]
+        with _pool(workers) as pool:
+            list(pool.map(_run_jobs, shares))
+    finally:
+        _PENDING = []
 
 
 def _key(*parts: object) -> str:
+    """A short digest of everything an output depends on."""
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
 
 class _SiteBuilder:
-    """Renders every output of one build into a _Writer, reusing unchanged outputs of the last build."""
+    """Plans every output of one build: reuse it from the site on disk, or a job to render it."""
 
-    def __init__(self, settings: Settings, templates: Templates, issues: list[Issue], writer: _Writer,
-                 cache: _Cache, config_digest: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        templates: Templates,
+        cache: _Cache,
+        previous: Path | None,
+        staging: Path,
+        config_digest: str,
+    ) -> None:
         self.settings = settings
         self.templates = templates
-        self.issues = issues
-        self.writer = writer
         self.cache = cache
+        self.issues: list[list[ListedEdition]] = []
+        self.fresh: dict[str, Edition] = {}
+        self.keys_by_hash: dict[str, str] = {}
+        self.assumed_versions: dict[str, list[tuple[str, str]]] = {}
+        self.prerendered: dict[str, str] = {}  # page path → key, rendered while parsing
+        self.moved: list[str] = []  # paths rendered into staging that this build uses
+        self.staging = staging
+        self.previous = previous
+        self.previous_prefix = f"{previous}/" if previous else ""
         self.salt = (config_digest, templates.digest)
         self.new_keys: dict[str, str] = {}
+        self.sources: dict[str, str] = {}
         self.rendered = 0
         self.reused = 0
         self.content_cache: dict[tuple[str, str], str] = {}
         self.tags_by_lang: dict[str, set[str]] = {}
         self.jobs: list[_Job] = []
+
+    def assume_versions(self, paths: Iterable[Path]) -> None:
+        """Guess each issue's language versions from the file names, so pages can render while parsing."""
+        found: dict[str, dict[str, str]] = {}
+        for path in paths:
+            try:
+                slug, lang = split_file_name(path.name, self.settings)
+            except ValueError:
+                continue
+            found.setdefault(slug, {})[lang] = f"{lang_prefix(lang, self.settings)}issues/{slug}/"
+        order = self.settings.all_languages
+        self.assumed_versions = {
+            slug: [(lang, langs[lang]) for lang in order if lang in langs] for slug, langs in found.items()
+        }
+
+    def prerender(self, edition: Edition) -> tuple[str, str] | None:
+        """Render `edition`'s page into staging (in a parse worker); the plan keeps it if its key holds."""
+        versions = self.assumed_versions.get(edition.slug)
+        if edition.draft or not versions:
+            return None
+        path = edition.page_path + "index.html"
+        key = _key(*self.salt, self.edition_key(edition.source_hash, versions))
+        _write(self.staging / path, self.templates.render("page.html.j2", **self.edition_context(edition, versions)))
+        return path, key
+
+    def plan(self, issues: list[list[ListedEdition]], fresh: dict[str, Edition], prerendered: dict[str, str]) -> None:
+        self.issues = issues
+        self.fresh = {edition.source_hash: edition for edition in fresh.values()}
+        self.keys_by_hash = {record.source_hash: key for key, record in self.cache.listed.items()}
+        self.prerendered = prerendered
+        self.build()
+
+    def full(self, listed: ListedEdition) -> Edition:
+        """The full edition behind a record: parsed in this build, or loaded from the cache."""
+        edition = self.fresh.get(listed.source_hash)
+        if edition is None:
+            edition = self.cache.full(self.keys_by_hash[listed.source_hash])
+            self.fresh[listed.source_hash] = edition
+        return edition
 
     # context ---------------------------------------------------------------
 
@@ -302,9 +440,17 @@ class _SiteBuilder:
             "og_image": s.url("static/og-image.png"),
         }
 
-    def page_context(self, lang: str, path: str, title: str, description: str,
-                     versions: Sequence[tuple[str, str]], og_type: str = "website",
-                     published: str = "", tag: str = "") -> dict[str, Any]:
+    def page_context(
+        self,
+        lang: str,
+        path: str,
+        title: str,
+        description: str,
+        versions: Sequence[tuple[str, str]],
+        og_type: str = "website",
+        published: str = "",
+        tag: str = "",
+    ) -> dict[str, Any]:
         """Context for the page at site folder `path`; `versions` are (lang, path) of each language version."""
         s = self.settings
         t = self.templates.strings_for(lang, s.language)
@@ -316,13 +462,17 @@ class _SiteBuilder:
             "title": title,
             "description": description,
             "canonical": s.url(path),
-            "alternates": [{"lang": v_lang, "href": s.url(v_path)} for v_lang, v_path in versions] if translated else [],
+            "alternates": [{"lang": v_lang, "href": s.url(v_path)} for v_lang, v_path in versions]
+            if translated
+            else [],
             "x_default": s.url(default_path) if translated and default_path is not None else "",
             "og_type": og_type,
             "og_locale_alternates": [self.strings(v_lang).get("og_locale", v_lang) for v_lang, _ in others],
             "published": published,
-            "switch": [{"lang": v_lang, "path": v_path, "name": self.strings(v_lang).get("language_name", v_lang)}
-                       for v_lang, v_path in others],
+            "switch": [
+                {"lang": v_lang, "path": v_path, "name": self.strings(v_lang).get("language_name", v_lang)}
+                for v_lang, v_path in others
+            ],
             "tag": tag,
             "tag_feed": s.url(tag_path(tag, lang, s) + "feed.xml") if tag else "",
         }
@@ -341,54 +491,102 @@ class _SiteBuilder:
     # output with reuse -----------------------------------------------------------
 
     def output(self, path: str, key: str, make: Callable[[], str | bytes], source: str) -> None:
-        """Plan `path`: hard-link it from the last build when its key (all it depends on) is unchanged,
-        else queue it for rendering."""
+        """Plan `path`: keep it when the site on disk has it with the same key (all it depends on),
+        else queue a job to render it. Refuses a second output at one path, naming both sources."""
+        self.claim(path, source)
         key = _key(*self.salt, key)
         self.new_keys[path] = key
-        target = self.writer.claim(path, source)
-        if self.cache.pages.get(path) == key and self.writer.reuse(path, target):
+        if (
+            self.previous is not None
+            and self.cache.pages.get(path) == key
+            and os.path.isfile(self.previous_prefix + path)
+        ):
             self.reused += 1
             return
-        self.jobs.append(_Job(target, make))
+        self.jobs.append(_Job(path, make))
+        self.moved.append(path)
         self.rendered += 1
+
+    def claim(self, path: str, source: str) -> None:
+        """Refuse a second output at one path, naming both sources."""
+        if path in self.sources:
+            raise BuildError(
+                path, f"would be written twice: by {self.sources[path]} and by {source}", "rename one of them"
+            )
+        self.sources[path] = source
+
+    def data(self, path: str, data: str | bytes, source: str) -> None:
+        """An output whose content is known now (its key is its hash)."""
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        self.output(path, hashlib.blake2b(raw, digest_size=16).hexdigest(), lambda: raw, source)
 
     def page(self, path: str, key: str, template: str, context: Callable[[], dict[str, Any]], source: str) -> None:
         self.output(path, key, lambda: self.templates.render(template, **context()), source)
 
     # outputs -----------------------------------------------------------------
 
-    def edition_page(self, issue: Issue, edition: Edition) -> None:
-        versions = [(e.lang, e.page_path) for e in issue.editions]
-        key = _key(edition.source_hash, *(f"{e.lang}:{e.title}" for e in issue.editions))
+    @staticmethod
+    def edition_key(source_hash: str, versions: Sequence[tuple[str, str]]) -> str:
+        return _key(source_hash, *versions)
 
-        def context() -> dict[str, Any]:
-            published = published_at(edition, self.settings).isoformat()
-            base = self.page_context(edition.lang, edition.page_path, edition.title,
-                                     edition.summary or edition.title, versions, og_type="article",
-                                     published=published)
-            return {**base, "edition": edition}
+    def edition_context(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        published = published_at(edition, self.settings).isoformat()
+        base = self.page_context(
+            edition.lang,
+            edition.page_path,
+            edition.title,
+            edition.summary or edition.title,
+            versions,
+            og_type="article",
+            published=published,
+        )
+        return {**base, "edition": edition}
 
-        self.page(edition.page_path + "index.html", key, "page.html.j2", context, edition.path)
+    def edition_page(self, issue: list[ListedEdition], listed: ListedEdition) -> None:
+        versions = [(e.lang, e.page_path) for e in issue]
+        key = self.edition_key(listed.source_hash, versions)
+        path = listed.page_path + "index.html"
+        if self.prerendered.get(path) == _key(*self.salt, key):
+            self.claim(path, listed.path)
+            self.new_keys[path] = self.prerendered[path]
+            self.moved.append(path)
+            self.rendered += 1
+            return
+        self.page(path, key, "page.html.j2", lambda: self.edition_context(self.full(listed), versions), listed.path)
 
-    def entry_content(self, edition: Edition) -> str:
-        """The edition's content for feeds, with absolute links; rendered once per build."""
-        key = (edition.slug, edition.lang)
+    def entry_content(self, listed: ListedEdition) -> str:
+        """The edition's content for feeds, with absolute links; rendered once per build and process."""
+        key = (listed.slug, listed.lang)
         if key not in self.content_cache:
             s = self.settings
+            edition = self.full(listed)
             html = self.templates.render(
-                "entry.html.j2", edition=edition, t=self.strings(edition.lang), url=s.url,
+                "entry.html.j2",
+                edition=edition,
+                t=self.strings(edition.lang),
+                url=s.url,
                 tag_path=functools.partial(_tag_path_in, lang=edition.lang, settings=s),
             )
             self.content_cache[key] = absolutize(html, s.url(edition.page_path))
         return self.content_cache[key]
 
-    def feed(self, path: str, spec: FeedSpec, editions: list[Edition], build: Callable[..., bytes],
-             source: str) -> None:
+    def feed(
+        self, path: str, spec: FeedSpec, editions: list[ListedEdition], build: Callable[..., bytes], source: str
+    ) -> None:
         key = _key(path, spec, *(e.source_hash for e in editions))
         self.output(path, key, lambda: build(spec, editions, self.settings, self.entry_content), source)
 
-    def listing(self, lang: str, base: str, title: str, template: str, editions: list[Edition],
-                versions: Sequence[tuple[str, str]], source: str, **extra: Any) -> None:
+    def listing(
+        self,
+        lang: str,
+        base: str,
+        title: str,
+        template: str,
+        editions: list[ListedEdition],
+        versions: Sequence[tuple[str, str]],
+        source: str,
+        **extra: Any,
+    ) -> None:
         """A list of editions split into pages of page_size: base/, base/page/2/, …"""
         size = self.settings.page_size
         count = max(1, -(-len(editions) // size))
@@ -401,20 +599,32 @@ class _SiteBuilder:
                 "previous": (base if number == 2 else f"{base}page/{number - 1}/") if number > 1 else "",
                 "next": f"{base}page/{number + 1}/" if number < count else "",
             }
-            key = _key(path, title, number, count, *(f"{e.source_hash}:{e.page_path}" for e in chunk),
-                       *versions, *sorted(extra.items()))
+            key = _key(
+                path,
+                title,
+                number,
+                count,
+                *(f"{e.source_hash}:{e.page_path}" for e in chunk),
+                *versions,
+                *sorted(extra.items()),
+            )
             page_versions = versions if number == 1 else [(lang, path)]
 
-            def context(chunk: list[Edition] = chunk, pagination: dict[str, Any] = pagination,
-                        path: str = path, page_versions: Sequence[tuple[str, str]] = page_versions) -> dict[str, Any]:
+            def context(
+                chunk: list[ListedEdition] = chunk,
+                pagination: dict[str, Any] = pagination,
+                path: str = path,
+                page_versions: Sequence[tuple[str, str]] = page_versions,
+            ) -> dict[str, Any]:
                 wording = self.settings.for_language(lang)
-                base_context = self.page_context(lang, path, title, wording.description, page_versions,
-                                                 tag=extra.get("tag", ""))
+                base_context = self.page_context(
+                    lang, path, title, wording.description, page_versions, tag=extra.get("tag", "")
+                )
                 return {**base_context, **extra, "editions": chunk, "pagination": pagination}
 
             self.page(path + "index.html", key, template, context, source)
 
-    def language_outputs(self, lang: str, editions: list[Edition]) -> None:
+    def language_outputs(self, lang: str, editions: list[ListedEdition]) -> None:
         s = self.settings
         prefix = lang_prefix(lang, s)
         wording = s.for_language(lang)
@@ -424,66 +634,96 @@ class _SiteBuilder:
 
         newest = editions[: s.feed_size]
         for name, build in (("feed.xml", build_atom), ("rss.xml", build_rss)):
-            spec = FeedSpec(lang, wording.title, wording.description,
-                            feed_id(s, f"{'feed' if name == 'feed.xml' else 'rss'}/{lang}"),
-                            s.url(prefix + name), s.url(prefix))
+            spec = FeedSpec(
+                lang,
+                wording.title,
+                wording.description,
+                feed_id(s, f"{'feed' if name == 'feed.xml' else 'rss'}/{lang}"),
+                s.url(prefix + name),
+                s.url(prefix),
+            )
             self.feed(prefix + name, spec, newest, build, f"the {name} feed")
 
-        by_tag: dict[str, list[Edition]] = {}
+        by_tag: dict[str, list[ListedEdition]] = {}
         spelled: dict[str, tuple[str, str]] = {}
         for edition in editions:
             for tag in edition.tags:
                 first = spelled.setdefault(tag_slug(tag), (tag, edition.path))
                 if first[0] != tag:
-                    raise BuildError(tag_path(tag, lang, s), f"tag '{tag}' in {edition.path} and '{first[0]}' in "
-                                     f"{first[1]} share one page", "spell the tag one way")
+                    raise BuildError(
+                        tag_path(tag, lang, s),
+                        f"tag '{tag}' in {edition.path} and '{first[0]}' in {first[1]} share one page",
+                        "spell the tag one way",
+                    )
                 by_tag.setdefault(tag, []).append(edition)
         counts = sorted(((tag, len(items)) for tag, items in by_tag.items()), key=lambda x: (-x[1], x[0]))
         tags_versions = [(code, f"{lang_prefix(code, s)}tags/") for code in s.all_languages]
         all_tags = t.get("all_tags", "Tags")
-        self.page(f"{prefix}tags/index.html", _key(*counts, *tags_versions), "tags.html.j2",
-                  lambda: {**self.page_context(lang, f"{prefix}tags/", all_tags, wording.description, tags_versions),
-                           "tags": counts}, "the tag index")
+        self.page(
+            f"{prefix}tags/index.html",
+            _key(*counts, *tags_versions),
+            "tags.html.j2",
+            lambda: {
+                **self.page_context(lang, f"{prefix}tags/", all_tags, wording.description, tags_versions),
+                "tags": counts,
+            },
+            "the tag index",
+        )
         for tag, tagged in by_tag.items():
             path = tag_path(tag, lang, s)
-            versions = [(code, tag_path(tag, code, s)) for code in s.all_languages
-                        if code == lang or tag in self.tags_by_lang.get(code, set())]
+            versions = [
+                (code, tag_path(tag, code, s))
+                for code in s.all_languages
+                if code == lang or tag in self.tags_by_lang.get(code, set())
+            ]
             title = t.get("issues_tagged", "{tag}").format(tag=tag)
             self.listing(lang, path, title, "tag.html.j2", tagged, versions, f"tag '{tag}'", tag=tag)
             feed_title = t.get("tag_feed_title", "{title}: {tag}").format(title=wording.title, tag=tag)
-            spec = FeedSpec(lang, feed_title, wording.description, feed_id(s, f"tags/{tag_slug(tag)}/{lang}"),
-                            s.url(path + "feed.xml"), s.url(path))
+            spec = FeedSpec(
+                lang,
+                feed_title,
+                wording.description,
+                feed_id(s, f"tags/{tag_slug(tag)}/{lang}"),
+                s.url(path + "feed.xml"),
+                s.url(path),
+            )
             self.feed(path + "feed.xml", spec, tagged[: s.feed_size], build_atom, f"tag '{tag}'")
 
     def build(self) -> None:
         s = self.settings
-        by_lang: dict[str, list[Edition]] = {code: [] for code in s.all_languages}
+        by_lang: dict[str, list[ListedEdition]] = {code: [] for code in s.all_languages}
         for issue in self.issues:
-            for edition in issue.editions:
+            for edition in issue:
                 by_lang[edition.lang].append(edition)
                 self.edition_page(issue, edition)
         self.tags_by_lang = {code: {t for e in eds for t in e.tags} for code, eds in by_lang.items()}
         for lang, editions in by_lang.items():
             self.language_outputs(lang, editions)
         t = self.strings(s.language)
-        context = self.page_context(s.language, "404.html", t.get("not_found_title", "404"), s.description,
-                                    [(s.language, "404.html")])
-        self.writer.write("404.html", self.templates.render("404.html.j2", **context), "the 404 page")
-        self.writer.write("sitemap.xml", build_sitemap(s, self.issues, by_lang, self.tags_by_lang), "the sitemap")
-        self.writer.write("robots.txt", f"User-agent: *\nAllow: /\nSitemap: {s.url('sitemap.xml')}\n", "robots.txt")
+        context = self.page_context(
+            s.language, "404.html", t.get("not_found_title", "404"), s.description, [(s.language, "404.html")]
+        )
+        self.data("404.html", self.templates.render("404.html.j2", **context), "the 404 page")
+        self.data("sitemap.xml", build_sitemap(s, self.issues, by_lang, self.tags_by_lang), "the sitemap")
+        self.data("robots.txt", f"User-agent: *\nAllow: /\nSitemap: {s.url('sitemap.xml')}\n", "robots.txt")
         static = self.templates.folder / "static"
         for file in sorted(static.rglob("*")) if static.is_dir() else []:
             if file.is_file():
-                self.writer.write(f"static/{file.relative_to(static).as_posix()}", file.read_bytes(),
-                                  f"templates/static/{file.name}")
+                self.data(
+                    f"static/{file.relative_to(static).as_posix()}", file.read_bytes(), f"templates/static/{file.name}"
+                )
 
 
 def _tag_path_in(tag: str, lang: str, settings: Settings) -> str:
     return tag_path(tag, lang, settings)
 
 
-def build_sitemap(settings: Settings, issues: Iterable[Issue], by_lang: dict[str, list[Edition]],
-                  tags_by_lang: dict[str, set[str]]) -> str:
+def build_sitemap(
+    settings: Settings,
+    issues: Iterable[list[ListedEdition]],
+    by_lang: dict[str, list[ListedEdition]],
+    tags_by_lang: dict[str, set[str]],
+) -> str:
     """sitemaps.org XML with hreflang alternates (xhtml:link) for each page that has translations."""
     s = settings
     rows: list[str] = []
@@ -492,7 +732,7 @@ def build_sitemap(settings: Settings, issues: Iterable[Issue], by_lang: dict[str
         links = ""
         if len(versions) > 1:
             links = "".join(
-                f'\n    <xhtml:link rel="alternate" hreflang="{code}" href={quoteattr(s.url(p))}/>'
+                f'\n    <xhtml:link rel="alternate" hreflang="{code}" href="{escape(s.url(p))}"/>'
                 for code, p in versions
             )
         rows.append(f"  <url>\n    <loc>{escape(s.url(path))}</loc>\n    <lastmod>{lastmod}</lastmod>{links}\n  </url>")
@@ -502,8 +742,8 @@ def build_sitemap(settings: Settings, issues: Iterable[Issue], by_lang: dict[str
     for code in s.all_languages:
         url_entry(lang_prefix(code, s), newest[code], index_versions)
     for issue in issues:
-        versions = [(e.lang, e.page_path) for e in issue.editions]
-        for edition in issue.editions:
+        versions = [(e.lang, e.page_path) for e in issue]
+        for edition in issue:
             url_entry(edition.page_path, edition.date.isoformat(), versions)
     for code, editions in by_lang.items():
         latest: dict[str, str] = {}
@@ -514,13 +754,40 @@ def build_sitemap(settings: Settings, issues: Iterable[Issue], by_lang: dict[str
             versions = [(c, tag_path(tag, c, s)) for c in s.all_languages if tag in tags_by_lang.get(c, set())]
             url_entry(tag_path(tag, code, s), lastmod, versions)
     body = "\n".join(rows)
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
-            'xmlns:xhtml="http://www.w3.org/1999/xhtml">\n' f"{body}\n</urlset>\n")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
+        'xmlns:xhtml="http://www.w3.org/1999/xhtml">\n'
+        f"{body}\n</urlset>\n"
+    )
+
+
+def _swap(out: Path, staging: Path, builder: _SiteBuilder) -> None:
+    """Put the rendered outputs in place. Cold: the staging folder becomes the site in one rename.
+    Incremental: each rendered file replaces its old version; outputs no longer made are removed."""
+    if builder.previous is None:
+        retired = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            os.replace(out, retired)
+        os.replace(staging, out)
+        _remove_in_background(retired)
+        return
+    for path in builder.moved:
+        target = out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / path, target)
+    for gone in set(builder.cache.pages) - set(builder.new_keys):
+        path = out / gone
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == out or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _remove_in_background(folder: Path) -> None:
-    """Delete the retired site in a detached grandchild so the command returns at once."""
+    """Delete a retired site in a detached grandchild so the command returns at once."""
     if not folder.exists():
         return
     try:
@@ -543,10 +810,10 @@ def _config_digest(settings: Settings) -> str:
 
 
 def build_site(settings: Settings, **options: Any) -> BuildResult:
-    """Build the whole archive into `out` (default `<root>/site`), swapping it in only when complete.
+    """Build the whole archive into `out` (default `<root>/site`); see _build_site for the options.
 
     The cyclic garbage collector is paused meanwhile: a build allocates many objects and frees them
-    all at the end, and collections during it cost a third of the time.
+    all at the end, and collections during it cost a large share of the time.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -557,36 +824,39 @@ def build_site(settings: Settings, **options: Any) -> BuildResult:
             gc.enable()
 
 
-def _build_site(settings: Settings, *, out: Path | None = None, templates: Templates | None = None,
-               workers: int | None = None, use_cache: bool = True,
-               progress: Callable[[str], None] | None = None) -> BuildResult:
+def _build_site(
+    settings: Settings,
+    *,
+    out: Path | None = None,
+    templates: Templates | None = None,
+    workers: int | None = None,
+    use_cache: bool = True,
+) -> BuildResult:
     started = time.perf_counter()
     out = (out or settings.root / "site").resolve()
     templates = templates or load_templates(settings)
-    cache = _Cache(settings.root / ".cache" / "site" if use_cache else None)
-    if not out.is_dir():
-        cache.pages = {}
     workers = workers or min(2, os.cpu_count() or 1)
-    editions, keys = parse_all(settings, cache, workers)
-    issues = group_editions((e for e in editions if not e.draft), settings)
+    cache = _Cache.load(settings.root / ".cache" / "site" if use_cache else None)
+    previous = out if out.is_dir() and cache.pages else None
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.new-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
+    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    writer = _Writer(staging, out if out.is_dir() else None)
-    builder = _SiteBuilder(settings, templates, issues, writer, cache, _config_digest(settings))
+    builder = _SiteBuilder(settings, templates, cache, previous, staging, _config_digest(settings))
+    known = set(cache.listed)
     try:
-        builder.build()
-        _run_all(builder.jobs, workers)
+        files = find_issue_files(settings)
+        builder.assume_versions(files)
+        listed, fresh, prerendered = scan_issues(settings, cache, workers, builder.prerender)
+        issues = group_by_issue((e for e in listed if not e.draft), settings)
+        builder.plan(issues, fresh, prerendered)
+        _run_all(builder.jobs, staging, workers)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    retired = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, retired)
-    os.replace(staging, out)
-    _remove_in_background(retired)
-    cache.save(builder.new_keys, keys)
-    return BuildResult(out, len(issues), len(writer.sources), builder.rendered, builder.reused,
-                       time.perf_counter() - started)
+    cache.forget_pages()
+    _swap(out, staging, builder)
+    cache.save(builder.new_keys, parsed_any=set(cache.listed) != known or bool(fresh))
+    return BuildResult(
+        out, len(issues), len(builder.new_keys), builder.rendered, builder.reused, time.perf_counter() - started
+    )

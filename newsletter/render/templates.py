@@ -59,8 +59,9 @@ class Templates:
         try:
             return env.get_template(name).render(**context)
         except jinja2.TemplateSyntaxError as err:
-            raise TemplateError(f"templates/{err.name or name}:{err.lineno}", err.message or "syntax error",
-                                "fix the template") from None
+            raise TemplateError(
+                f"templates/{err.name or name}:{err.lineno}", err.message or "syntax error", "fix the template"
+            ) from None
         except jinja2.TemplateNotFound as err:
             raise TemplateError(f"templates/{err.name}", "template not found", "restore it from the sample") from None
         except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as err:
