@@ -163,7 +163,7 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
             f"date {values['date']} differs from the file name's {slug[:10]}",
             "make them the same",
         )
-    body = render_body(body_text)
+    body = render_body(body_text, body_line)
     tags = list(values["tags"])
     for section in body.sections:
         tags.extend(tag for tag in section.tags if tag not in tags)
@@ -171,7 +171,7 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
             if not link.url:
                 raise IssueError(
                     where,
-                    body_line + section.line - 1,
+                    section.line,
                     f"a link in '{section.title}' has no URL",
                     "write [label](https://…)",
                 )
@@ -206,9 +206,10 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
     try:
         node = yaml.compose(yaml_text, Loader=loader_class)
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
+        mark = err.context_mark or err.problem_mark  # where the broken construct starts
         line = 2 + mark.line if mark else 1
-        raise IssueError(where, line, f"front matter is not valid YAML: {err.problem}", "fix the YAML syntax") from None
+        problem = f"{err.context}: {err.problem}" if err.context else str(err.problem)
+        raise IssueError(where, line, f"front matter is not valid YAML: {problem}", "fix the YAML syntax") from None
     except yaml.YAMLError as err:
         raise IssueError(where, 2, f"front matter is not valid YAML: {err}", "fix the YAML syntax") from None
     if node is None:

@@ -47,7 +47,7 @@ class Section:
     html: str  # the body as an HTML fragment (tag line and link row excluded)
     tags: tuple[str, ...]
     links: tuple[Link, ...]
-    line: int  # line of the heading within the body, from 1
+    line: int  # line of the heading in the issue file
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,11 @@ def _html(data: bytes, blocks: list[Node], definitions: str) -> str:
     return "".join(_markdown.render(data[s:e].decode("utf-8") + suffix) for s, e in runs)
 
 
-def render_body(source: str) -> Body:
-    """Parse `source` and split it at its `##` headings into an intro and Sections with HTML."""
+def render_body(source: str, first_line: int = 1) -> Body:
+    """Parse `source` and split it at its `##` headings into an intro and Sections with HTML.
+
+    `first_line` is the file line `source` starts at, so Section.line is a line of the file.
+    """
     data, parts, definitions = _split(source)
     used: dict[str, int] = {}
     sections = []
@@ -152,7 +155,7 @@ def render_body(source: str) -> Body:
                 html=_html(data, part.blocks, definitions),
                 tags=tuple(part.tags),
                 links=tuple(part.links),
-                line=data.count(b"\n", 0, part.heading.srcmap[0]) + 1,
+                line=data.count(b"\n", 0, part.heading.srcmap[0]) + first_line,
             )
         )
     return Body(intro_html=_html(data, parts[0].blocks, definitions), sections=tuple(sections))

@@ -596,8 +596,8 @@ class _SiteBuilder:
             pagination = {
                 "number": number,
                 "count": count,
-                "previous": (base if number == 2 else f"{base}page/{number - 1}/") if number > 1 else "",
-                "next": f"{base}page/{number + 1}/" if number < count else "",
+                "previous": (base if number == 2 else f"{base}page/{number - 1}/") if number > 1 else None,
+                "next": f"{base}page/{number + 1}/" if number < count else None,
             }
             key = _key(
                 path,
@@ -762,7 +762,7 @@ def build_sitemap(
     )
 
 
-def _swap(out: Path, staging: Path, builder: _SiteBuilder) -> None:
+def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[str, str]) -> None:
     """Put the rendered outputs in place. Cold: the staging folder becomes the site in one rename.
     Incremental: each rendered file replaces its old version; outputs no longer made are removed."""
     if builder.previous is None:
@@ -776,7 +776,7 @@ def _swap(out: Path, staging: Path, builder: _SiteBuilder) -> None:
         target = out / path
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / path, target)
-    for gone in set(builder.cache.pages) - set(builder.new_keys):
+    for gone in set(previous_pages) - set(builder.new_keys):
         path = out / gone
         path.unlink(missing_ok=True)
         for parent in path.parents:
@@ -854,8 +854,9 @@ def _build_site(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    previous_pages = cache.pages
     cache.forget_pages()
-    _swap(out, staging, builder)
+    _swap(out, staging, builder, previous_pages)
     cache.save(builder.new_keys, parsed_any=set(cache.listed) != known or bool(fresh))
     return BuildResult(
         out, len(issues), len(builder.new_keys), builder.rendered, builder.reused, time.perf_counter() - started

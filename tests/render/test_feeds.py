@@ -1,0 +1,90 @@
+"""Feeds parsed back with feedparser: ids, order, language, links and content, stable across builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from tests.conftest import write_issue
+
+NEXT = """---
+title: "{title}"
+date: 2023-10-02
+summary: "Next week."
+---
+
+Intro.
+
+## A paper
+
+Text with a [relative link](/about/).
+
+#llm
+
+- [Paper](https://arxiv.org/abs/2310.00001)
+"""
+
+
+@pytest.fixture
+def built(publication: Path, run) -> Path:
+    write_issue(publication, "2023-10-02-next.md", NEXT.format(title="다음 호"))
+    write_issue(publication, "2023-10-02-next.en.md", NEXT.format(title="Next issue"))
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    return publication / "site"
+
+
+@pytest.mark.parametrize(
+    ("path", "lang", "home"),
+    [
+        ("feed.xml", "ko", "https://papers.example.com/"),
+        ("rss.xml", "ko", "https://papers.example.com/"),
+        ("en/feed.xml", "en", "https://papers.example.com/en/"),
+        ("en/rss.xml", "en", "https://papers.example.com/en/"),
+    ],
+)
+def test_feed_parses_newest_first_with_stable_ids(built: Path, path: str, lang: str, home: str) -> None:
+    feed = feedparser.parse((built / path).read_bytes())
+    assert feed.bozo == 0, feed.get("bozo_exception")
+    assert feed.feed.language == lang
+    assert feed.feed.link == home  # the website, not the feed itself
+    assert any(link.rel == "self" and link.href == f"https://papers.example.com/{path}" for link in feed.feed.links)
+    ids = [entry.id for entry in feed.entries]
+    assert ids == [
+        f"tag:papers.example.com,2023-09-25:2023-10-02-next/{lang}",
+        f"tag:papers.example.com,2023-09-25:2023-09-25-top-ml-papers/{lang}",
+    ]
+    newest, sample = feed.entries
+    prefix = "" if lang == "ko" else "en/"
+    assert sample.link == f"https://papers.example.com/{prefix}issues/2023-09-25-top-ml-papers/"
+    content = sample.content[0].value
+    assert content.count("https://arxiv.org/abs/") == 10
+    assert 'href="https://papers.example.com/about/"' in newest.content[0].value  # relative links made absolute
+    assert sample.published_parsed[:3] == (2023, 9, 25)
+    if path.endswith("rss.xml"):
+        assert sample.summary == sample.get("summary")  # description is the summary, content:encoded the HTML
+
+
+def test_feeds_are_identical_across_rebuilds(built: Path, run) -> None:
+    first = {p: (built / p).read_bytes() for p in ("feed.xml", "rss.xml", "en/feed.xml", "tags/llm/feed.xml")}
+    assert run("build", "--no-cache").exit_code == 0
+    assert {p: (built / p).read_bytes() for p in first} == first
+
+
+def test_tag_feed_holds_only_tagged_issues(built: Path) -> None:
+    feed = feedparser.parse((built / "tags" / "llama" / "feed.xml").read_bytes())
+    assert feed.bozo == 0
+    assert [e.title for e in feed.entries] == ["이번 주의 주요 ML 논문 (2023/09/25 ~ 10/01)"]
+    both = feedparser.parse((built / "en" / "tags" / "llm" / "feed.xml").read_bytes())
+    assert [e.title for e in both.entries] == ["Next issue", "Top ML Papers of the Week (2023/09/25 – 10/01)"]
+
+
+def test_feed_size_limits_entries(publication: Path, run) -> None:
+    config = publication / "pyproject.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("feed_size = 20", "feed_size = 1"), encoding="utf-8")
+    write_issue(publication, "2023-10-02-next.md", NEXT.format(title="다음 호"))
+    assert run("build").exit_code == 0
+    feed = feedparser.parse((publication / "site" / "feed.xml").read_bytes())
+    assert [e.title for e in feed.entries] == ["다음 호"]

@@ -1,0 +1,65 @@
+"""Markdown bodies: sections, tags, link rows, anchors, and the plain text written for reading."""
+
+from __future__ import annotations
+
+from newsletter.render.markdown import display_width, render_body, render_text, slugify, wrap
+
+BODY = """Intro with a [link](https://example.com/a) and `code`.
+
+## 반전의 저주 / The Reversal Curse
+
+### 논문 소개
+
+본문 문단입니다. See [the paper](https://arxiv.org/abs/2309.12288).
+
+#llm-reasoning #nlp
+
+- [논문 링크](https://arxiv.org/abs/2309.12288)
+- [더 읽어보기](https://x.com/a)
+
+## Same title
+
+Text.
+
+## Same title
+
+[Paper](https://a.example) · [Code](https://b.example)
+"""
+
+
+def test_sections_split_at_h2_with_tags_links_and_unique_anchors() -> None:
+    body = render_body(BODY)
+    assert body.intro_html.startswith('<p>Intro with a <a href="https://example.com/a">link</a>')
+    first, second, third = body.sections
+    assert first.title == "반전의 저주 / The Reversal Curse"
+    assert first.anchor == "반전의-저주-the-reversal-curse"
+    assert first.tags == ("llm-reasoning", "nlp")
+    assert [(link.label, link.url) for link in first.links] == [
+        ("논문 링크", "https://arxiv.org/abs/2309.12288"),
+        ("더 읽어보기", "https://x.com/a"),
+    ]
+    assert "<h3>논문 소개</h3>" in first.html and "#llm-reasoning" not in first.html
+    assert (second.anchor, third.anchor) == ("same-title", "same-title-2")
+    assert [link.label for link in third.links] == ["Paper", "Code"] and third.html == ""
+    assert first.line == 3  # a line of the file: render_body was given first_line=1
+
+
+def test_text_numbers_inline_links_and_keeps_headings() -> None:
+    text = render_text(BODY)
+    assert text.intro == "Intro with a link [1] and `code`."
+    assert "논문 소개\n---------" in text.sections[0]
+    assert "See the paper [2]." in text.sections[0]
+    assert text.references == ("https://example.com/a", "https://arxiv.org/abs/2309.12288")
+    assert "#llm" not in text.sections[0]  # tags and buttons are written by the template
+
+
+def test_wrap_counts_hangul_as_two_columns() -> None:
+    line = "가나다라 " * 30
+    wrapped = wrap(line, width=40)
+    assert all(display_width(row) <= 40 for row in wrapped.splitlines())
+    assert display_width("한글") == 4 and display_width("ab") == 2
+
+
+def test_slugify_keeps_letters_of_any_script() -> None:
+    assert slugify("Boolformer: Symbolic Regression!") == "boolformer-symbolic-regression"
+    assert slugify("???") == "section"

@@ -1,0 +1,172 @@
+"""The archive site: pages, links that resolve, SEO tags, safe swaps and incremental rebuilds."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import pytest
+
+from tests.conftest import write_issue
+
+BASE = "https://papers.example.com/"
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self.head: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.add(values["id"] or "")
+        for name in ("href", "src"):
+            if values.get(name):
+                self.links.append(values[name] or "")
+        if tag in {"link", "meta"}:
+            self.head.append(values)
+
+
+def parse_page(path: Path) -> _Links:
+    parser = _Links()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def broken_links(site: Path) -> list[str]:
+    """Every href/src on every page that points inside the site but at no file (or no anchor)."""
+    broken = []
+    pages = {p: parse_page(p) for p in site.rglob("*.html")}
+    for page, parsed in pages.items():
+        page_url = BASE + page.relative_to(site).as_posix()
+        for link in parsed.links:
+            url = urljoin(page_url, link)
+            if not url.startswith(BASE):
+                continue
+            parts = urlsplit(url)
+            target = site / unquote(parts.path[len(urlsplit(BASE).path) :])
+            if parts.path.endswith("/"):
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{page.relative_to(site)} → {link}")
+            elif parts.fragment and target.suffix == ".html":
+                ids = pages[target].ids if target in pages else parse_page(target).ids
+                if unquote(parts.fragment) not in ids:
+                    broken.append(f"{page.relative_to(site)} → {link} (no such anchor)")
+    return broken
+
+
+@pytest.fixture
+def site(publication: Path, run) -> Path:
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    return publication / "site"
+
+
+def test_every_internal_link_resolves(site: Path) -> None:
+    assert len(list(site.rglob("index.html"))) > 40
+    assert broken_links(site) == []
+
+
+def test_edition_page_has_canonical_hreflang_og_and_feeds(site: Path) -> None:
+    page = parse_page(site / "issues" / "2023-09-25-top-ml-papers" / "index.html")
+    links = {(h.get("rel"), h.get("hreflang"), h.get("type")): h.get("href") for h in page.head if h.get("rel")}
+    url = BASE + "issues/2023-09-25-top-ml-papers/"
+    en_url = BASE + "en/issues/2023-09-25-top-ml-papers/"
+    assert links[("canonical", None, None)] == url
+    assert links[("alternate", "ko", None)] == url
+    assert links[("alternate", "en", None)] == en_url
+    assert links[("alternate", "x-default", None)] == url
+    assert links[("alternate", None, "application/atom+xml")] == BASE + "feed.xml"
+    assert links[("alternate", None, "application/rss+xml")] == BASE + "rss.xml"
+    meta = {m.get("property"): m.get("content") for m in page.head if m.get("property")}
+    assert meta["og:type"] == "article" and meta["og:url"] == url
+    assert meta["og:locale"] == "ko_KR" and meta["og:locale:alternate"] == "en_US"
+    assert meta["og:image"] == BASE + "static/og-image.png"
+    assert meta["article:published_time"] == "2023-09-25T09:00:00+09:00"
+    assert "반전의-저주-the-reversal-curse" in page.ids
+
+    english = parse_page(site / "en" / "issues" / "2023-09-25-top-ml-papers" / "index.html")
+    en_links = {(h.get("rel"), h.get("hreflang"), h.get("type")): h.get("href") for h in english.head if h.get("rel")}
+    assert en_links[("canonical", None, None)] == en_url  # self-canonical, never ko
+    assert en_links[("alternate", "en", "application/atom+xml")] == BASE + "en/feed.xml"
+    assert "the-reversal-curse" in english.ids
+
+
+def test_index_sitemap_404_and_tags(site: Path) -> None:
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "이번 주의 주요 ML 논문 (2023/09/25 ~ 10/01)" in index and "논문 10편" in index
+    sitemap = (site / "sitemap.xml").read_text(encoding="utf-8")
+    assert f"<loc>{BASE}issues/2023-09-25-top-ml-papers/</loc>" in sitemap
+    assert "<lastmod>2023-09-25</lastmod>" in sitemap
+    assert f'hreflang="en" href="{BASE}en/issues/2023-09-25-top-ml-papers/"' in sitemap
+    assert (site / "404.html").is_file()
+    tag_page = (site / "tags" / "llama" / "index.html").read_text(encoding="utf-8")
+    assert "파운데이션 모델의 효과적인 장기 컨텍스트 확장" in tag_page and "Qwen" not in tag_page.split("<main>")[1]
+
+
+def test_failed_build_leaves_previous_site_untouched(publication: Path, site: Path, run) -> None:
+    before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    write_issue(publication, "2023-10-02-bad.md", "---\ntitle: x\ndate: 2023-13-45\n---\n")
+    result = run("build")
+    assert result.exit_code == 1
+    assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+    assert not [p for p in publication.iterdir() if p.name.startswith(".site.")]
+
+
+def test_tag_spelled_two_ways_is_refused_naming_both(publication: Path, run) -> None:
+    write_issue(publication, "2023-10-02-a.md", "---\ntitle: a\ndate: 2023-10-02\ntags: [LLM]\n---\n")
+    result = run("build")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: tags/llm/: tag 'llm' in issues/2023-09-25-top-ml-papers.md and 'LLM' in "
+        "issues/2023-10-02-a.md share one page (spell the tag one way)\n"
+    )
+
+
+def test_incremental_rebuild_matches_a_cold_build(publication: Path, site: Path, run, tmp_path: Path) -> None:
+    path = publication / "issues" / "2023-09-25-top-ml-papers.en.md"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("Top ML Papers of the Week (", "Top Papers ("), encoding="utf-8"
+    )
+    write_issue(publication, "2023-10-02-new.md", "---\ntitle: 새 호\ndate: 2023-10-02\ntags: [new-tag]\n---\n본문\n")
+    result = run("build")
+    assert result.exit_code == 0 and "unchanged" in result.output
+    cold = tmp_path / "cold"
+    assert run("build", "--no-cache", "--out", str(cold)).exit_code == 0
+    incremental = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    fresh = {p.relative_to(cold): p.read_bytes() for p in cold.rglob("*") if p.is_file()}
+    assert incremental.keys() == fresh.keys()
+    assert [p for p in incremental if incremental[p] != fresh[p]] == []
+    (publication / "issues" / "2023-10-02-new.md").unlink()
+    assert run("build").exit_code == 0
+    assert not (site / "issues" / "2023-10-02-new").exists() and not (site / "tags" / "new-tag").exists()
+
+
+def test_drafts_are_not_published(publication: Path, run) -> None:
+    write_issue(publication, "2023-10-02-d.md", "---\ntitle: Secret\ndate: 2023-10-02\ndraft: true\n---\n")
+    assert run("build").exit_code == 0
+    site = publication / "site"
+    assert not (site / "issues" / "2023-10-02-d").exists()
+    assert "Secret" not in (site / "index.html").read_text(encoding="utf-8")
+    assert "Secret" not in (site / "feed.xml").read_text(encoding="utf-8")
+
+
+def test_pages_are_paginated(publication: Path, run) -> None:
+    config = publication / "pyproject.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("feed_size = 20", "feed_size = 20\npage_size = 1"), encoding="utf-8"
+    )
+    write_issue(publication, "2023-10-02-n.md", "---\ntitle: 둘째\ndate: 2023-10-02\ntags: [llm]\n---\n")
+    assert run("build").exit_code == 0
+    site = publication / "site"
+    assert "둘째" in (site / "index.html").read_text(encoding="utf-8")
+    second = (site / "page" / "2" / "index.html").read_text(encoding="utf-8")
+    assert "이번 주의 주요 ML 논문 (2023/09/25" in second and re.search(r'rel="prev" href="../../"', second)
+    assert (site / "tags" / "llm" / "page" / "2" / "index.html").is_file()
+    assert broken_links(site) == []

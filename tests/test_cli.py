@@ -1,0 +1,122 @@
+"""The CLI as an editor uses it: new, preview, check, config errors, and that every command is documented."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import click
+
+from newsletter.cli import cli
+from tests.conftest import REPO
+
+
+def test_new_creates_a_draft_from_the_template(publication: Path, run) -> None:
+    result = run("new", 'Week "40": LLMs', "--slug", "week-40", "--date", "2023-10-02")
+    assert result.exit_code == 0, result.output
+    path = publication / "issues" / "2023-10-02-week-40.md"
+    assert result.output.strip().endswith("2023-10-02-week-40.md")
+    text = path.read_text(encoding="utf-8")
+    assert 'title: "Week \\"40\\": LLMs"' in text and "draft: true" in text
+    assert run("check").exit_code == 0  # a new issue is valid as it is
+    again = run("new", "Other", "--slug", "week-40", "--date", "2023-10-02")
+    assert again.exit_code == 1
+    assert again.stderr.endswith("already exists (edit it, or choose another --slug or --date)\n")
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_new_defaults_to_today_and_needs_an_ascii_slug(run, publication: Path) -> None:
+    result = run("new", "Top Papers")
+    assert result.exit_code == 0
+    assert (publication / "issues" / f"{dt.date.today().isoformat()}-top-papers.md").is_file()
+    korean = run("new", "한국어 제목")
+    assert korean.exit_code == 2
+    assert "pass --slug in ASCII" in korean.stderr
+
+
+def test_preview_writes_html_and_text_with_a_sample_subscriber(publication: Path, run, tmp_path: Path) -> None:
+    out = tmp_path / "preview"
+    result = run("preview", "2023-09-25-top-ml-papers", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    for lang in ("ko", "en"):
+        html = (out / lang / "email.html").read_text(encoding="utf-8")
+        text = (out / lang / "email.txt").read_text(encoding="utf-8")
+        assert "__UNSUBSCRIBE_TOKEN__" not in html + text
+        assert "unsubscribe?token=" in html
+    missing = run("preview", "2099-01-01-nothing")
+    assert missing.exit_code == 1
+    assert missing.stderr == "Error: 2099-01-01-nothing: no such issue (run 'newsletter check' to list the issues)\n"
+
+
+def test_check_passes_on_the_sample(run) -> None:
+    result = run("check")
+    assert result.exit_code == 0, result.stderr
+    assert result.output == "checked 2 edition file(s): 0 error(s), 0 warning(s)\n"
+
+
+def test_check_names_a_paper_missing_from_a_translation(publication: Path, run) -> None:
+    path = publication / "issues" / "2023-09-25-top-ml-papers.en.md"
+    text = path.read_text(encoding="utf-8")
+    start = text.index("## Qwen Technical Report")
+    end = text.index("## MentalLLaMA")
+    path.write_text(text[:start] + text[end:], encoding="utf-8")
+    result = run("check")
+    assert result.exit_code == 1
+    assert re.search(
+        r"error: issues/2023-09-25-top-ml-papers.en.md: paper 'Qwen 기술 보고서 / Qwen Technical Report' of "
+        r"issues/2023-09-25-top-ml-papers.md:\d+ is missing \(translate it or remove it from both\)",
+        result.stderr,
+    )
+
+
+def test_check_names_papers_in_another_order(publication: Path, run) -> None:
+    path = publication / "issues" / "2023-09-25-top-ml-papers.en.md"
+    text = path.read_text(encoding="utf-8")
+    a, b = text.index("## The Reversal Curse"), text.index("## Effective Long-Context")
+    c = text.index("## Graph Neural Prompting")
+    path.write_text(text[:a] + text[b:c] + text[a:b] + text[c:], encoding="utf-8")
+    result = run("check")
+    assert result.exit_code == 1
+    assert (
+        "error: issues/2023-09-25-top-ml-papers.en.md: papers are in another order than in "
+        "issues/2023-09-25-top-ml-papers.md (keep the same order in every edition)"
+    ) in result.stderr
+
+
+def test_bad_config_is_one_line(publication: Path, run) -> None:
+    config = publication / "pyproject.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace('timezone = "Asia/Seoul"', 'timezone = "Mars/Base"'),
+        encoding="utf-8",
+    )
+    result = run("build")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: pyproject.toml [tool.newsletter] timezone: 'Mars/Base' is not a time zone (use Asia/Seoul, UTC, …)\n"
+    )
+
+
+def test_missing_publication_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["--root", str(tmp_path), "build"], obj={})
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {tmp_path}/pyproject.toml: not found (pass --root DIR of a publication)\n"
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        full = f"{prefix}{name}"
+        found.append((full, command))
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, full + " "))
+    return found
+
+
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name, command in _commands(cli):
+        assert command.help and len(command.help) > 20, name
+        assert f"newsletter {name}" in readme, f"README.md does not show 'newsletter {name}'"
