@@ -48,11 +48,15 @@ def newsletter(*args: str) -> None:
 
 
 def demo() -> None:
-    """The main job on the embedded defaults: check, build the archive, preview the sample issue."""
+    """The main job on the embedded defaults: check, build the archive, import the sample subscribers
+    into the SQLite store and send the sample issue to them through the file transport (outbox/)."""
     newsletter("check")
     newsletter("build")
     newsletter("preview", SAMPLE_ISSUE)
-    print("\nOpen site/index.html and preview/ in a browser; `newsletter preview --open` serves them.")
+    newsletter("subscribers", "import", "subscribers/example.csv")
+    newsletter("send", SAMPLE_ISSUE, "--yes", "--resend")
+    newsletter("status", SAMPLE_ISSUE)
+    print(f"\nThe archive is in site/, the messages in outbox/{SAMPLE_ISSUE}/, a preview in preview/.")
 
 
 def test(*args: str) -> None:

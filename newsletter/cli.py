@@ -170,6 +170,219 @@ def preview(ctx: click.Context, issue: str, out: Path | None, serve: bool, open_
         serve_folder(folder, open_browser=open_browser)
 
 
+# ---------------------------------------------------------------- subscribers
+
+
+def _store(settings: Settings) -> Any:
+    from .store import open_store
+
+    return open_store(settings.database_url)
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage the subscriber list (SQLite in subscribers/ by default; NEWSLETTER_DATABASE_URL for another)."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The subscriber's name.")
+@click.option("--lang", help="The edition language they get [the default language].")
+@click.pass_context
+@reports_errors
+def subscribers_add(ctx: click.Context, email: str, name: str, lang: str | None) -> None:
+    """Add one active subscriber. Example: newsletter subscribers add kim@example.com --lang ko"""
+    from .store import add_subscriber
+    from .subscriber_csv import normalise_address
+
+    settings = settings_of(ctx)
+    try:
+        address = normalise_address(email)
+    except ValueError as err:
+        raise click.BadParameter(f"'{email}' is not a valid address ({err})", param_hint="EMAIL") from None
+    if lang is not None and lang not in settings.all_languages:
+        raise click.BadParameter(f"'{lang}' is not one of {', '.join(settings.all_languages)}", param_hint="--lang")
+    if any(ch in name for ch in "\r\n\0"):
+        raise click.BadParameter("the name must be one line", param_hint="--name")
+    with _store(settings) as store:
+        subscriber = add_subscriber(store, address, name=name, lang=lang, source="cli")
+    click.echo(f"Added {subscriber.email} ({subscriber.status})")
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--skip-invalid", is_flag=True, help="Import the good rows even when some rows are bad.")
+@click.pass_context
+@reports_errors
+def subscribers_import(ctx: click.Context, file: Path, skip_invalid: bool) -> None:
+    """Import subscribers from a CSV file with a header row (email; optional name, lang; other columns kept).
+
+    Every bad row is listed with its line number; nothing is imported unless all rows are good or
+    --skip-invalid is given. Unsubscribed, bounced or complained addresses are never re-activated.
+    Example: newsletter subscribers import subscribers/example.csv
+    """
+    from .subscriber_csv import import_subscribers
+
+    settings = settings_of(ctx)
+    with _store(settings) as store:
+        report = import_subscribers(store, file, settings.all_languages, skip_invalid=skip_invalid)
+    for problem in report.problems:
+        click.echo(problem, err=True)
+    if report.problems and not skip_invalid:
+        raise click.ClickException(
+            f"{file}: {len(report.problems)} bad row(s) of {report.rows}; nothing imported "
+            "(fix them, or pass --skip-invalid to import the good rows)"
+        )
+    counts = report.counts
+    click.echo(
+        f"Imported {counts.added} new subscriber(s) from {report.rows} row(s): {counts.already} already on "
+        f"the list (left as they are), {counts.suppressed} removed earlier, {report.duplicates} duplicate(s), "
+        f"{len(report.problems)} bad row(s) skipped"
+    )
+
+
+@subscribers.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced", "complained"]))
+@click.pass_context
+@reports_errors
+def subscribers_export(ctx: click.Context, file: Path | None, status: str | None) -> None:
+    """Write subscribers as CSV to FILE (or standard output); cells never start a spreadsheet formula.
+
+    Example: newsletter subscribers export backup.csv
+    """
+    import sys
+
+    from .store import SubscriberStatus
+    from .subscriber_csv import export_subscribers
+
+    settings = settings_of(ctx)
+    with _store(settings) as store:
+        if file is None:
+            export_subscribers(store, sys.stdout, SubscriberStatus(status) if status else None)
+            return
+        temporary = file.with_name(f".{file.name}.tmp")
+        with temporary.open("w", encoding="utf-8", newline="") as handle:
+            count = export_subscribers(store, handle, SubscriberStatus(status) if status else None)
+        temporary.replace(file)
+    click.echo(f"Exported {count} subscriber(s) to {file}", err=True)
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced", "complained"]))
+@click.pass_context
+@reports_errors
+def subscribers_list(ctx: click.Context, status: str | None) -> None:
+    """List subscribers: address, status, language, name. Example: newsletter subscribers list --status active"""
+    from .store import SubscriberStatus, iter_subscribers
+
+    settings = settings_of(ctx)
+    with _store(settings) as store:
+        for s in iter_subscribers(store, SubscriberStatus(status) if status else None):
+            click.echo(f"{s.email}\t{s.status}\t{s.lang or '-'}\t{s.name}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_context
+@reports_errors
+def subscribers_remove(ctx: click.Context, email: str) -> None:
+    """Erase a subscriber; a hash of the address is kept so it is never imported and mailed again.
+
+    Example: newsletter subscribers remove kim@example.com
+    """
+    from .store import remove_subscriber
+
+    settings = settings_of(ctx)
+    with _store(settings) as store:
+        if not remove_subscriber(store, email):
+            raise NewsletterError(email, "is not on the list", "check the address with 'newsletter subscribers list'")
+    click.echo(f"Removed {email}")
+
+
+@subscribers.command("count")
+@click.pass_context
+@reports_errors
+def subscribers_count(ctx: click.Context) -> None:
+    """Count subscribers per status. Example: newsletter subscribers count"""
+    from .store import count_subscribers
+
+    settings = settings_of(ctx)
+    with _store(settings) as store:
+        counts = count_subscribers(store)
+    for status, count in counts.items():
+        click.echo(f"{status:<13}{count:>9,}")
+    click.echo(f"{'total':<13}{sum(counts.values()):>9,}")
+
+
+# ---------------------------------------------------------------- sending
+
+
+@cli.command()
+@click.argument("issue")
+@click.option(
+    "--transport",
+    "transport_name",
+    type=click.Choice(["file", "smtp", "ses"]),
+    help="Where messages go [transport in the settings, file by default].",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--test", "test_address", metavar="ADDR", help="Send one copy of each edition to ADDR only.")
+@click.option("--dry-run", is_flag=True, help="Build every message, send none, and say who would get what.")
+@click.option("--rate", type=click.FloatRange(min=0.01), help="At most this many messages per second.")
+@click.option("--allow-partial", is_flag=True, help="With SES: send what the 24-hour quota allows, the rest later.")
+@click.option("--resend", is_flag=True, help="Send an issue that was sent already to everyone again.")
+@click.pass_context
+@reports_errors
+def send(
+    ctx: click.Context,
+    issue: str,
+    transport_name: str | None,
+    yes: bool,
+    test_address: str | None,
+    dry_run: bool,
+    rate: float | None,
+    allow_partial: bool,
+    resend: bool,
+) -> None:
+    """Send ISSUE to every active subscriber, each in their language's edition; resumable.
+
+    Killed or stopped (Ctrl-C) at any point, the same command sends only what was not sent.
+    Example: newsletter send 2023-09-25-top-ml-papers
+    """
+    from .cli_send import run_send
+
+    run_send(
+        settings_of(ctx),
+        issue,
+        transport_name=transport_name,
+        yes=yes,
+        test_address=test_address,
+        dry_run=dry_run,
+        rate=rate,
+        allow_partial=allow_partial,
+        resend=resend,
+    )
+
+
+@cli.command()
+@click.argument("issue")
+@click.pass_context
+@reports_errors
+def status(ctx: click.Context, issue: str) -> None:
+    """Show how far the send of ISSUE got: messages per state. Example: newsletter status 2023-09-25-top-ml-papers"""
+    from .issues import find_issue
+    from .store import delivery_counts
+
+    settings = settings_of(ctx)
+    found = find_issue(settings, issue)
+    with _store(settings) as store:
+        counts = delivery_counts(store, found.slug)
+    for state, count in counts.items():
+        click.echo(f"{state:<9}{count:>9,}")
+    click.echo(f"{'total':<9}{sum(counts.values()):>9,}")
+
+
 def _shown(path: Path) -> str:
     """`path` relative to the current folder when it is below it."""
     try:

@@ -30,6 +30,28 @@ class LanguageSettings:
     description: str
 
 
+TRANSPORTS = ("file", "smtp", "ses")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """`[tool.newsletter.smtp]`; the user and password come from NEWSLETTER_SMTP_USER / _PASSWORD."""
+
+    host: str = "localhost"
+    port: int = 587
+    security: str = "starttls"  # starttls | tls | none
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class SesSettings:
+    """`[tool.newsletter.ses]`: region and configuration set (credentials come from boto3's usual chain)."""
+
+    region: str = "us-east-1"
+    configuration_set: str = ""
+    endpoint_url: str = ""  # only for tests and local stand-ins (NEWSLETTER_SES_ENDPOINT_URL)
+
+
 @dataclass(frozen=True)
 class Settings:
     """One publication's settings; paths are absolute."""
@@ -50,6 +72,13 @@ class Settings:
     publish_time: dt.time
     id_date: str  # the date part of every tag: URI; never change it
     translations: dict[str, LanguageSettings] = field(default_factory=dict)
+    database_url: str = ""
+    transport: str = "file"
+    list_id: str = ""  # RFC 2919 id, e.g. weekly.papers.example.com
+    unsubscribe_mailto: str = ""  # an address whose mail really is processed, or empty
+    rate: float | None = None  # messages per second at most (SES: also its quota)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    ses: SesSettings = field(default_factory=SesSettings)
 
     @property
     def all_languages(self) -> tuple[str, ...]:
@@ -178,6 +207,8 @@ def load_settings(root: Path) -> Settings:
 
     translations: dict[str, LanguageSettings] = {}
     for code in languages:
+        if code in {"smtp", "ses"}:
+            raise read.fail("languages", f"{code!r} is reserved for settings", "use another code")
         sub = table.get(code, {})
         if not isinstance(sub, dict):
             raise read.fail(code, "is not a table", f"use [tool.newsletter.{code}]")
@@ -189,6 +220,8 @@ def load_settings(root: Path) -> Settings:
 
     from_address = read.address("from", required=True)
     assert from_address is not None
+    root = root.resolve()
+    host = urlsplit(base_url).hostname or "localhost"
     return Settings(
         root=root.resolve(),
         title=read.string("title"),
@@ -206,4 +239,61 @@ def load_settings(root: Path) -> Settings:
         publish_time=publish_time,
         id_date=id_date,
         translations=translations,
+        database_url=_database_url(read, root),
+        transport=_transport(read),
+        list_id=read.string("list_id", f"newsletter.{host}"),
+        unsubscribe_mailto=table.get("unsubscribe_mailto", "") and read.string("unsubscribe_mailto"),
+        rate=_rate(read),
+        smtp=_smtp(table, path),
+        ses=_ses(table, path),
+    )
+
+
+def _database_url(read: _Reader, root: Path) -> str:
+    """NEWSLETTER_DATABASE_URL, else `database_url`, else the SQLite file in subscribers/; relative
+    SQLite paths are relative to the publication."""
+    url = os.environ.get("NEWSLETTER_DATABASE_URL") or read.string(
+        "database_url", "sqlite:///subscribers/subscribers.db"
+    )
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        url = prefix + str(root / url[len(prefix) :])
+    return url
+
+
+def _transport(read: _Reader) -> str:
+    name = os.environ.get("NEWSLETTER_TRANSPORT") or read.string("transport", "file")
+    if name not in TRANSPORTS:
+        raise read.fail("transport", f"'{name}' is not a transport", "use file, smtp or ses")
+    return name
+
+
+def _rate(read: _Reader) -> float | None:
+    value = read.table.get("rate")
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise read.fail("rate", f"{value!r} is not a positive number of messages per second", "use 14")
+    return float(value)
+
+
+def _smtp(table: dict[str, Any], path: Path) -> SmtpSettings:
+    sub = table.get("smtp", {})
+    read = _Reader(sub if isinstance(sub, dict) else {}, f"{CONFIG_FILE} [tool.newsletter.smtp]")
+    port = read.positive_int("port", 587)
+    security = read.string("security", "starttls")
+    if security not in {"starttls", "tls", "none"}:
+        raise read.fail("security", f"'{security}' is not starttls, tls or none", "use starttls")
+    host = os.environ.get("NEWSLETTER_SMTP_HOST") or read.string("host", "localhost")
+    port = int(os.environ.get("NEWSLETTER_SMTP_PORT") or port)
+    return SmtpSettings(host=host, port=port, security=security)
+
+
+def _ses(table: dict[str, Any], path: Path) -> SesSettings:
+    sub = table.get("ses", {})
+    read = _Reader(sub if isinstance(sub, dict) else {}, f"{CONFIG_FILE} [tool.newsletter.ses]")
+    return SesSettings(
+        region=os.environ.get("AWS_REGION") or read.string("region", "us-east-1"),
+        configuration_set=sub.get("configuration_set", "") if isinstance(sub, dict) else "",
+        endpoint_url=os.environ.get("NEWSLETTER_SES_ENDPOINT_URL", ""),
     )

@@ -11,23 +11,33 @@ from pathlib import Path
 
 from .config import Settings
 from .issues import Issue
+from .messages import MessageTemplate, sample_recipient
 from .render.email import UNSUBSCRIBE_TOKEN, render_email
 from .render.templates import Templates
+from .tokens import DEVELOPMENT_SECRET, unsubscribe_token
 
-PREVIEW_TOKEN = "preview-token-not-valid"
+PREVIEW_SUBSCRIBER_ID = 0  # names nobody: the preview's unsubscribe link changes nothing
 
 
 def write_preview(settings: Settings, templates: Templates, issue: Issue, out: Path) -> list[Path]:
-    """Write `<out>/<lang>/email.html` and `email.txt` for every edition; returns the files written."""
+    """Write `<out>/<lang>/email.html`, `email.txt` and `message.eml` (the whole message) for every edition,
+    as the sample subscriber gets them; returns the files written."""
     written: list[Path] = []
+    token = unsubscribe_token(DEVELOPMENT_SECRET.encode(), settings.list_id, PREVIEW_SUBSCRIBER_ID)
     for edition in issue.editions:
         email = render_email(edition, settings, templates)
+        message, _ = MessageTemplate(email, settings, slug=issue.slug).personalise(sample_recipient(token))
         folder = out / edition.lang
         folder.mkdir(parents=True, exist_ok=True)
-        for name, content in (("email.html", email.html), ("email.txt", email.text)):
+        files: list[tuple[str, bytes]] = [
+            ("email.html", email.html.replace(UNSUBSCRIBE_TOKEN, token).encode()),
+            ("email.txt", email.text.replace(UNSUBSCRIBE_TOKEN, token).encode()),
+            ("message.eml", message),
+        ]
+        for name, content in files:
             path = folder / name
             temporary = path.with_suffix(path.suffix + ".tmp")
-            temporary.write_text(content.replace(UNSUBSCRIBE_TOKEN, PREVIEW_TOKEN), encoding="utf-8")
+            temporary.write_bytes(content)
             os.replace(temporary, path)
             written.append(path)
     return written

@@ -1,0 +1,191 @@
+"""The interactive side of `newsletter send`: the plan shown first, confirmation, progress bar, Ctrl-C, summary.
+
+The work itself is sending.py's; this module only talks to the person at the terminal.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import click
+
+from .config import Settings
+from .errors import NewsletterError
+from .issues import find_issue
+from .ratelimit import RateLimiter
+from .render.templates import load_templates
+from .sending import (
+    Progress,
+    SendError,
+    build_templates,
+    dry_run as build_all,
+    preview_audience,
+    send_edition,
+    send_test,
+    start_send,
+)
+from .store import delivery_counts, open_store
+from .tokens import secret_key
+from .transports import open_transport
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _limits(transport: Any, settings: Settings, rate: float | None) -> tuple[float | None, int | None, str]:
+    """(messages per second, cap for this run, a line saying where they come from)."""
+    wanted = rate or settings.rate
+    if transport.name != "ses":
+        return wanted, None, f"{wanted:g}/s" if wanted else "as fast as the transport takes them"
+    quota = transport.quota()
+    chosen = min(quota.max_send_rate, wanted) if wanted else quota.max_send_rate
+    remaining = quota.remaining
+    left = "unlimited" if remaining is None else f"{int(remaining):,} left of {int(quota.max_24_hour_send or 0):,}"
+    return (
+        chosen,
+        None if remaining is None else int(remaining),
+        f"{chosen:g}/s (SES allows {quota.max_send_rate:g}/s; 24-hour quota: {left})",
+    )
+
+
+def run_send(
+    settings: Settings,
+    issue_name: str,
+    *,
+    transport_name: str | None,
+    yes: bool,
+    test_address: str | None,
+    dry_run: bool,
+    rate: float | None,
+    allow_partial: bool,
+    resend: bool,
+) -> None:
+    """Everything `newsletter send` does, in order; raises our errors for the CLI to print."""
+    issue = find_issue(settings, issue_name)
+    name = transport_name or settings.transport
+    secret, development = secret_key(name)  # a missing secret stops here, before anything is built
+    messages = build_templates(settings, load_templates(settings), issue)
+    if development:
+        click.echo(
+            "Note: NEWSLETTER_SECRET_KEY is not set; the file transport signs links with a development "
+            "secret that a real server would not accept.",
+            err=True,
+        )
+    with open_store(settings.database_url) as store:
+        if test_address:
+            transport = open_transport(name, settings, slug=issue.slug)
+            for lang, status, error in send_test(settings, issue, transport, messages, test_address, secret):
+                click.echo(f"{lang}: {status} to {test_address}" + (f" ({error})" if error else ""))
+            return
+        audience = preview_audience(store, issue, settings)
+        per_edition: dict[str, int] = audience["per_edition"]  # type: ignore[assignment]
+        left_out: dict[str, int] = audience["left_out"]  # type: ignore[assignment]
+        click.echo(f"Issue     {issue.slug}: {', '.join(messages)} edition(s)")
+        for lang, count in sorted(per_edition.items()):
+            click.echo(f"  {lang}: {count:,} recipient(s)")
+        click.echo("Left out  " + ", ".join(f"{count:,} {reason}" for reason, count in left_out.items()))
+        if dry_run:
+            built = build_all(settings, store, issue, messages, secret)
+            click.echo(
+                "Dry run   built "
+                + ", ".join(f"{n:,} {lang}" for lang, n in built.items() if lang != "invalid")
+                + f" message(s); {built['invalid']:,} address(es) could not be used; nothing was sent"
+            )
+            return
+        transport = open_transport(name, settings, slug=issue.slug)
+        per_second, cap, rate_line = _limits(transport, settings, rate)
+        counts = delivery_counts(store, issue.slug)
+        resuming = any(counts.values()) and not resend
+        total_now = (
+            sum(per_edition.values()) if not resuming else counts["pending"] + counts["sending"] + counts["deferred"]
+        )
+        click.echo(f"Transport {transport.name}, rate {rate_line}")
+        if resuming:
+            click.echo(f"Resuming  {total_now:,} message(s) left of {sum(counts.values()):,} ({counts['sent']:,} sent)")
+        if per_second:
+            click.echo(f"Estimate  {_duration(total_now / per_second)}")
+        if cap is not None and total_now > cap and not allow_partial:
+            raise SendError(
+                issue.slug,
+                f"needs {total_now:,} messages but only {cap:,} are left of the 24-hour quota",
+                "pass --allow-partial to send those now and the rest later",
+            )
+        if not yes:
+            click.confirm("Send now?", abort=True)
+        total = start_send(store, issue, settings, resend=resend)
+        limiter = RateLimiter(per_second, cap=cap)
+        stop = threading.Event()
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_interrupt(_signum: int, _frame: Any) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            stop.set()
+            click.echo("\nStopping after the message in flight (Ctrl-C again to stop at once) …", err=True)
+
+        signal.signal(signal.SIGINT, on_interrupt)
+        try:
+            with click.progressbar(
+                length=total,
+                label="Sending",
+                show_eta=True,
+                show_pos=True,
+                item_show_func=lambda p: p,
+                file=click.get_text_stream("stderr"),
+            ) as bar:
+
+                def update(progress: Progress) -> None:
+                    bar.update(1, f"sent {progress.sent:,} · failed {progress.failed:,} · {progress.rate:,.1f}/s")
+
+                outcome = send_edition(
+                    settings,
+                    store,
+                    issue,
+                    transport,
+                    messages,
+                    secret,
+                    limiter=limiter,
+                    total=total,
+                    stop=stop,
+                    on_progress=update,
+                )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        p = outcome.progress
+        final = delivery_counts(store, issue.slug)
+    click.echo(
+        f"Sent {p.sent:,}, failed {p.failed:,}, deferred {p.deferred:,}, skipped {p.skipped:,} in "
+        f"{_duration(time_since(p))} ({p.rate:,.1f}/s). Send log: "
+        + ", ".join(f"{count:,} {state}" for state, count in final.items() if count)
+    )
+    left = final["pending"] + final["sending"] + final["deferred"]
+    if outcome.stopped:
+        raise SendError(
+            "send",
+            f"stopped after {p.done:,} of {total:,}: {outcome.stopped}",
+            f"run 'newsletter send {issue.slug}' again to resume; {left:,} left",
+        )
+    if p.failed:
+        raise NewsletterError(
+            issue.slug, f"{p.failed:,} message(s) failed for good", f"see 'newsletter status {issue.slug}'"
+        )
+    if left:
+        raise NewsletterError(
+            issue.slug,
+            f"{left:,} message(s) deferred by the server",
+            f"run 'newsletter send {issue.slug}' again later to retry them",
+        )
+
+
+def time_since(progress: Progress) -> float:
+    import time
+
+    return time.monotonic() - progress.started

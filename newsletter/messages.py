@@ -1,0 +1,204 @@
+"""RenderedEmail + Subscriber → MIME bytes, by substitution into a message built once per edition.
+
+The edition's message (headers, multipart/alternative, base64 bodies) is laid out once with a
+fixed-length stand-in for the unsubscribe token. Because every token has the same length, the bytes
+around it never move: personalising re-encodes only the base64 lines that hold a token and joins
+pre-encoded bytes for the rest. Values from subscribers are validated here (no CR, LF or NUL; ASCII
+addresses), since byte substitution bypasses the email library's own checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from .config import Settings
+from .render.email import UNSUBSCRIBE_TOKEN, RenderedEmail, unsubscribe_url
+from .tokens import TOKEN_LENGTH
+
+STAND_IN = b"\x00" * TOKEN_LENGTH  # never occurs in rendered text; replaced by each recipient's token
+LINE_BYTES = 57  # base64 input per 76-character output line (RFC 2045 §6.8)
+ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+TOKEN = re.compile(rf"^[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}$")
+HEADER_POLICY = policy.SMTP  # folds at 78 with encoded-words of at most 75 characters
+
+
+class MessageError(ValueError):
+    """A recipient's data cannot go into a message (a line break in a name, a non-ASCII address)."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who one message is for."""
+
+    email: str  # ASCII addr-spec (SES and our SMTP path have no SMTPUTF8)
+    name: str
+    token: str  # unsubscribe token, TOKEN_LENGTH characters
+
+
+def check_recipient(recipient: Recipient) -> None:
+    """Refuse what could break out of a header: CR, LF, NUL, non-ASCII addresses, malformed tokens."""
+    if not ADDRESS.match(recipient.email):
+        raise MessageError(f"address {recipient.email!r} is not a plain ASCII address")
+    if any(ch in recipient.name for ch in "\r\n\0"):
+        raise MessageError("the name contains a line break or NUL")
+    if not TOKEN.match(recipient.token):
+        raise MessageError("the unsubscribe token is malformed")
+
+
+def _encoded_lines(data: bytes) -> bytes:
+    """base64 of `data` (a multiple of 57 bytes, or the tail) as CRLF-ended lines of 76 characters."""
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+class _Body:
+    """One MIME part's body: pre-encoded base64 lines, with the lines that hold a token left open."""
+
+    def __init__(self, text: str) -> None:
+        raw = text.replace(UNSUBSCRIBE_TOKEN, STAND_IN.decode()).encode("utf-8")
+        self.raw = raw
+        spots = [m.start() for m in re.finditer(re.escape(STAND_IN), raw)]
+        line_count = -(-len(raw) // LINE_BYTES)
+        open_lines: list[tuple[int, int]] = []  # (first line, last line) spans holding a token
+        for spot in spots:
+            first, last = spot // LINE_BYTES, (spot + TOKEN_LENGTH - 1) // LINE_BYTES
+            if open_lines and first <= open_lines[-1][1] + 1:
+                open_lines[-1] = (open_lines[-1][0], last)
+            else:
+                open_lines.append((first, last))
+        self.parts: list[bytes | tuple[int, int, list[int]]] = []  # constant bytes or (start, end, token offsets)
+        line = 0
+        for first, last in open_lines:
+            if first > line:
+                self.parts.append(_encoded_lines(raw[line * LINE_BYTES : first * LINE_BYTES]))
+            start, end = first * LINE_BYTES, min((last + 1) * LINE_BYTES, len(raw))
+            self.parts.append((start, end, [s - start for s in spots if start <= s < end]))
+            line = last + 1
+        if line < line_count:
+            self.parts.append(_encoded_lines(raw[line * LINE_BYTES :]))
+
+    def encode(self, token: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for part in self.parts:
+            if isinstance(part, bytes):
+                out.append(part)
+                continue
+            start, end, offsets = part
+            chunk = bytearray(self.raw[start:end])
+            for offset in offsets:
+                chunk[offset : offset + TOKEN_LENGTH] = token
+            out.append(_encoded_lines(bytes(chunk)))
+        return out
+
+
+def encode_display_name(name: str) -> str:
+    """A display name for a header: as an RFC 5322 quoted-string if ASCII, else RFC 2047 encoded-words."""
+    if not name:
+        return ""
+    if name.isascii() and name.isprintable():
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    words: list[str] = []
+    current = ""
+    for ch in name:  # whole characters per word: never split the UTF-8 bytes of one syllable
+        candidate = current + ch
+        if len(base64.b64encode(candidate.encode())) > 75 - len("=?utf-8?b??="):
+            words.append(current)
+            current = ch
+        else:
+            current = candidate
+    words.append(current)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
+
+
+class MessageTemplate:
+    """One edition's message, ready to be personalised many times over."""
+
+    def __init__(self, email: RenderedEmail, settings: Settings, *, slug: str) -> None:
+        self.domain = settings.from_address.domain
+        self.slug = slug
+        headers = EmailMessage(policy=HEADER_POLICY)
+        headers["From"] = settings.from_address
+        headers["Subject"] = email.subject
+        if settings.reply_to:
+            headers["Reply-To"] = settings.reply_to
+        headers["List-Id"] = f"{settings.for_language(email.lang).title} <{settings.list_id}>"
+        headers["List-Archive"] = f"<{settings.base_url}/>"
+        headers["Precedence"] = "bulk"  # RFC 3834 §3.1.8: no out-of-office replies
+        headers["MIME-Version"] = "1.0"
+        boundary = f"=_{os.urandom(12).hex()}"
+        headers["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+        constant = b"".join(HEADER_POLICY.fold_binary(name, value) for name, value in headers.items())
+        # RFC 8058: one HTTPS URI (plus a mailto only if one is configured); never folded or encoded.
+        link = unsubscribe_url(settings, STAND_IN.decode())
+        mailto = f", <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>" if settings.unsubscribe_mailto else ""
+        self.list_unsubscribe = _Header(
+            f"List-Unsubscribe: <{link}>{mailto}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        )
+        self.constant_headers = constant
+        self.text = _Body(email.text)
+        self.html = _Body(email.html)
+        self.text_head = (
+            f'\r\n--{boundary}\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        ).encode()
+        self.html_head = (
+            f'--{boundary}\r\nContent-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        ).encode()
+        self.closing = f"--{boundary}--\r\n".encode()
+        self._date_second = -1
+        self._date_line = b""
+
+    def _date(self) -> bytes:
+        second = int(dt.datetime.now(dt.UTC).timestamp())
+        if second != self._date_second:
+            self._date_second = second
+            stamp = dt.datetime.fromtimestamp(second, dt.UTC)
+            self._date_line = f"Date: {format_datetime(stamp)}\r\n".encode()
+        return self._date_line
+
+    def personalise(self, recipient: Recipient) -> tuple[bytes, str]:
+        """(the complete message for `recipient`, its Message-ID)."""
+        check_recipient(recipient)
+        token = recipient.token.encode()
+        message_id = f"<{os.urandom(10).hex()}.{self.slug}@{self.domain}>"
+        name = encode_display_name(recipient.name)
+        to = f"To: {name} <{recipient.email}>\r\n" if name else f"To: {recipient.email}\r\n"
+        pieces = [
+            to.encode(),
+            self._date(),
+            f"Message-ID: {message_id}\r\n".encode(),
+            self.constant_headers,
+            self.list_unsubscribe.fill(token),
+            self.text_head,
+            *self.text.encode(token),
+            self.html_head,
+            *self.html.encode(token),
+            self.closing,
+        ]
+        return b"".join(pieces), message_id
+
+
+class _Header:
+    """ASCII header lines with the token stand-in, split once."""
+
+    def __init__(self, text: str) -> None:
+        self.before, _, self.after = text.encode().partition(STAND_IN)
+
+    def fill(self, token: bytes) -> bytes:
+        return self.before + token + self.after
+
+
+def sample_recipient(token: str) -> Recipient:
+    """The subscriber a preview is addressed to."""
+    return Recipient(email="reader@example.com", name="Sample Reader", token=token)
+
+
+def recipient_address(recipient: Recipient) -> Address:
+    return Address(display_name=recipient.name, addr_spec=recipient.email)

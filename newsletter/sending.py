@@ -1,0 +1,233 @@
+"""The send loop: snapshot the audience into the send log, then rate-limit, personalise, hand over, record.
+
+It talks to the store only through store.py and to the peer only through the Transport protocol, so the
+same loop runs against SQLite + files and PostgreSQL + SES. Every message is claimed in the log before it
+leaves and recorded after, so a send killed at any instant resumes without skipping anyone; only the
+message in flight at the crash can be sent twice (never with the file transport, whose files are
+named by recipient).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import Settings
+from .errors import NewsletterError, TransportError
+from .issues import Edition, Issue
+from .messages import MessageError, MessageTemplate, Recipient
+from .ratelimit import QuotaExhausted, RateLimiter
+from .render.email import render_email
+from .render.templates import Templates
+from .store import (
+    DeliveryState,
+    Store,
+    audience_preview,
+    claim_delivery,
+    delivery_counts,
+    next_deliveries,
+    record_delivery,
+    reset_for_resend,
+    snapshot_audience,
+)
+from .tokens import unsubscribe_token
+from .transports.base import OutgoingMessage, SendStatus, Transport
+
+BATCH = 500
+TO_SEND = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DEFERRED)
+TEST_SUBSCRIBER_ID = 0  # test copies carry a token that names nobody
+
+
+class SendError(NewsletterError):
+    """A send cannot start, or had to stop."""
+
+
+@dataclass
+class Progress:
+    """Counts of the run so far, for the progress bar and the summary."""
+
+    total: int  # messages this run means to hand over
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.deferred + self.skipped
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """How a run ended: its counts, and why it stopped early (None when it finished)."""
+
+    progress: Progress
+    stopped: str | None
+
+
+def sendable_editions(issue: Issue) -> dict[str, Edition]:
+    """The editions that may be sent (drafts may not); refuses an issue whose default edition is a draft."""
+    if issue.default.draft:
+        raise SendError(issue.default.path, "is a draft", "set draft: false in its front matter to send it")
+    return {edition.lang: edition for edition in issue.editions if not edition.draft}
+
+
+def build_templates(settings: Settings, templates: Templates, issue: Issue) -> dict[str, MessageTemplate]:
+    """Render each edition's email once and lay out its message for personalising."""
+    return {
+        lang: MessageTemplate(render_email(edition, settings, templates), settings, slug=issue.slug)
+        for lang, edition in sendable_editions(issue).items()
+    }
+
+
+def start_send(store: Store, issue: Issue, settings: Settings, *, resend: bool) -> int:
+    """Snapshot the audience on the first run (or a --resend); returns the messages left to hand over.
+
+    A resumed run keeps the snapshot of the first: subscribers who joined since get the next issue.
+    """
+    counts = delivery_counts(store, issue.slug)
+    if resend:
+        reset_for_resend(store, issue.slug)
+        counts = {state: 0 for state in counts}
+    if not any(counts.values()):
+        editions = sendable_editions(issue)
+        snapshot_audience(store, issue.slug, {lang: lang for lang in editions}, settings.language)
+        counts = delivery_counts(store, issue.slug)
+        if not any(counts.values()):
+            raise SendError(
+                issue.slug,
+                "has nobody to send to: no active subscribers",
+                "add some with 'newsletter subscribers import FILE.csv'",
+            )
+    left = sum(counts[state] for state in TO_SEND)
+    if not left:
+        raise SendError(
+            issue.slug,
+            f"was sent already ({counts['sent']} sent, {counts['failed']} failed)",
+            "pass --resend to send it to everyone again",
+        )
+    return left
+
+
+def send_edition(
+    settings: Settings,
+    store: Store,
+    issue: Issue,
+    transport: Transport,
+    messages: dict[str, MessageTemplate],
+    secret: bytes,
+    *,
+    limiter: RateLimiter,
+    total: int,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SendOutcome:
+    """Hand every pending message of `issue` to `transport`, recording each in the send log."""
+    progress = Progress(total=total)
+    stop = stop or threading.Event()
+    sender = settings.from_address.addr_spec
+    after = 0
+    stopped: str | None = None
+    while stopped is None:
+        batch = next_deliveries(store, issue.slug, after, BATCH, TO_SEND)
+        if not batch:
+            break
+        for delivery in batch:
+            after = delivery.id
+            if stop.is_set():
+                stopped = "stopped on request"
+                break
+            try:
+                limiter.acquire()
+            except QuotaExhausted:
+                stopped = "the 24-hour sending quota is used up"
+                break
+            if not claim_delivery(store, delivery.id, transport.name):
+                progress.skipped += 1
+                continue
+            template = messages.get(delivery.lang) or messages[settings.language]
+            recipient = Recipient(
+                delivery.email, delivery.name, unsubscribe_token(secret, settings.list_id, delivery.subscriber_id)
+            )
+            try:
+                raw, message_id = template.personalise(recipient)
+            except MessageError as err:
+                record_delivery(store, delivery.id, DeliveryState.FAILED, error=str(err))
+                progress.failed += 1
+                continue
+            try:
+                result = transport.send(OutgoingMessage(sender, delivery.email, raw, issue.slug, delivery.lang))
+            except TransportError as err:
+                record_delivery(store, delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
+                stopped = str(err)
+                break
+            state = DeliveryState(result.status.value)
+            record_delivery(store, delivery.id, state, message_id=result.message_id or message_id, error=result.error)
+            if result.status == SendStatus.SENT:
+                progress.sent += 1
+            elif result.status == SendStatus.FAILED:
+                progress.failed += 1
+            else:
+                progress.deferred += 1
+            if on_progress:
+                on_progress(progress)
+    transport.close()
+    return SendOutcome(progress, stopped)
+
+
+def send_test(
+    settings: Settings,
+    issue: Issue,
+    transport: Transport,
+    messages: dict[str, MessageTemplate],
+    address: str,
+    secret: bytes,
+) -> list[tuple[str, SendStatus, str | None]]:
+    """One copy of each edition to `address`; nothing is recorded in the send log."""
+    results = []
+    token = unsubscribe_token(secret, settings.list_id, TEST_SUBSCRIBER_ID)
+    for lang, template in messages.items():
+        try:
+            raw, _ = template.personalise(Recipient(address, "", token))
+        except MessageError as err:
+            raise SendError(address, str(err), "use a plain ASCII address") from None
+        result = transport.send(OutgoingMessage(settings.from_address.addr_spec, address, raw, issue.slug, lang))
+        results.append((lang, result.status, result.error))
+    transport.close()
+    return results
+
+
+def preview_audience(store: Store, issue: Issue, settings: Settings) -> dict[str, object]:
+    """Who would get which edition now, and who is left out and why (nothing is written)."""
+    editions = sendable_editions(issue)
+    return audience_preview(store, issue.slug, {lang: lang for lang in editions}, settings.language)
+
+
+def dry_run(
+    settings: Settings, store: Store, issue: Issue, messages: dict[str, MessageTemplate], secret: bytes
+) -> dict[str, int]:
+    """Build every message a send would hand over, and send none: messages per edition, and failures."""
+    from .store import SubscriberStatus, iter_subscribers
+
+    built: dict[str, int] = {lang: 0 for lang in messages}
+    built["invalid"] = 0
+    for subscriber in iter_subscribers(store, SubscriberStatus.ACTIVE):
+        lang = subscriber.lang if subscriber.lang in messages else settings.language
+        recipient = Recipient(
+            subscriber.email, subscriber.name, unsubscribe_token(secret, settings.list_id, subscriber.id)
+        )
+        try:
+            messages[lang].personalise(recipient)
+        except MessageError:
+            built["invalid"] += 1
+            continue
+        built[lang] += 1
+    return built

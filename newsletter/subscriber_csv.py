@@ -1,0 +1,139 @@
+"""CSV import and export of subscribers, with line-numbered errors; the store work is in store.py.
+
+Import: a header row with `email` (required), `name` and `lang` (optional); every other column is kept
+as an attribute. UTF-8 with or without a BOM. Each address is checked with email-validator (syntax
+only, no DNS). Nothing is written unless every row is good, or `skip_invalid` is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from .config import LANGUAGE_PATTERN
+from .errors import NewsletterError
+from .store import ImportCounts, Store, SubscriberStatus, email_key, insert_subscribers, iter_subscribers
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: spreadsheets run these
+EXPORT_COLUMNS = [
+    "email",
+    "name",
+    "lang",
+    "status",
+    "source",
+    "created_at",
+    "confirmed_at",
+    "unsubscribed_at",
+    "unsubscribe_method",
+]
+
+
+@dataclass
+class ImportReport:
+    """What an import found and did."""
+
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)  # "file:line: reason"
+    duplicates: int = 0  # the same address (in any case) earlier in the file
+    counts: ImportCounts = field(default_factory=ImportCounts)
+
+
+def normalise_address(text: str) -> str:
+    """The address as it will be stored and sent: validated, domain in ASCII (IDNA); ValueError if not."""
+    try:
+        checked = validate_email(text.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as err:
+        raise ValueError(str(err)) from None
+    return checked.ascii_email or checked.normalized
+
+
+def read_rows(path: Path, report: ImportReport, languages: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Good rows of the CSV at `path`; every bad row is added to `report.problems` with its line number."""
+    where = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise NewsletterError(
+            where, f"is not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})", "save it as UTF-8 CSV"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = [name.strip().lower() for name in (reader.fieldnames or [])]
+    if "email" not in fields:
+        raise NewsletterError(f"{where}:1", "has no 'email' column", "put a header row first: email,name,lang")
+    reader.fieldnames = fields
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for record in reader:
+        report.rows += 1
+        line = reader.line_num
+        if None in record:  # more cells than headers
+            report.problems.append(f"{where}:{line}: more cells than columns (quote cells that contain commas)")
+            continue
+        raw_email = (record.get("email") or "").strip()
+        try:
+            email = normalise_address(raw_email)
+        except ValueError as err:
+            report.problems.append(f"{where}:{line}: '{raw_email}' is not a valid address ({err})")
+            continue
+        name = (record.get("name") or "").strip()
+        if any(ch in name for ch in "\r\n\0"):
+            report.problems.append(f"{where}:{line}: the name contains a line break")
+            continue
+        lang = (record.get("lang") or "").strip() or None
+        if lang is not None and (not LANGUAGE_PATTERN.match(lang) or lang not in languages):
+            report.problems.append(f"{where}:{line}: language '{lang}' is not one of {', '.join(languages)}")
+            continue
+        key = email_key(email)
+        if key in seen:
+            report.duplicates += 1
+            continue
+        seen.add(key)
+        attributes = {k: v for k, v in record.items() if k not in {"email", "name", "lang"} and v not in (None, "")}
+        rows.append({"email": email, "name": name, "lang": lang, "attributes": attributes})
+    return rows
+
+
+def import_subscribers(
+    store: Store, path: Path, languages: tuple[str, ...], *, skip_invalid: bool = False
+) -> ImportReport:
+    """Import a CSV file; with bad rows, write nothing unless `skip_invalid`. Never re-activates anyone."""
+    report = ImportReport()
+    rows = read_rows(path, report, languages)
+    if report.problems and not skip_invalid:
+        return report
+    report.counts = insert_subscribers(store, rows, source=f"import:{path.name}")
+    return report
+
+
+def _cell(value: Any) -> str:
+    """A cell that a spreadsheet shows as text, never runs as a formula."""
+    text = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def export_subscribers(store: Store, out: IO[str], status: SubscriberStatus | None = None) -> int:
+    """Write subscribers as CSV (attributes as extra columns); returns how many."""
+    extra = sorted({key for s in iter_subscribers(store, status) for key in s.attributes})  # streamed twice
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(EXPORT_COLUMNS + extra)
+    count = 0
+    for s in iter_subscribers(store, status):
+        count += 1
+        values = [
+            s.email,
+            s.name,
+            s.lang,
+            s.status.value,
+            s.source,
+            s.created_at,
+            s.confirmed_at,
+            s.unsubscribed_at,
+            s.unsubscribe_method,
+        ]
+        writer.writerow([_cell(v) for v in values] + [_cell(s.attributes.get(key)) for key in extra])
+    return count
