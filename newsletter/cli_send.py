@@ -6,6 +6,7 @@ The work itself is sending.py's; this module only talks to the person at the ter
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -20,11 +21,13 @@ from .sending import (
     Progress,
     SendError,
     build_templates,
-    dry_run as build_all,
     preview_audience,
     send_edition,
     send_test,
     start_send,
+)
+from .sending import (
+    dry_run as build_all,
 )
 from .store import delivery_counts, open_store
 from .tokens import secret_key
@@ -139,7 +142,7 @@ def run_send(
                 show_eta=True,
                 show_pos=True,
                 item_show_func=lambda p: p,
-                file=click.get_text_stream("stderr"),
+                file=sys.stderr,
             ) as bar:
 
                 def update(progress: Progress) -> None:

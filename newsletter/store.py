@@ -441,13 +441,12 @@ def snapshot_audience(store: Store, issue: str, languages: dict[str | None, str]
         sa.literal(stamp),
         sa.literal(stamp),
     ).where(subscribers.c.status == SubscriberStatus.ACTIVE, ~sa.exists(already))
+    count = sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.issue == issue)
+    columns = ["issue", "subscriber_id", "lang", "state", "attempts", "created_at", "updated_at"]
     with store.begin() as conn:
-        result = conn.execute(
-            deliveries.insert().from_select(
-                ["issue", "subscriber_id", "lang", "state", "attempts", "created_at", "updated_at"], select
-            )
-        )
-        return result.rowcount or 0
+        before = conn.execute(count).scalar_one()
+        conn.execute(deliveries.insert().from_select(columns, select))
+        return conn.execute(count).scalar_one() - before  # rowcount of INSERT … SELECT is not portable
 
 
 def reset_for_resend(store: Store, issue: str) -> int:

@@ -73,3 +73,126 @@ def write_issue(publication: Path, name: str, text: str | bytes) -> Path:
     path = publication / "issues" / name
     path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
     return path
+
+
+# ---------------------------------------------------------------- real peers
+
+
+def free_port() -> int:
+    """A port free right now on 127.0.0.1 (for servers that cannot bind port 0 themselves)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0, what: str = "condition") -> None:
+    """Poll with a deadline (never a bare sleep)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, and the PostgreSQL of NEWSLETTER_TEST_DATABASE_URL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'subscribers.db'}"
+    url = os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
+    if not url:
+        missing_system_package("PostgreSQL tests need NEWSLETTER_TEST_DATABASE_URL (postgresql://…; .ci/run sets it)")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def store(database_url: str):
+    from newsletter.store import open_store
+
+    with open_store(database_url) as opened:
+        yield opened
+
+
+class RecordingHandler:
+    """An SMTP server's handler: keeps every envelope; refuses chosen recipients like a real server."""
+
+    def __init__(self) -> None:
+        self.envelopes: list = []
+        self.drop_after: int | None = None  # close the connection after this many messages (421)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
+        if address.startswith("reject"):
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if address.startswith("defer"):
+            return "451 4.3.0 Mailbox temporarily unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        import asyncio
+
+        self.envelopes.append(envelope)
+        if self.drop_after is not None and len(self.envelopes) % self.drop_after == 0:
+            # after the reply goes out, the server drops the connection, as busy servers do
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+        return "250 2.0.0 Ok: queued"
+
+
+@pytest.fixture
+def smtp_server():
+    """An aiosmtpd server on 127.0.0.1; yields (handler, port)."""
+    from aiosmtpd.controller import Controller
+
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's standalone server on 127.0.0.1 (port chosen by the OS); yields its endpoint URL."""
+    pytest.importorskip("moto", reason="moto is in the test extra")
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ses(moto_server: str):
+    """A reset SES on moto with the sample's sender domain verified; yields (endpoint URL, sent messages)."""
+    import boto3
+    import requests
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10)
+    boto3.client("ses", region_name="us-east-1", endpoint_url=moto_server).verify_domain_identity(
+        Domain="papers.example.com"
+    )
+    yield moto_server, ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages

@@ -1,9 +1,10 @@
 """The Amazon SES transport: boto3 `sesv2` SendEmail with our raw MIME message, one recipient each.
 
 Throttling (429 TooManyRequests, "Maximum sending rate exceeded") and 5xx answers are retried here
-with exponential backoff and jitter, never counted as sent; botocore's own retries are off so every
-attempt is seen. MessageRejected fails one recipient; a paused or suspended account, an unverified
-sender domain or a missing configuration set stops the whole send.
+with exponential backoff and jitter, never counted as sent; botocore's own retries are off
+(`total_max_attempts=1`: its `max_attempts` counts retries, not attempts) so every attempt is seen.
+MessageRejected fails one recipient; a paused or suspended account, an unverified sender domain or a
+missing configuration set stops the whole send.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class SesTransport:
             from botocore.config import Config
         except ModuleNotFoundError:
             raise MissingExtraError("The ses transport", "ses") from None
-        config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=10, read_timeout=30)
+        config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=10, read_timeout=30)
         options: dict[str, Any] = {"region_name": settings.ses.region, "config": config}
         if settings.ses.endpoint_url:
             options["endpoint_url"] = settings.ses.endpoint_url

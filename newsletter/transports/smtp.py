@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import socket
 import ssl
 
 from ..config import Settings, SmtpSettings
@@ -85,7 +84,7 @@ class SmtpTransport:
                 return SendResult(_status(code), error=_reply(code, text))
             except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as err:
                 return SendResult(_status(err.smtp_code), error=_reply(err.smtp_code, err.smtp_error))
-            except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout) as err:
+            except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as err:
                 self._drop()
                 if attempt == 2:
                     return SendResult(SendStatus.DEFERRED, error=f"SMTP connection lost: {err}")

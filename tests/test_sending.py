@@ -1,0 +1,300 @@
+"""`newsletter send` end to end: the file transport, SMTP (aiosmtpd) and SES (moto), resume after a stop or a
+SIGKILL, unsubscribes during a send, drafts, and the rate limiter."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.issues import find_issue
+from newsletter.ratelimit import QuotaExhausted, RateLimiter
+from newsletter.render.templates import load_templates
+from newsletter.sending import build_templates, send_edition, start_send
+from newsletter.store import DeliveryState, delivery_counts, open_store, record_unsubscribe, subscriber_by_email
+from newsletter.tokens import DEVELOPMENT_SECRET, verify_unsubscribe_token
+from newsletter.transports.file import FileTransport, file_name
+from tests.conftest import REPO, write_issue
+
+ISSUE = "2023-09-25-top-ml-papers"
+EXAMPLE = REPO / "subscribers" / "example.csv"
+
+
+def _import(run, rows: int | None = None, tmp: Path | None = None, unsubscribed: int = 0) -> Path:
+    if rows is None:
+        path = EXAMPLE
+    else:
+        assert tmp is not None
+        path = tmp / "many.csv"
+        lines = ["email,name,lang"] + [
+            f"user{n}@example.com,User {n},{'en' if n % 3 == 0 else 'ko'}" for n in range(rows)
+        ]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run("subscribers", "import", str(path)).exit_code == 0
+    return path
+
+
+def _outbox(publication: Path) -> Path:
+    return publication / "outbox" / ISSUE
+
+
+def _parse(path: Path):
+    return BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+
+
+def test_file_send_gives_each_subscriber_their_edition(run, publication: Path) -> None:
+    _import(run)
+    result = run("send", ISSUE, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "  en: 4 recipient(s)\n  ko: 6 recipient(s)\n" in result.stdout
+    assert "Sent 10, failed 0, deferred 0, skipped 0" in result.stdout
+    files = sorted(_outbox(publication).glob("*.eml"))
+    assert len(files) == 10
+    settings = load_settings(publication)
+    with open_store(settings.database_url) as store:
+        for path in files:
+            message = _parse(path)
+            address = message["To"].addresses[0].addr_spec
+            subscriber = subscriber_by_email(store, address)
+            assert path.name == file_name(address)
+            english = subscriber.lang == "en"
+            assert ("Top ML Papers of the Week" in message["Subject"]) is english
+            token = message["List-Unsubscribe"].split("token=")[1].rstrip(">")
+            assert verify_unsubscribe_token(DEVELOPMENT_SECRET.encode(), settings.list_id, token) == subscriber.id
+    again = run("send", ISSUE, "--yes")
+    assert again.exit_code == 1
+    assert again.stderr.endswith(
+        f"Error: {ISSUE}: was sent already (10 sent, 0 failed) (pass --resend to send it to everyone again)\n"
+    )
+    assert run("send", ISSUE, "--yes", "--resend").exit_code == 0
+    assert len(list(_outbox(publication).glob("*.eml"))) == 10
+    status = run("status", ISSUE)
+    assert "sent            10" in status.stdout
+
+
+def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> None:
+    _import(run)
+    settings = load_settings(publication)
+    issue = find_issue(settings, ISSUE)
+    messages = build_templates(settings, load_templates(settings), issue)
+    with open_store(settings.database_url) as store:
+        record_unsubscribe(store, subscriber_by_email(store, "bob.jones@example.com").id, "page")
+        late = subscriber_by_email(store, "minji.kim@example.com")
+        total = start_send(store, issue, settings, resend=False)
+        transport = FileTransport(_outbox(publication))
+        original = transport.send
+        calls = []
+
+        def send_then_unsubscribe(message):  # an unsubscribe lands while the send is running
+            calls.append(message.recipient)
+            if len(calls) == 1:
+                record_unsubscribe(store, late.id, "one-click")
+            return original(message)
+
+        transport.send = send_then_unsubscribe
+        outcome = send_edition(
+            settings,
+            store,
+            issue,
+            transport,
+            messages,
+            DEVELOPMENT_SECRET.encode(),
+            limiter=RateLimiter(None),
+            total=total,
+        )
+        counts = delivery_counts(store, ISSUE)
+    names = {p.name for p in _outbox(publication).glob("*.eml")}
+    assert file_name("bob.jones@example.com") not in names
+    if calls[0] != "minji.kim@example.com":
+        assert file_name("minji.kim@example.com") not in names
+        assert counts["skipped"] == 1 and outcome.progress.skipped == 1
+    assert total == 9 and counts["sent"] == len(names)
+
+
+def test_stop_then_resume_sends_the_rest_once(publication: Path, run, tmp_path: Path) -> None:
+    _import(run, rows=30, tmp=tmp_path)
+    settings = load_settings(publication)
+    issue = find_issue(settings, ISSUE)
+    messages = build_templates(settings, load_templates(settings), issue)
+    with open_store(settings.database_url) as store:
+        total = start_send(store, issue, settings, resend=False)
+        stop = threading.Event()
+        transport = FileTransport(_outbox(publication))
+        first = send_edition(
+            settings,
+            store,
+            issue,
+            transport,
+            messages,
+            DEVELOPMENT_SECRET.encode(),
+            limiter=RateLimiter(None),
+            total=total,
+            stop=stop,
+            on_progress=lambda p: stop.set() if p.sent == 12 else None,
+        )
+        assert first.stopped == "stopped on request" and first.progress.sent == 12
+        assert delivery_counts(store, ISSUE)["pending"] == 18
+    result = run("send", ISSUE, "--yes")
+    assert result.exit_code == 0
+    assert "Resuming  18 message(s) left of 30 (12 sent)" in result.stdout
+    assert len(list(_outbox(publication).glob("*.eml"))) == 30
+
+
+def test_drafts_cannot_be_sent(publication: Path, run) -> None:
+    write_issue(publication, "2023-10-02-draft.md", "---\ntitle: d\ndate: 2023-10-02\ndraft: true\n---\n")
+    _import(run)
+    result = run("send", "2023-10-02-draft", "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        "Error: issues/2023-10-02-draft.md: is a draft (set draft: false in its front matter to send it)\n"
+    )
+
+
+def test_dry_run_and_test_send_record_nothing(publication: Path, run) -> None:
+    _import(run)
+    assert run("subscribers", "remove", "bob.jones@example.com").exit_code == 0
+    dry = run("send", ISSUE, "--dry-run")
+    assert dry.exit_code == 0
+    assert "Dry run   built 6 ko, 3 en message(s); 0 address(es) could not be used; nothing was sent" in dry.stdout
+    test = run("send", ISSUE, "--test", "editor@example.com")
+    assert test.stdout == "ko: sent to editor@example.com\nen: sent to editor@example.com\n"
+    assert [p.name for p in _outbox(publication).glob("*.eml")] == [file_name("editor@example.com")]
+    assert "total            0" in run("status", ISSUE).stdout
+
+
+def test_smtp_send_with_refusals(
+    publication: Path, run, smtp_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    handler, port = smtp_server
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", str(port))
+    config = publication / "pyproject.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8") + '\n[tool.newsletter.smtp]\nsecurity = "none"\n', encoding="utf-8"
+    )
+    csv_path = tmp_path / "smtp.csv"
+    csv_path.write_text(
+        "email,lang\nkim@example.com,ko\nreject.me@example.com,ko\ndefer.me@example.com,en\nalice@example.com,en\n",
+        encoding="utf-8",
+    )
+    assert run("subscribers", "import", str(csv_path)).exit_code == 0
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY", raising=False)
+    refused = run("send", ISSUE, "--yes", "--transport", "smtp")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "Error: NEWSLETTER_SECRET_KEY: is not set; the smtp transport sends real mail with links "
+        "signed by it (export NEWSLETTER_SECRET_KEY=<a long random string>)\n"
+    )
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-real-secret-for-this-test")
+    result = run("send", ISSUE, "--yes", "--transport", "smtp")
+    assert result.exit_code == 1
+    assert "Sent 2, failed 1, deferred 1" in result.stdout
+    assert result.stderr.endswith(f"Error: {ISSUE}: 1 message(s) failed for good (see 'newsletter status {ISSUE}')\n")
+    received = {
+        e.rcpt_tos[0]: BytesParser(policy=policy.default).parsebytes(e.original_content) for e in handler.envelopes
+    }
+    assert set(received) == {"kim@example.com", "alice@example.com"}
+    assert "Top ML Papers" in received["alice@example.com"]["Subject"]
+    assert received["kim@example.com"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_ses_send_respects_the_daily_quota(
+    publication: Path, run, ses, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    endpoint, sent = ses
+    monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-real-secret-for-this-test")
+    rows = tmp_path / "ses.csv"
+    rows.write_text("email\n" + "".join(f"r{n}@example.com\n" for n in range(201)), encoding="utf-8")
+    assert run("subscribers", "import", str(rows)).exit_code == 0
+    refused = run("send", ISSUE, "--yes", "--transport", "ses")
+    assert refused.exit_code == 1
+    assert refused.stderr.endswith(
+        f"Error: {ISSUE}: needs 201 messages but only 200 are left of the 24-hour quota "
+        "(pass --allow-partial to send those now and the rest later)\n"
+    )
+    assert "rate 1/s (SES allows 1/s; 24-hour quota: 200 left of 200)" in refused.stdout
+    assert len(sent) == 0
+
+
+def test_ses_send_over_moto(publication: Path, run, ses, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    endpoint, sent = ses
+    monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-real-secret-for-this-test")
+    rows = tmp_path / "ses.csv"
+    rows.write_text("email,lang\nkim@example.com,ko\nalice@example.com,en\n", encoding="utf-8")
+    assert run("subscribers", "import", str(rows)).exit_code == 0
+    started = time.monotonic()
+    result = run("send", ISSUE, "--yes", "--transport", "ses")
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started >= 1.0  # moto's quota says 1 message per second
+    messages = {
+        BytesParser(policy=policy.default).parsebytes(m.raw_data.encode())["To"].addresses[0].addr_spec: m for m in sent
+    }
+    assert set(messages) == {"kim@example.com", "alice@example.com"}
+    with open_store(load_settings(publication).database_url) as store:
+        counts = delivery_counts(store, ISSUE)
+    assert counts["sent"] == 2
+
+
+def test_rate_limiter_spaces_messages_and_stops_at_the_cap() -> None:
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(50, cap=120, clock=lambda: now[0], sleep=sleep)
+    stamps = []
+    for _ in range(120):
+        limiter.acquire()
+        stamps.append(now[0])
+    with pytest.raises(QuotaExhausted):
+        limiter.acquire()
+    for start in stamps:  # no one-second window holds more than 50
+        assert sum(1 for s in stamps if start <= s < start + 1) <= 50
+    assert stamps[-1] == pytest.approx(119 / 50)
+
+
+def test_killed_sends_resume_and_everyone_gets_exactly_one(publication: Path, run, tmp_path: Path) -> None:
+    """SIGKILL a real `newsletter send` at random moments, several times, then let it finish."""
+    _import(run, rows=400, tmp=tmp_path)
+    assert run("subscribers", "remove", "user7@example.com").exit_code == 0
+    settings = load_settings(publication)
+    with open_store(settings.database_url) as store:
+        record_unsubscribe(store, subscriber_by_email(store, "user8@example.com").id, "page")
+    command = [sys.executable, "-m", "newsletter", "--root", str(publication), "send", ISSUE, "--yes", "--rate", "250"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    chooser = random.Random()
+    kills = []  # (moment, messages sent by then)
+    for _ in range(4):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        moment = chooser.uniform(0.5, 1.2)
+        time.sleep(moment)  # the kill moment itself is the random input of this test
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        with open_store(settings.database_url) as store:
+            kills.append((round(moment, 2), delivery_counts(store, ISSUE)["sent"]))
+    assert sum(1 for _, sent in kills if 0 < sent < 398) >= 2, kills  # most kills landed mid-send
+    final = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert final.returncode == 0 or "was sent already (398 sent, 0 failed)" in final.stderr, (kills, final.stderr)
+    with open_store(settings.database_url) as store:
+        counts = delivery_counts(store, ISSUE)
+    expected = {file_name(f"user{n}@example.com") for n in range(400) if n not in (7, 8)}
+    files = {p.name for p in _outbox(publication).glob("*.eml")}
+    assert files == expected, kills
+    assert not list(_outbox(publication).glob(".*.tmp"))
+    assert counts["sent"] == 398 and counts[DeliveryState.PENDING] == 0 and counts["sending"] == 0
+    for path in list(_outbox(publication).glob("*.eml"))[:20]:
+        assert _parse(path)["To"].addresses[0].addr_spec in path.name.replace("_at_", "@")

@@ -1,0 +1,87 @@
+"""CSV import and export through the CLI: line-numbered errors, nothing written on bad input, safe cells."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.store import open_store, subscriber_by_email
+
+
+def _csv(tmp_path: Path, text: str, *, bom: bool = False) -> Path:
+    path = tmp_path / "list.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def test_example_csv_imports_with_attributes(run, publication: Path) -> None:
+    result = run("subscribers", "import", str(Path(__file__).resolve().parent.parent / "subscribers" / "example.csv"))
+    assert result.exit_code == 0, result.stderr
+    assert result.output.startswith("Imported 10 new subscriber(s) from 10 row(s)")
+    with open_store(load_settings(publication).database_url) as store:
+        kim = subscriber_by_email(store, "minji.kim@example.com")
+        assert (kim.name, kim.lang, kim.attributes) == ("김민지", "ko", {"signup_page": "landing"})
+        assert subscriber_by_email(store, "hyunwoo.choi@example.com").lang is None
+
+
+def test_bad_rows_are_listed_and_nothing_is_written(run, tmp_path: Path, publication: Path) -> None:
+    path = _csv(
+        tmp_path,
+        "email,name,lang\nok@example.com,Ok,en\nnot-an-address,X,\nb@example.com,B,fr\nOK@example.com,dup,\n",
+        bom=True,
+    )
+    result = run("subscribers", "import", str(path))
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"{path}:3: 'not-an-address' is not a valid address (")
+    assert lines[1] == f"{path}:4: language 'fr' is not one of ko, en"
+    assert lines[2] == (
+        f"Error: {path}: 2 bad row(s) of 4; nothing imported (fix them, or pass --skip-invalid to import the good rows)"
+    )
+    assert run("subscribers", "count").output.splitlines()[-1].split() == ["total", "0"]
+    good = run("subscribers", "import", str(path), "--skip-invalid")
+    assert good.exit_code == 0
+    assert good.stdout.startswith("Imported 1 new subscriber(s) from 4 row(s)") and "1 duplicate(s)" in good.stdout
+
+
+def test_missing_email_column_is_one_line(run, tmp_path: Path) -> None:
+    path = _csv(tmp_path, "mail,name\na@example.com,A\n")
+    result = run("subscribers", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {path}:1: has no 'email' column (put a header row first: email,name,lang)\n"
+
+
+def test_export_neutralises_formulas(run, tmp_path: Path) -> None:
+    path = _csv(tmp_path, 'email,name,note\nevil@example.com,"=HYPERLINK(""http://x"")",+1\n')
+    assert run("subscribers", "import", str(path)).exit_code == 0
+    out = tmp_path / "out.csv"
+    assert run("subscribers", "export", str(out)).exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert rows[0]["name"] == '\'=HYPERLINK("http://x")' and rows[0]["note"] == "'+1"
+
+
+@pytest.mark.parametrize("address", ["a@example.com\r\nBcc: x@evil.test", "kim@exämple.com"])
+def test_add_validates_the_address(run, address: str) -> None:
+    result = run("subscribers", "add", address)
+    if "ä" in address:  # internationalised domain: stored as punycode for SMTP and SES
+        assert result.exit_code == 0 and "kim@xn--exmple-cua.com" in result.output
+    else:
+        assert result.exit_code == 2 and "is not a valid address" in result.stderr
+
+
+def test_add_list_remove_count(run) -> None:
+    assert run("subscribers", "add", "kim@example.com", "--name", "김", "--lang", "ko").exit_code == 0
+    assert run("subscribers", "list").output == "kim@example.com\tactive\tko\t김\n"
+    again = run("subscribers", "add", "KIM@example.com")
+    assert (
+        again.exit_code == 1
+        and again.stderr == "Error: KIM@example.com: is already on the list (active) (nothing to do)\n"
+    )
+    assert run("subscribers", "remove", "kim@example.com").output == "Removed kim@example.com\n"
+    missing = run("subscribers", "remove", "kim@example.com")
+    assert missing.exit_code == 1
+    assert "active" in run("subscribers", "count").output

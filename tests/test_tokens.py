@@ -1,0 +1,51 @@
+"""Signed tokens: fixed length, URL-safe, and no tampered, foreign or expired token ever validates."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.errors import ConfigError
+from newsletter.tokens import (
+    TOKEN_LENGTH,
+    confirm_token,
+    secret_key,
+    unsubscribe_token,
+    verify_confirm_token,
+    verify_unsubscribe_token,
+)
+
+SECRET = b"a-long-test-secret-for-tokens"
+
+
+@pytest.mark.parametrize("subscriber_id", [1, 36, 123456789, 36**8 - 1])
+def test_round_trip_with_fixed_length(subscriber_id: int) -> None:
+    token = unsubscribe_token(SECRET, "list.example.com", subscriber_id)
+    assert len(token) == TOKEN_LENGTH and token.replace("-", "").replace("_", "").isalnum()
+    assert verify_unsubscribe_token(SECRET, "list.example.com", token) == subscriber_id
+
+
+def test_tampered_foreign_and_malformed_tokens_fail() -> None:
+    token = unsubscribe_token(SECRET, "list.example.com", 42)
+    flipped = token[:-1] + ("1" if token[-1] != "1" else "2")  # another subscriber id, same signature
+    assert verify_unsubscribe_token(SECRET, "list.example.com", flipped) is None
+    assert verify_unsubscribe_token(SECRET, "other.example.com", token) is None
+    assert verify_unsubscribe_token(b"another-secret-entirely", "list.example.com", token) is None
+    for bad in ["", "x", token + "0", "ü" * TOKEN_LENGTH, token.upper(), "%" * TOKEN_LENGTH]:
+        assert verify_unsubscribe_token(SECRET, "list.example.com", bad) is None
+
+
+def test_confirm_tokens_expire() -> None:
+    token = confirm_token(SECRET, "l", 7, issued_at=1_000_000)
+    assert verify_confirm_token(SECRET, "l", token, max_age=7 * 86400, now=1_000_000 + 86400) == 7
+    assert verify_confirm_token(SECRET, "l", token, max_age=7 * 86400, now=1_000_000 + 8 * 86400) is None
+    assert verify_unsubscribe_token(SECRET, "l", token) is None  # one purpose never stands for another
+
+
+def test_real_transports_need_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY", raising=False)
+    assert secret_key("file")[1] is True
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY: is not set; the smtp transport sends real mail"):
+        secret_key("smtp")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "short")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        secret_key("ses")
