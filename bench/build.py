@@ -11,23 +11,21 @@ import datetime as dt
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, copy_publication
+
 SAMPLE = ROOT / "issues" / "2023-09-25-top-ml-papers.md"
 TAG_POOL = [f"topic-{n}" for n in range(60)]
 
 
 def make_publication(folder: Path, count: int) -> list[Path]:
     """A publication with `count` default-language issues made from the sample, one per week."""
-    config = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    (folder / "pyproject.toml").write_text(config[config.index("[tool.newsletter]") :], encoding="utf-8")
-    shutil.copytree(ROOT / "templates", folder / "templates")
+    copy_publication(folder, issues=False)
     issues = folder / "issues"
     issues.mkdir()
     sample = SAMPLE.read_text(encoding="utf-8")

@@ -23,12 +23,11 @@ from .render.email import render_email
 from .render.templates import Templates
 from .store import (
     DeliveryState,
+    SendLog,
     Store,
     audience_preview,
-    claim_delivery,
     delivery_counts,
     next_deliveries,
-    record_delivery,
     reset_for_resend,
     snapshot_audience,
 )
@@ -134,6 +133,32 @@ def send_edition(
     progress = Progress(total=total)
     stop = stop or threading.Event()
     sender = settings.from_address.addr_spec
+    log = SendLog(store)
+    try:
+        stopped = _send_all(
+            settings, store, issue, transport, messages, secret, limiter, stop, on_progress, progress, log, sender
+        )
+    finally:
+        log.close()
+        transport.close()
+    return SendOutcome(progress, stopped)
+
+
+def _send_all(
+    settings: Settings,
+    store: Store,
+    issue: Issue,
+    transport: Transport,
+    messages: dict[str, MessageTemplate],
+    secret: bytes,
+    limiter: RateLimiter,
+    stop: threading.Event,
+    on_progress: Callable[[Progress], None] | None,
+    progress: Progress,
+    log: SendLog,
+    sender: str,
+) -> str | None:
+    """The loop of send_edition; returns why it stopped early, or None."""
     after = 0
     stopped: str | None = None
     while stopped is None:
@@ -150,7 +175,7 @@ def send_edition(
             except QuotaExhausted:
                 stopped = "the 24-hour sending quota is used up"
                 break
-            if not claim_delivery(store, delivery.id, transport.name):
+            if not log.claim(delivery.id, transport.name):
                 progress.skipped += 1
                 continue
             template = messages.get(delivery.lang) or messages[settings.language]
@@ -160,17 +185,17 @@ def send_edition(
             try:
                 raw, message_id = template.personalise(recipient)
             except MessageError as err:
-                record_delivery(store, delivery.id, DeliveryState.FAILED, error=str(err))
+                log.record(delivery.id, DeliveryState.FAILED, error=str(err))
                 progress.failed += 1
                 continue
             try:
                 result = transport.send(OutgoingMessage(sender, delivery.email, raw, issue.slug, delivery.lang))
             except TransportError as err:
-                record_delivery(store, delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
+                log.record(delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
                 stopped = str(err)
                 break
             state = DeliveryState(result.status.value)
-            record_delivery(store, delivery.id, state, message_id=result.message_id or message_id, error=result.error)
+            log.record(delivery.id, state, message_id=result.message_id or message_id, error=result.error)
             if result.status == SendStatus.SENT:
                 progress.sent += 1
             elif result.status == SendStatus.FAILED:
@@ -179,8 +204,7 @@ def send_edition(
                 progress.deferred += 1
             if on_progress:
                 on_progress(progress)
-    transport.close()
-    return SendOutcome(progress, stopped)
+    return stopped
 
 
 def send_test(

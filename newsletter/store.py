@@ -481,45 +481,61 @@ def next_deliveries(
         ]
 
 
-def claim_delivery(store: Store, delivery_id: int, transport: str) -> bool:
-    """Mark a delivery `sending` if its subscriber is still active; else mark it `skipped`.
+class SendLog:
+    """The hot path of a send: one connection and statements built once, a transaction per step.
 
-    This is the last look at the subscriber before the message leaves: an unsubscribe recorded
-    before it is honoured. Returns True when the message may be sent.
+    claim() is the last look at the subscriber before a message leaves, so an unsubscribe recorded
+    before it is honoured; record() stores what the transport said.
     """
-    still_active = sa.exists(
-        sa.select(subscribers.c.id).where(
-            subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == SubscriberStatus.ACTIVE
-        )
-    )
-    stamp = now()
-    with store.begin() as conn:
-        claimed = conn.execute(
-            deliveries.update()
-            .where(deliveries.c.id == delivery_id, still_active)
-            .values(
-                state=DeliveryState.SENDING, transport=transport, attempts=deliveries.c.attempts + 1, updated_at=stamp
+
+    _stamp = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+    _claim = sa.text(
+        "UPDATE deliveries SET state = 'sending', transport = :transport, attempts = attempts + 1, updated_at = :now "
+        "WHERE id = :id AND EXISTS (SELECT 1 FROM subscribers "
+        "WHERE subscribers.id = deliveries.subscriber_id AND subscribers.status = 'active')"
+    ).bindparams(_stamp)
+    _skip = sa.text(
+        "UPDATE deliveries SET state = 'skipped', error = 'subscriber left before sending', updated_at = :now "
+        "WHERE id = :id"
+    ).bindparams(_stamp)
+    _record = sa.text(
+        "UPDATE deliveries SET state = :state, message_id = :message_id, error = :error, updated_at = :now "
+        "WHERE id = :id"
+    ).bindparams(_stamp)
+
+    def __init__(self, store: Store) -> None:
+        self.connection = store.engine.connect()
+
+    def claim(self, delivery_id: int, transport: str) -> bool:
+        """Mark a delivery `sending` if its subscriber is still active, else `skipped`; True if it may go."""
+        stamp = now()
+        with self.connection.begin():
+            claimed = self.connection.execute(self._claim, {"id": delivery_id, "transport": transport, "now": stamp})
+            if claimed.rowcount:
+                return True
+            self.connection.execute(self._skip, {"id": delivery_id, "now": stamp})
+        return False
+
+    def record(
+        self, delivery_id: int, state: DeliveryState, *, message_id: str | None = None, error: str | None = None
+    ) -> None:
+        with self.connection.begin():
+            self.connection.execute(
+                self._record,
+                {"id": delivery_id, "state": state.value, "message_id": message_id, "error": error, "now": now()},
             )
-        ).rowcount
-        if not claimed:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == delivery_id)
-                .values(state=DeliveryState.SKIPPED, error="subscriber left before sending", updated_at=stamp)
-            )
-    return bool(claimed)
+
+    def close(self) -> None:
+        self.connection.close()
 
 
-def record_delivery(
-    store: Store, delivery_id: int, state: DeliveryState, *, message_id: str | None = None, error: str | None = None
-) -> None:
-    """Record what the transport said about one delivery."""
-    with store.begin() as conn:
-        conn.execute(
-            deliveries.update()
-            .where(deliveries.c.id == delivery_id)
-            .values(state=state, message_id=message_id, error=error, updated_at=now())
-        )
+def claim_delivery(store: Store, delivery_id: int, transport: str) -> bool:
+    """SendLog.claim for one delivery (outside a send loop)."""
+    log = SendLog(store)
+    try:
+        return log.claim(delivery_id, transport)
+    finally:
+        log.close()
 
 
 def delivery_counts(store: Store, issue: str) -> dict[str, int]:
