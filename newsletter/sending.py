@@ -170,11 +170,6 @@ def _send_all(
             if stop.is_set():
                 stopped = "stopped on request"
                 break
-            try:
-                limiter.acquire()
-            except QuotaExhausted:
-                stopped = "the 24-hour sending quota is used up"
-                break
             if not log.claim(delivery.id, transport.name):
                 progress.skipped += 1
                 continue
@@ -188,8 +183,15 @@ def _send_all(
                 log.record(delivery.id, DeliveryState.FAILED, error=str(err))
                 progress.failed += 1
                 continue
+            outgoing = OutgoingMessage(sender, delivery.email, raw, issue.slug, delivery.lang)
             try:
-                result = transport.send(OutgoingMessage(sender, delivery.email, raw, issue.slug, delivery.lang))
+                limiter.acquire()  # right before the hand-over, so the peer sees the spacing we keep
+            except QuotaExhausted:
+                log.record(delivery.id, DeliveryState.PENDING)  # it did not leave
+                stopped = "the 24-hour sending quota is used up"
+                break
+            try:
+                result = transport.send(outgoing)
             except TransportError as err:
                 log.record(delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
                 stopped = str(err)

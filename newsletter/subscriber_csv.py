@@ -8,6 +8,7 @@ only, no DNS). Nothing is written unless every row is good, or `skip_invalid` is
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,8 @@ def import_subscribers(
 
 def _cell(value: Any) -> str:
     """A cell that a spreadsheet shows as text, never runs as a formula."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)  # SQLite hands back naive times; the store keeps UTC
     text = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 

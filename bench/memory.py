@@ -1,0 +1,88 @@
+"""Benchmark memory: a send to 1,000,000 subscribers keeps peak RSS flat (the audience is streamed).
+
+Fills a SQLite store with N subscribers, then runs the real send loop in a child process whose transport
+discards each message after counting it (no disk holds a million .eml files), and prints that child's
+wall time and peak RSS. Run: `python bench/memory.py [--subscribers 1000000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import SAMPLE_ISSUE, copy_publication
+
+from newsletter.config import load_settings
+from newsletter.issues import find_issue
+from newsletter.ratelimit import RateLimiter
+from newsletter.render.templates import load_templates
+from newsletter.sending import build_templates, send_edition, start_send
+from newsletter.store import insert_subscribers, open_store
+from newsletter.transports.base import OutgoingMessage, SendResult, SendStatus
+
+
+class CountingTransport:
+    """Accepts every message and keeps only a count and a byte total."""
+
+    name = "count"
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.bytes = 0
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        self.messages += 1
+        self.bytes += len(message.raw)
+        return SendResult(SendStatus.SENT, message_id=str(self.messages))
+
+    def close(self) -> None:
+        return None
+
+
+def fill(folder: Path, count: int) -> None:
+    settings = load_settings(folder)
+    rows = ({"email": f"reader{n}@example.com", "name": f"독자 {n}", "lang": "en" if n % 4 == 0 else "ko"}
+            for n in range(count))
+    with open_store(settings.database_url) as store:
+        insert_subscribers(store, rows, source="bench", chunk=20_000)
+
+
+def send(folder: Path) -> None:
+    settings = load_settings(folder)
+    issue = find_issue(settings, SAMPLE_ISSUE)
+    messages = build_templates(settings, load_templates(settings), issue)
+    transport = CountingTransport()
+    with open_store(settings.database_url) as store:
+        total = start_send(store, issue, settings, resend=False)
+        outcome = send_edition(settings, store, issue, transport, messages, b"benchmark-secret-benchmark",
+                               limiter=RateLimiter(None), total=total)
+    print(f"sent {outcome.progress.sent:,} messages ({transport.bytes / 1e9:.1f} GB of MIME) "
+          f"at {outcome.progress.rate:,.0f}/s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
+        folder = copy_publication(Path(tmp))
+        started = time.perf_counter()
+        fill(folder, args.subscribers)
+        print(f"stored {args.subscribers:,} subscribers in {time.perf_counter() - started:.0f} s", flush=True)
+        started = time.perf_counter()
+        child = os.fork()
+        if child == 0:
+            send(folder)
+            os._exit(0)
+        _, status, usage = os.wait4(child, 0)
+        if status:
+            sys.exit("the send failed")
+        print(f"send: {time.perf_counter() - started:.0f} s wall, peak RSS {usage.ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
