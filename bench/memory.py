@@ -45,8 +45,10 @@ class CountingTransport:
 
 def fill(folder: Path, count: int) -> None:
     settings = load_settings(folder)
-    rows = ({"email": f"reader{n}@example.com", "name": f"독자 {n}", "lang": "en" if n % 4 == 0 else "ko"}
-            for n in range(count))
+    rows = (
+        {"email": f"reader{n}@example.com", "name": f"독자 {n}", "lang": "en" if n % 4 == 0 else "ko"}
+        for n in range(count)
+    )
     with open_store(settings.database_url) as store:
         insert_subscribers(store, rows, source="bench", chunk=20_000)
 
@@ -58,10 +60,21 @@ def send(folder: Path) -> None:
     transport = CountingTransport()
     with open_store(settings.database_url) as store:
         total = start_send(store, issue, settings, resend=False)
-        outcome = send_edition(settings, store, issue, transport, messages, b"benchmark-secret-benchmark",
-                               limiter=RateLimiter(None), total=total)
-    print(f"sent {outcome.progress.sent:,} messages ({transport.bytes / 1e9:.1f} GB of MIME) "
-          f"at {outcome.progress.rate:,.0f}/s", flush=True)
+        outcome = send_edition(
+            settings,
+            store,
+            issue,
+            transport,
+            messages,
+            b"benchmark-secret-benchmark",
+            limiter=RateLimiter(None),
+            total=total,
+        )
+    print(
+        f"sent {outcome.progress.sent:,} messages ({transport.bytes / 1e9:.1f} GB of MIME) "
+        f"at {outcome.progress.rate:,.0f}/s",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -42,7 +42,8 @@ def main() -> None:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     boto3.client("ses", region_name="us-east-1", endpoint_url=endpoint).verify_domain_identity(
-        Domain="papers.example.com")
+        Domain="papers.example.com"
+    )
     config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
     transport = SesTransport(boto3.client("sesv2", region_name="us-east-1", endpoint_url=endpoint, config=config))
     stamps: list[float] = []
@@ -62,15 +63,25 @@ def main() -> None:
         with open_store(settings.database_url) as store:
             insert_subscribers(store, ({"email": f"r{n}@example.com"} for n in range(count)), source="bench")
             total = start_send(store, issue, settings, resend=False)
-            outcome = send_edition(settings, store, issue, transport, messages, b"benchmark-secret-benchmark",
-                                   limiter=RateLimiter(args.rate), total=total)
+            outcome = send_edition(
+                settings,
+                store,
+                issue,
+                transport,
+                messages,
+                b"benchmark-secret-benchmark",
+                limiter=RateLimiter(args.rate),
+                total=total,
+            )
     server.stop()
     span = stamps[-1] - stamps[0]
     throughput = (len(stamps) - 1) / span
     busiest = max(bisect.bisect_left(stamps, start + 1.0) - i for i, start in enumerate(stamps))
-    print(f"{outcome.progress.sent:,} sent over {span:.1f} s: {throughput:.2f} messages/s "
-          f"({(throughput / args.rate - 1) * 100:+.1f} % of the {args.rate:g}/s limit); "
-          f"busiest one-second window: {busiest} requests")
+    print(
+        f"{outcome.progress.sent:,} sent over {span:.1f} s: {throughput:.2f} messages/s "
+        f"({(throughput / args.rate - 1) * 100:+.1f} % of the {args.rate:g}/s limit); "
+        f"busiest one-second window: {busiest} requests"
+    )
 
 
 if __name__ == "__main__":

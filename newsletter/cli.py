@@ -383,6 +383,73 @@ def status(ctx: click.Context, issue: str) -> None:
     click.echo(f"{'total':<9}{sum(counts.values()):>9,}")
 
 
+# ---------------------------------------------------------------- the web app and events
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="The port.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="Worker threads.")
+@click.option("--trusted-proxy", metavar="ADDR", help="The reverse proxy whose X-Forwarded-For to believe.")
+@click.pass_context
+@reports_errors
+def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy: str | None) -> None:
+    """Run the web app under waitress: the archive, unsubscribe, subscribe, confirm, preferences, SNS events.
+
+    Example: newsletter serve --host 127.0.0.1 --port 8000 (put it behind an HTTPS reverse proxy)
+    """
+    from .web import serve as run_server
+
+    settings = settings_of(ctx)
+    click.echo(f"Serving on http://{host}:{port}/ (Ctrl-C to stop)")
+    run_server(settings, host=host, port=port, threads=threads, trusted_proxy=trusted_proxy)
+
+
+@cli.command()
+@click.option("--queue-url", help="The SQS queue [ses.queue_url in the settings, or NEWSLETTER_SES_QUEUE_URL].")
+@click.option("--once", is_flag=True, help="Stop when the queue is empty instead of waiting for more.")
+@click.pass_context
+@reports_errors
+def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
+    """Apply SES bounces and complaints from an SQS queue: the addresses are never mailed again.
+
+    Permanent bounces mark an address bounced, complaints complained, transient bounces are counted.
+    Example: newsletter events --once
+    """
+    from .events import poll_queue
+
+    settings = settings_of(ctx)
+    url = queue_url or settings.ses.queue_url
+    if not url:
+        raise click.UsageError("no queue: pass --queue-url or set [tool.newsletter.ses] queue_url")
+    try:
+        import boto3
+    except ModuleNotFoundError:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("newsletter events", "ses") from None
+    options: dict[str, Any] = {"region_name": settings.ses.region}
+    if settings.ses.endpoint_url:
+        options["endpoint_url"] = settings.ses.endpoint_url
+    client = boto3.client("sqs", **options)
+
+    def report(batch: dict[str, int]) -> None:
+        click.echo(", ".join(f"{count} {what}" for what, count in sorted(batch.items())))
+
+    with _store(settings) as store:
+        try:
+            totals = poll_queue(
+                store, client, url, once=once, transient_limit=settings.ses.transient_bounces, on_batch=report
+            )
+        except KeyboardInterrupt:
+            return
+        except Exception as err:  # botocore's errors: one line, with the peer's words
+            if type(err).__module__.startswith("botocore"):
+                raise NewsletterError(f"sqs {url}", str(err), "check the queue URL, region and credentials") from None
+            raise
+    click.echo("Done: " + (", ".join(f"{count} {what}" for what, count in sorted(totals.items())) or "queue empty"))
+
+
 def _shown(path: Path) -> str:
     """`path` relative to the current folder when it is below it."""
     try:

@@ -50,6 +50,9 @@ class SesSettings:
     region: str = "us-east-1"
     configuration_set: str = ""
     endpoint_url: str = ""  # only for tests and local stand-ins (NEWSLETTER_SES_ENDPOINT_URL)
+    queue_url: str = ""  # the SQS queue that receives SES bounce and complaint notifications
+    topic_arn: str = ""  # the SNS topic the web app accepts notifications from (empty: any verified topic)
+    transient_bounces: int = 3  # transient bounces before an address counts as bounced
 
 
 @dataclass(frozen=True)
@@ -292,8 +295,12 @@ def _smtp(table: dict[str, Any], path: Path) -> SmtpSettings:
 def _ses(table: dict[str, Any], path: Path) -> SesSettings:
     sub = table.get("ses", {})
     read = _Reader(sub if isinstance(sub, dict) else {}, f"{CONFIG_FILE} [tool.newsletter.ses]")
+    table = sub if isinstance(sub, dict) else {}
     return SesSettings(
         region=os.environ.get("AWS_REGION") or read.string("region", "us-east-1"),
-        configuration_set=sub.get("configuration_set", "") if isinstance(sub, dict) else "",
+        configuration_set=str(table.get("configuration_set", "")),
         endpoint_url=os.environ.get("NEWSLETTER_SES_ENDPOINT_URL", ""),
+        queue_url=os.environ.get("NEWSLETTER_SES_QUEUE_URL") or str(table.get("queue_url", "")),
+        topic_arn=str(table.get("topic_arn", "")),
+        transient_bounces=read.positive_int("transient_bounces", 3),
     )

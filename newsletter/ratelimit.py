@@ -18,8 +18,14 @@ class RateLimiter:
     """Spaces messages 1/rate seconds apart and, as a hard bound, lets no one-second window hold more than
     `rate` of them (a late message cannot make the next ones bunch up); `cap` ends the run after that many."""
 
-    def __init__(self, rate: float | None, *, cap: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        cap: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.interval = 1.0 / rate if rate else 0.0
         self.per_second = max(1, int(rate)) if rate else 0
         self.cap = cap

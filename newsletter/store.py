@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from .errors import MissingExtraError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -90,6 +90,20 @@ deliveries = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("issue", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_state_id", "issue", "state", "id"),
+)
+
+
+# Bounces and complaints applied from SES; the key makes a notification delivered twice count once.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("feedback_id", sa.String(200), primary_key=True),
+    sa.Column("email_hash", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # bounce-permanent, bounce-transient, complaint
+    sa.Column("subtype", sa.String(60), nullable=False, server_default=""),
+    sa.Column("subscriber_id", sa.Integer),
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -193,8 +207,13 @@ def _safe_url(url: str) -> str:
         return "database URL"
 
 
-MIGRATIONS: dict[int, list[str]] = {
-    # version → SQL run to reach it from the version before (1 is created from `metadata`).
+def _add_events_table(conn: Connection) -> None:
+    events.create(conn, checkfirst=True)
+
+
+# version → the step that upgrades the version before it. A new database gets `metadata` whole.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _add_events_table,  # 2: bounces and complaints from SES
 }
 
 
@@ -212,8 +231,7 @@ def _migrate(engine: Engine) -> None:
                 "store", f"schema version {version} is newer than this program's {SCHEMA_VERSION}", "upgrade newsletter"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS.get(target, []):
-                conn.execute(sa.text(statement))
+            MIGRATIONS[target](conn)
             conn.execute(schema_version.update().values(version=target))
 
 
@@ -594,3 +612,145 @@ def audience_preview(store: Store, issue: str, languages: dict[str | None, str],
     }
     left_out["already sent"] = already
     return {"per_edition": per_edition, "left_out": left_out}
+
+
+# ---------------------------------------------------------------- the web app and SES events
+
+
+def request_subscription(store: Store, email: str, lang: str | None, consent: str) -> tuple[Subscriber | None, bool]:
+    """(the subscriber to send a confirmation to, or None; whether they were new) for a web sign-up.
+
+    New addresses become `pending`; a pending or unsubscribed one gets a new confirmation; an active,
+    bounced, complained or removed one gets none (the page answers the same either way).
+    """
+    stamp = now()
+    with store.begin() as conn:
+        if is_suppressed(conn, email):
+            return None, False
+        existing = find_subscriber(conn, email)
+        if existing is None:
+            result = conn.execute(
+                subscribers.insert().values(
+                    email=email,
+                    email_key=email_key(email),
+                    name="",
+                    lang=lang,
+                    status=SubscriberStatus.PENDING,
+                    source="web",
+                    created_at=stamp,
+                    attributes={"consent": consent, "consent_at": stamp.isoformat()},
+                )
+            )
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == result.inserted_primary_key[0])).one()
+            return _subscriber(row), True
+        if existing.status in {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}:
+            return existing, False
+        return None, False
+
+
+def confirm_subscription(store: Store, subscriber_id: int) -> Subscriber | None:
+    """Make a pending (or unsubscribed, re-confirming) subscriber active; None if there is no such subscriber."""
+    with store.begin() as conn:
+        conn.execute(
+            subscribers.update()
+            .where(
+                subscribers.c.id == subscriber_id,
+                subscribers.c.status.in_([SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED]),
+            )
+            .values(status=SubscriberStatus.ACTIVE, confirmed_at=now(), unsubscribed_at=None, unsubscribe_method=None)
+        )
+        row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _subscriber(row) if row else None
+
+
+def resubscribe(store: Store, subscriber_id: int) -> bool:
+    """Undo an unsubscribe at the subscriber's own request (from their signed link). True if it changed."""
+    with store.begin() as conn:
+        return (
+            conn.execute(
+                subscribers.update()
+                .where(
+                    subscribers.c.id == subscriber_id,
+                    subscribers.c.status == SubscriberStatus.UNSUBSCRIBED,
+                )
+                .values(
+                    status=SubscriberStatus.ACTIVE, confirmed_at=now(), unsubscribed_at=None, unsubscribe_method=None
+                )
+            ).rowcount
+            == 1
+        )
+
+
+def set_language(store: Store, subscriber_id: int, lang: str) -> None:
+    with store.begin() as conn:
+        conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(lang=lang))
+
+
+def purge_unconfirmed(store: Store, older_than: dt.timedelta) -> int:
+    """Delete pending sign-ups that were never confirmed (GDPR: keep no data without consent)."""
+    with store.begin() as conn:
+        return (
+            conn.execute(
+                subscribers.delete().where(
+                    subscribers.c.status == SubscriberStatus.PENDING,
+                    subscribers.c.created_at < now() - older_than,
+                )
+            ).rowcount
+            or 0
+        )
+
+
+def record_event(
+    store: Store,
+    *,
+    feedback_id: str,
+    email: str,
+    kind: str,
+    subtype: str,
+    occurred_at: dt.datetime | None,
+    transient_limit: int,
+) -> str:
+    """Apply one bounce or complaint to the subscriber it names; returns what happened, for the log.
+
+    A permanent bounce marks the address `bounced`, a complaint `complained`; transient bounces are
+    counted and mark it `bounced` at `transient_limit`. A notification seen before changes nothing.
+    """
+    stamp = now()
+    with store.begin() as conn:
+        seen = conn.execute(
+            sa.select(events.c.kind).where(
+                events.c.feedback_id == feedback_id, events.c.email_hash == email_hash(email)
+            )
+        ).first()
+        if seen:
+            return "duplicate"
+        subscriber = find_subscriber(conn, email)
+        conn.execute(
+            events.insert().values(
+                feedback_id=feedback_id,
+                email_hash=email_hash(email),
+                kind=kind,
+                subtype=subtype,
+                subscriber_id=subscriber.id if subscriber else None,
+                occurred_at=occurred_at,
+                recorded_at=stamp,
+            )
+        )
+        if subscriber is None:
+            return "unknown address"
+        changes: dict[str, Any] = {}
+        if kind == "complaint":
+            changes = {"status": SubscriberStatus.COMPLAINED}
+        elif kind == "bounce-permanent":
+            changes = {"status": SubscriberStatus.BOUNCED}
+        else:
+            count = subscriber.bounce_count + 1
+            changes = {"bounce_count": count}
+            if count >= transient_limit:
+                changes["status"] = SubscriberStatus.BOUNCED
+        if "status" in changes and subscriber.status in {SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}:
+            changes.pop("status")  # already suppressed
+        if "status" in changes:
+            changes |= {"unsubscribed_at": stamp, "unsubscribe_method": kind}
+        conn.execute(subscribers.update().where(subscribers.c.id == subscriber.id).values(**changes))
+        return str(changes.get("status", "counted"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -196,3 +197,62 @@ def ses(moto_server: str):
         Domain="papers.example.com"
     )
     yield moto_server, ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+
+
+class WebServer:
+    """The web app under waitress on 127.0.0.1 in a thread."""
+
+    def __init__(self, app) -> None:
+        import waitress
+
+        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import requests
+
+        wait_until(lambda: _responds(requests, self.url), what=f"{self.url} to answer")
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=5)
+
+
+def _responds(requests, url: str) -> bool:
+    try:
+        requests.get(url + "/robots.txt", timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def web(publication: Path, run):
+    """The sample publication built and served: yields (WebServer, store, settings, clock list)."""
+    from newsletter.config import load_settings
+    from newsletter.events import sns_handler
+    from newsletter.store import open_store
+    from newsletter.web import create_app
+
+    assert run("build").exit_code == 0
+    settings = load_settings(publication)
+    clock = [1_800_000_000.0]
+    fetched: list[str] = []
+    store = open_store(settings.database_url)
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return SNS_CERTIFICATE[0] if url.endswith(".pem") else b"<ConfirmSubscriptionResponse/>"
+
+    handler = sns_handler(settings, store=store, fetch=fetch)
+    app = create_app(settings, store, clock=lambda: clock[0], events_handler=handler)
+    server = WebServer(app)
+    server.fetched = fetched
+    try:
+        yield server, store, settings, clock
+    finally:
+        server.close()
+        store.close()
+
+
+SNS_CERTIFICATE: list[bytes] = []  # the PEM the web fixture's fetch returns (tests sign with its key)

@@ -298,3 +298,49 @@ def test_killed_sends_resume_and_everyone_gets_exactly_one(publication: Path, ru
     assert counts["sent"] == 398 and counts[DeliveryState.PENDING] == 0 and counts["sending"] == 0
     for path in list(_outbox(publication).glob("*.eml"))[:20]:
         assert _parse(path)["To"].addresses[0].addr_spec in path.name.replace("_at_", "@")
+
+
+def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Path, run, ses, tmp_path: Path) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from newsletter.transports.ses import SesTransport
+    from tests.transports.test_ses import FaultProxy
+
+    _import(run, rows=6, tmp=tmp_path)
+    settings = load_settings(publication)
+    issue = find_issue(settings, ISSUE)
+    messages = build_templates(settings, load_templates(settings), issue)
+    with open_store(settings.database_url) as store:
+        total = start_send(store, issue, settings, resend=False)
+        capped = send_edition(
+            settings,
+            store,
+            issue,
+            FileTransport(_outbox(publication)),
+            messages,
+            b"s" * 20,
+            limiter=RateLimiter(None, cap=2),
+            total=total,
+        )
+        assert capped.stopped == "the 24-hour sending quota is used up" and capped.progress.sent == 2
+        assert delivery_counts(store, ISSUE)["pending"] == 4
+
+        endpoint, sent = ses
+        proxy = FaultProxy(endpoint, lambda n: (400, "SendingPausedException", "Sending paused.") if n > 1 else None)
+        try:
+            client = boto3.client(
+                "sesv2",
+                region_name="us-east-1",
+                endpoint_url=proxy.url,
+                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+            )
+            paused = send_edition(
+                settings, store, issue, SesTransport(client), messages, b"s" * 20, limiter=RateLimiter(None), total=4
+            )
+        finally:
+            proxy.close()
+        assert paused.progress.sent == 1 and len(sent) == 1
+        assert paused.stopped.startswith("ses: sending is paused for this account or configuration set")
+        counts = delivery_counts(store, ISSUE)
+    assert (counts["sent"], counts["pending"], counts["sending"]) == (3, 3, 0)

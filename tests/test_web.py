@@ -1,0 +1,236 @@
+"""The web app through a real HTTP server (waitress on 127.0.0.1) and a real HTTP client, and in Chromium."""
+
+from __future__ import annotations
+
+import re
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+import requests
+
+from newsletter.store import SubscriberStatus, add_subscriber, get_subscriber, record_unsubscribe, subscriber_by_email
+from newsletter.tokens import DEVELOPMENT_SECRET, confirm_token, unsubscribe_token
+
+SECRET = DEVELOPMENT_SECRET.encode()  # the file transport's; the web app uses the same
+
+
+def _token(settings, subscriber_id: int) -> str:
+    return unsubscribe_token(SECRET, settings.list_id, subscriber_id)
+
+
+def test_get_shows_a_page_in_their_language_and_changes_nothing(web) -> None:
+    server, store, settings, _ = web
+    kim = add_subscriber(store, "kim@example.com", lang="ko")
+    answer = requests.get(f"{server.url}/unsubscribe", params={"token": _token(settings, kim.id)}, timeout=5)
+    assert answer.status_code == 200 and '<html lang="ko"' in answer.text
+    assert "수신거부 (Unsubscribe)" in answer.text and 'method="post"' in answer.text
+    assert get_subscriber(store, kim.id).status == SubscriberStatus.ACTIVE
+    assert "Set-Cookie" not in answer.headers
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_one_click_post_unsubscribes_idempotently(web, encoding: str) -> None:
+    server, store, settings, _ = web
+    alice = add_subscriber(store, "alice@example.com", lang="en")
+    url = f"{server.url}/unsubscribe?token={_token(settings, alice.id)}"
+    for _ in range(2):  # providers repeat requests
+        if encoding == "urlencoded":
+            answer = requests.post(
+                url,
+                data="List-Unsubscribe=One-Click",
+                timeout=5,
+                allow_redirects=False,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        else:
+            answer = requests.post(
+                url, files={"List-Unsubscribe": (None, "One-Click")}, timeout=5, allow_redirects=False
+            )
+        assert answer.status_code == 200
+        assert "You are unsubscribed" in answer.text and "Subscribe again" in answer.text
+    stored = get_subscriber(store, alice.id)
+    assert stored.status == SubscriberStatus.UNSUBSCRIBED and stored.unsubscribe_method == "one-click"
+    assert stored.unsubscribed_at is not None
+
+
+def test_resubscribe_from_the_confirmation_page(web) -> None:
+    server, store, settings, _ = web
+    kim = add_subscriber(store, "kim@example.com", lang="ko")
+    record_unsubscribe(store, kim.id, "page")
+    answer = requests.post(f"{server.url}/resubscribe?token={_token(settings, kim.id)}", timeout=5)
+    assert answer.status_code == 200 and "다시 구독되었습니다" in answer.text
+    assert get_subscriber(store, kim.id).status == SubscriberStatus.ACTIVE
+
+
+@pytest.mark.parametrize("case", ["tampered", "foreign", "empty", "oversized", "malformed", "unknown-id", "missing"])
+def test_bad_tokens_get_400_and_change_nothing(web, case: str) -> None:
+    server, store, settings, _ = web
+    kim = add_subscriber(store, "kim@example.com", lang="ko")
+    good = _token(settings, kim.id)
+    tokens = {
+        "tampered": good[:-1] + ("2" if good[-1] != "2" else "3"),
+        "foreign": unsubscribe_token(SECRET, "another.list.example.org", kim.id),
+        "empty": "",
+        "oversized": "A" * 5000,
+        "malformed": "<script>alert(1)</script>",
+        "unknown-id": _token(settings, 999_999),
+    }
+    params = {} if case == "missing" else {"token": tokens[case]}
+    for method in ("GET", "POST"):
+        for path in ("/unsubscribe", "/preferences", "/confirm", "/resubscribe"):
+            if method == "GET" and path == "/resubscribe":
+                continue
+            answer = requests.request(
+                method,
+                server.url + path,
+                params=params,
+                data="List-Unsubscribe=One-Click",
+                timeout=5,
+                allow_redirects=False,
+            )
+            assert answer.status_code == 400, (method, path, answer.status_code)
+            assert "<script>alert" not in answer.text
+    assert get_subscriber(store, kim.id).status == SubscriberStatus.ACTIVE
+
+
+def test_preferences_change_language_or_unsubscribe(web) -> None:
+    server, store, settings, _ = web
+    kim = add_subscriber(store, "kim@example.com", lang="ko")
+    url = f"{server.url}/preferences?token={_token(settings, kim.id)}"
+    assert "구독 설정" in requests.get(url, timeout=5).text
+    saved = requests.post(url, data={"action": "language", "lang": "en"}, timeout=5)
+    assert saved.status_code == 200 and "Saved." in saved.text
+    assert get_subscriber(store, kim.id).lang == "en"
+    assert requests.post(url, data={"action": "language", "lang": "xx"}, timeout=5).status_code == 400
+    requests.post(url, data={"action": "unsubscribe"}, timeout=5)
+    assert get_subscriber(store, kim.id).unsubscribe_method == "preferences"
+
+
+def _confirmation_url(publication: Path, email: str) -> str:
+    from newsletter.transports.file import file_name
+
+    message = BytesParser(policy=policy.default).parsebytes(
+        (publication / "outbox" / "confirmations" / file_name(email)).read_bytes()
+    )
+    return re.search(r"https://\S+/confirm\?token=\S+", message.get_content()).group(0)
+
+
+def test_double_opt_in(web, publication: Path) -> None:
+    server, store, settings, clock = web
+    form = requests.get(f"{server.url}/subscribe?lang=en", timeout=5)
+    assert form.status_code == 200 and 'name="email"' in form.text
+    first = requests.post(f"{server.url}/subscribe", data={"email": "new@example.com", "lang": "en"}, timeout=5)
+    assert first.status_code == 200 and "Check your inbox" in first.text
+    assert subscriber_by_email(store, "new@example.com").status == SubscriberStatus.PENDING
+    link = _confirmation_url(publication, "new@example.com")
+    local = link.replace(settings.base_url, server.url)
+    page = requests.get(local, timeout=5)
+    assert page.status_code == 200 and "Confirm" in page.text
+    assert subscriber_by_email(store, "new@example.com").status == SubscriberStatus.PENDING  # GET confirms nothing
+    done = requests.post(local, timeout=5)
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert subscriber_by_email(store, "new@example.com").status == SubscriberStatus.ACTIVE
+    # the same answer for an address already on the list: no enumeration
+    again = requests.post(f"{server.url}/subscribe", data={"email": "new@example.com", "lang": "en"}, timeout=5)
+    assert again.text == first.text
+
+
+def test_confirmation_links_expire_after_seven_days(web) -> None:
+    server, store, settings, clock = web
+    subscriber = add_subscriber(store, "late@example.com", status=SubscriberStatus.PENDING, source="web")
+    token = confirm_token(SECRET, settings.list_id, subscriber.id, issued_at=clock[0])
+    clock[0] += 8 * 86400
+    answer = requests.post(f"{server.url}/confirm?token={token}", timeout=5)
+    assert answer.status_code == 400
+    assert subscriber_by_email(store, "late@example.com").status == SubscriberStatus.PENDING
+
+
+def test_sign_ups_are_rate_limited_per_address_and_per_client(
+    web, publication: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import newsletter.web
+    from newsletter.transports import open_transport
+
+    server, store, _, _ = web
+    mailed: list[str] = []
+
+    def counting_transport(*args, **kwargs):  # the real file transport, counting what it is given
+        transport = open_transport(*args, **kwargs)
+        original = transport.send
+        transport.send = lambda message: (mailed.append(message.recipient), original(message))[1]
+        return transport
+
+    monkeypatch.setattr(newsletter.web, "open_transport", counting_transport)
+    for _ in range(5):
+        assert requests.post(f"{server.url}/subscribe", data={"email": "victim@example.com"}, timeout=5).ok
+    assert mailed == ["victim@example.com"] * 3  # a form cannot bomb an inbox: 3 mails a day at most
+    codes = [
+        requests.post(f"{server.url}/subscribe", data={"email": f"x{n}@example.com"}, timeout=5).status_code
+        for n in range(10)
+    ]
+    assert codes.count(429) >= 4 and codes[0] == 200
+    bad = requests.post(f"{server.url}/subscribe", data={"email": "not an address"}, timeout=5)
+    assert bad.status_code == 400
+
+
+def test_security_headers_and_no_redirects(web) -> None:
+    server, store, settings, _ = web
+    kim = add_subscriber(store, "kim@example.com")
+    for answer in (
+        requests.get(f"{server.url}/subscribe", timeout=5, allow_redirects=False),
+        requests.post(f"{server.url}/unsubscribe?token={_token(settings, kim.id)}", timeout=5, allow_redirects=False),
+        requests.get(f"{server.url}/subscribe?next=https://evil.example/", timeout=5, allow_redirects=False),
+    ):
+        assert answer.status_code == 200
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert "evil.example" not in answer.text
+
+
+def test_the_archive_is_served(web) -> None:
+    server, *_ = web
+    home = requests.get(server.url + "/", timeout=5)
+    assert home.status_code == 200 and "이번 주의 주요 ML 논문" in home.text
+    page = requests.get(server.url + "/en/issues/2023-09-25-top-ml-papers/", timeout=5)
+    assert page.status_code == 200 and "The Reversal Curse" in page.text
+    feed = requests.get(server.url + "/feed.xml", timeout=5)
+    assert feed.headers["Content-Type"] == "application/atom+xml; charset=utf-8"
+    missing = requests.get(server.url + "/nope/", timeout=5)
+    assert missing.status_code == 404 and "페이지를 찾을 수 없습니다" in missing.text
+    assert requests.get(server.url + "/../pyproject.toml", timeout=5).status_code == 404
+
+
+def test_unsubscribe_link_from_a_real_message_in_chromium(
+    web, browser, run, publication: Path, artifacts: Path
+) -> None:
+    server, store, settings, _ = web
+    assert (
+        run(
+            "subscribers",
+            "import",
+            str(Path(__file__).resolve().parent.parent / "subscribers" / "example.csv"),
+        ).exit_code
+        == 0
+    )
+    assert run("send", "2023-09-25-top-ml-papers", "--yes").exit_code == 0
+    from newsletter.transports.file import file_name
+
+    raw = (publication / "outbox" / "2023-09-25-top-ml-papers" / file_name("minji.kim@example.com")).read_bytes()
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    url = message["List-Unsubscribe"].strip("<>")
+    assert url in message.get_body(("html",)).get_content()  # the footer link is the same URL
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    try:
+        page.goto(url.replace(settings.base_url, server.url))
+        assert "수신거부" in page.locator("h1").inner_text()
+        page.screenshot(path=str(artifacts / "unsubscribe-ask-375.png"))
+        page.get_by_role("button", name="수신거부 (Unsubscribe)").click()
+        page.wait_for_selector("text=수신거부되었습니다")
+        page.screenshot(path=str(artifacts / "unsubscribe-done-375.png"))
+    finally:
+        page.close()
+    minji = subscriber_by_email(store, "minji.kim@example.com")
+    assert minji.status == SubscriberStatus.UNSUBSCRIBED and minji.unsubscribe_method == "page"
