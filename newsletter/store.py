@@ -6,9 +6,11 @@ and upgrades itself when a store is opened. Nothing here renders or sends.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import hashlib
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +157,9 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite has one writer at a time; its busy handler waits by sleeping, which under many threads
+        # (the web app) costs far more than queueing the writers of this process on a lock.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     def __enter__(self) -> Store:
         return self
@@ -165,8 +170,15 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def begin(self) -> Any:
-        return self.engine.begin()
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction (committed at the end, rolled back on error)."""
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
