@@ -23,6 +23,11 @@ TAG = re.compile(r"^[^\s#/?&<>\"']{1,64}$")
 FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement")
 
 
+def edition_page_path(slug: str, lang: str, is_default: bool) -> str:
+    """Site path of an edition's page: `issues/<slug>/`, or `<lang>/issues/<slug>/` for a translation."""
+    return f"{'' if is_default else lang + '/'}issues/{slug}/"
+
+
 @dataclass(frozen=True)
 class Edition:
     """One language of one issue, parsed."""
@@ -46,9 +51,7 @@ class Edition:
 
     @property
     def page_path(self) -> str:
-        """Site path of this edition's page, e.g. `en/issues/<slug>/`."""
-        prefix = "" if self.is_default else f"{self.lang}/"
-        return f"{prefix}issues/{self.slug}/"
+        return edition_page_path(self.slug, self.lang, self.is_default)
 
 
 @dataclass(frozen=True)

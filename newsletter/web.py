@@ -162,6 +162,16 @@ def create_app(
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
+    def unsubscribe_page(subscriber: Any, state: str) -> Response:
+        return page(
+            "unsubscribe.html.j2",
+            subscriber.lang,
+            state=state,
+            email=subscriber.email,
+            action=action("unsubscribe"),
+            resubscribe_action=action("resubscribe"),
+        )
+
     @app.route("/unsubscribe", methods=["GET", "POST"])
     def unsubscribe() -> Response:
         subscriber, problem = token_subscriber("unsubscribe")
@@ -176,14 +186,7 @@ def create_app(
             if subscriber.status in {SubscriberStatus.ACTIVE, SubscriberStatus.PENDING}:
                 record_unsubscribe(store, subscriber.id, method)
             state = "done"
-        return page(
-            "unsubscribe.html.j2",
-            subscriber.lang,
-            state=state,
-            email=subscriber.email,
-            action=action("unsubscribe"),
-            resubscribe_action=action("resubscribe"),
-        )
+        return unsubscribe_page(subscriber, state)
 
     @app.post("/resubscribe")
     def resubscribe_view() -> Response:
@@ -191,14 +194,7 @@ def create_app(
         if problem:
             return problem
         resubscribe(store, subscriber.id)
-        return page(
-            "unsubscribe.html.j2",
-            subscriber.lang,
-            state="back",
-            email=subscriber.email,
-            action=action("unsubscribe"),
-            resubscribe_action=action("resubscribe"),
-        )
+        return unsubscribe_page(subscriber, "back")
 
     @app.route("/preferences", methods=["GET", "POST"])
     def preferences() -> Response:
@@ -209,14 +205,7 @@ def create_app(
         if request.method == "POST":
             if request.form.get("action") == "unsubscribe":
                 record_unsubscribe(store, subscriber.id, "preferences")
-                return page(
-                    "unsubscribe.html.j2",
-                    subscriber.lang,
-                    state="done",
-                    email=subscriber.email,
-                    action=action("unsubscribe"),
-                    resubscribe_action=action("resubscribe"),
-                )
+                return unsubscribe_page(subscriber, "done")
             lang = request.form.get("lang", "")
             if lang not in settings.all_languages:
                 return error(400, subscriber.lang, "error_bad_link")

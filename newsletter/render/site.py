@@ -25,7 +25,14 @@ from urllib.parse import quote
 
 from ..config import Settings
 from ..errors import BuildError, IssueError
-from ..issues import Edition, find_issue_files, group_by_issue, parse_issue, split_file_name
+from ..issues import (
+    Edition,
+    edition_page_path,
+    find_issue_files,
+    group_by_issue,
+    parse_issue,
+    split_file_name,
+)
 from .feeds import FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
 from .templates import Templates, load_templates
 
@@ -60,7 +67,7 @@ class ListedEdition:
 
     @property
     def page_path(self) -> str:
-        return f"{'' if self.is_default else self.lang + '/'}issues/{self.slug}/"
+        return edition_page_path(self.slug, self.lang, self.is_default)
 
     @classmethod
     def of(cls, edition: Edition) -> ListedEdition:
@@ -388,7 +395,7 @@ class _SiteBuilder:
                 slug, lang = split_file_name(path.name, self.settings)
             except ValueError:
                 continue
-            found.setdefault(slug, {})[lang] = f"{lang_prefix(lang, self.settings)}issues/{slug}/"
+            found.setdefault(slug, {})[lang] = edition_page_path(slug, lang, lang == self.settings.language)
         order = self.settings.all_languages
         self.assumed_versions = {
             slug: [(lang, langs[lang]) for lang in order if lang in langs] for slug, langs in found.items()
