@@ -54,3 +54,89 @@ def test_no_server_stops_the_send_with_one_line() -> None:
         assert str(err).endswith("(check host, port and security)")
     else:
         raise AssertionError("no error")
+
+
+def _tls_contexts(tmp_path):
+    """(server context, client context) for a certificate made here for 127.0.0.1."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cafile=str(cert_path))
+    return server, client
+
+
+def test_starttls_with_login(tmp_path) -> None:
+    """STARTTLS, then AUTH: right credentials send, wrong ones stop the send with one line."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from newsletter.errors import TransportError
+    from tests.conftest import RecordingHandler, free_port
+
+    server_tls, client_tls = _tls_contexts(tmp_path)
+
+    def authenticate(server, session, envelope, mechanism, data):
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"editor", b"s3cret")
+        return AuthResult(success=ok, handled=False)  # aiosmtpd answers 235 or 535 itself
+
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=server_tls, require_starttls=True,
+                            authenticator=authenticate, auth_required=True, auth_exclude_mechanism=["LOGIN"])
+    controller.start()
+    try:
+        config = SmtpSettings(host="127.0.0.1", port=port, security="starttls", timeout=5)
+        good = SmtpTransport(config, "editor", "s3cret", ssl_context=client_tls)
+        assert good.send(_message("kim@example.com")).status == SendStatus.SENT
+        good.close()
+        bad = SmtpTransport(config, "editor", "wrong", ssl_context=client_tls)
+        try:
+            bad.send(_message("kim@example.com"))
+        except TransportError as err:
+            assert str(err).startswith(f"smtp 127.0.0.1:{port}: authentication failed for 'editor' (SMTP 535")
+            assert str(err).endswith("(check NEWSLETTER_SMTP_USER and NEWSLETTER_SMTP_PASSWORD)")
+        else:
+            raise AssertionError("no error")
+    finally:
+        controller.stop()
+    assert len(handler.envelopes) == 1
+
+
+def test_implicit_tls(tmp_path) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import RecordingHandler, free_port
+
+    server_tls, client_tls = _tls_contexts(tmp_path)
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=server_tls)
+    controller.start()
+    try:
+        transport = SmtpTransport(SmtpSettings(host="127.0.0.1", port=port, security="tls", timeout=5),
+                                  ssl_context=client_tls)
+        assert transport.send(_message("kim@example.com")).status == SendStatus.SENT
+        transport.close()
+    finally:
+        controller.stop()
+    assert handler.envelopes[0].rcpt_tos == ["kim@example.com"]
