@@ -90,8 +90,8 @@ def _generator(
         entry.updated(when)
         entry.summary(edition.summary or edition.title)
         entry.content(content_of(edition), type="html")
-        for tag in edition.tags:
-            entry.category(term=tag)
+        if edition.tags:
+            entry.category([{"term": tag} for tag in edition.tags])
     return fg
 
 

@@ -322,9 +322,16 @@ _PENDING: list[_Job] = []  # set before forking render workers, which inherit it
 _STAGING: Path = Path()
 
 
+_MADE_DIRS: set[str] = set()  # folders this process made or saw: one mkdir each, not one per file
+
+
 def _write(target: Path, data: str | bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    folder = os.path.dirname(target)
+    if folder not in _MADE_DIRS:
+        os.makedirs(folder, exist_ok=True)
+        _MADE_DIRS.add(folder)
+    with open(target, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _run_jobs(indices: list[int]) -> int:
@@ -849,6 +856,7 @@ def _build_site(
     staging = out.parent / f".{out.name}.new-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    _MADE_DIRS.clear()
     builder = _SiteBuilder(settings, templates, cache, previous, staging, _config_digest(settings))
     known = set(cache.listed)
     try:
