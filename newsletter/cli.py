@@ -300,6 +300,31 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     click.echo(f"Removed {email}")
 
 
+@subscribers.command("purge")
+@click.option(
+    "--days",
+    default=7,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Delete sign-ups left unconfirmed for this many days.",
+)
+@click.pass_context
+@reports_errors
+def subscribers_purge(ctx: click.Context, days: int) -> None:
+    """Delete web sign-ups that were never confirmed (no consent, so no data kept). Run it daily.
+
+    Example: newsletter subscribers purge --days 7
+    """
+    import datetime as dt
+
+    from .store import purge_unconfirmed
+
+    settings = settings_of(ctx)
+    with _store(settings) as store:
+        count = purge_unconfirmed(store, dt.timedelta(days=days))
+    click.echo(f"Deleted {count} unconfirmed sign-up(s) older than {days} day(s)")
+
+
 @subscribers.command("count")
 @click.pass_context
 @reports_errors

@@ -24,7 +24,7 @@ from newsletter.sending import build_templates, send_edition, start_send
 from newsletter.store import DeliveryState, delivery_counts, open_store, record_unsubscribe, subscriber_by_email
 from newsletter.tokens import DEVELOPMENT_SECRET, verify_unsubscribe_token
 from newsletter.transports.file import FileTransport, file_name
-from tests.conftest import REPO, write_issue
+from tests.conftest import REPO, wait_until, write_issue
 
 ISSUE = "2023-09-25-top-ml-papers"
 EXAMPLE = REPO / "subscribers" / "example.csv"
@@ -344,3 +344,28 @@ def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Pa
         assert paused.stopped.startswith("ses: sending is paused for this account or configuration set")
         counts = delivery_counts(store, ISSUE)
     assert (counts["sent"], counts["pending"], counts["sending"]) == (3, 3, 0)
+
+
+def test_ctrl_c_stops_after_the_message_in_flight_and_says_how_to_resume(
+    publication: Path, run, tmp_path: Path
+) -> None:
+    _import(run, rows=200, tmp=tmp_path)
+    command = [sys.executable, "-m", "newsletter", "--root", str(publication), "send", ISSUE, "--yes", "--rate", "50"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    settings = load_settings(publication)
+
+    def some_sent() -> bool:
+        with open_store(settings.database_url) as store:
+            return delivery_counts(store, ISSUE)["sent"] >= 10
+
+    wait_until(some_sent, what="the first messages")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: send: stopped after ") and "of 200: stopped on request" in last
+    assert f"(run 'newsletter send {ISSUE}' again to resume;" in last
+    with open_store(settings.database_url) as store:
+        counts = delivery_counts(store, ISSUE)
+    assert counts["sending"] == 0 and counts["sent"] + counts["pending"] == 200
+    assert counts["sent"] == len(list(_outbox(publication).glob("*.eml")))

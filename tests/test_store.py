@@ -98,3 +98,26 @@ def test_schema_is_versioned_and_reopening_keeps_data(database_url: str) -> None
 def test_bad_database_url_is_one_line() -> None:
     with pytest.raises(StoreError, match="is not a database URL"):
         open_store("nonsense")
+
+
+def test_unconfirmed_sign_ups_are_purged(store) -> None:
+    import datetime as dt
+
+    from newsletter.store import purge_unconfirmed, request_subscription
+
+    pending, new = request_subscription(store, "maybe@example.com", "ko", consent="web form")
+    assert new and pending.status == SubscriberStatus.PENDING
+    assert purge_unconfirmed(store, dt.timedelta(days=7)) == 0
+    assert purge_unconfirmed(store, dt.timedelta(seconds=-1)) == 1
+    assert subscriber_by_email(store, "maybe@example.com") is None
+
+
+def test_an_old_schema_upgrades_itself(database_url: str) -> None:
+    with open_store(database_url) as store:  # make it look like version 1: no events table
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE events"))
+            conn.execute(sa.text("UPDATE newsletter_schema SET version = 1"))
+    with open_store(database_url) as store:
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version FROM newsletter_schema")).scalar_one() == 2
+            assert sa.inspect(conn).has_table("events")

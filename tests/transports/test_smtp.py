@@ -70,15 +70,22 @@ def _tls_contexts(tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_path, key_path)
     client = ssl.create_default_context(cafile=str(cert_path))
@@ -101,8 +108,16 @@ def test_starttls_with_login(tmp_path) -> None:
 
     handler = RecordingHandler()
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=server_tls, require_starttls=True,
-                            authenticator=authenticate, auth_required=True, auth_exclude_mechanism=["LOGIN"])
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_tls,
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_required=True,
+        auth_exclude_mechanism=["LOGIN"],
+    )
     controller.start()
     try:
         config = SmtpSettings(host="127.0.0.1", port=port, security="starttls", timeout=5)
@@ -133,8 +148,9 @@ def test_implicit_tls(tmp_path) -> None:
     controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=server_tls)
     controller.start()
     try:
-        transport = SmtpTransport(SmtpSettings(host="127.0.0.1", port=port, security="tls", timeout=5),
-                                  ssl_context=client_tls)
+        transport = SmtpTransport(
+            SmtpSettings(host="127.0.0.1", port=port, security="tls", timeout=5), ssl_context=client_tls
+        )
         assert transport.send(_message("kim@example.com")).status == SendStatus.SENT
         transport.close()
     finally:
