@@ -634,7 +634,10 @@ class _SiteBuilder:
                 base_context = self.page_context(
                     lang, path, title, wording.description, page_versions, tag=extra.get("tag", "")
                 )
-                return {**base_context, **extra, "editions": chunk, "pagination": pagination}
+                tag = extra.get("tag")
+                # a tag page lists, under each issue, its sections that carry the tag (filtered here, not in Jinja)
+                entries = [(e, [sec for sec in e.sections if tag in sec.tags]) for e in chunk] if tag else []
+                return {**base_context, **extra, "editions": chunk, "entries": entries, "pagination": pagination}
 
             self.page(path + "index.html", key, template, context, source)
 
@@ -849,6 +852,7 @@ def _build_site(
     started = time.perf_counter()
     out = (out or settings.root / "site").resolve()
     templates = templates or load_templates(settings)
+    templates.preload("page.html.j2", "entry.html.j2", "index.html.j2", "tag.html.j2", "tags.html.j2", "404.html.j2")
     workers = workers or min(2, os.cpu_count() or 1)
     cache = _Cache.load(settings.root / ".cache" / "site" if use_cache else None)
     previous = out if out.is_dir() and cache.pages else None

@@ -53,6 +53,20 @@ class Templates:
         except (FileNotFoundError, UnicodeDecodeError) as err:
             raise TemplateError(f"templates/{name}", f"cannot be read: {err}", "restore it from the sample") from None
 
+    def preload(self, *names: str) -> None:
+        """Compile templates now (before worker processes fork, so each does not compile them again)."""
+        for name in names:
+            try:
+                self.html.get_template(name)
+            except jinja2.TemplateSyntaxError as err:
+                raise TemplateError(
+                    f"templates/{err.name or name}:{err.lineno}", err.message or "syntax error", "fix the template"
+                ) from None
+            except jinja2.TemplateNotFound as err:
+                raise TemplateError(
+                    f"templates/{err.name}", "template not found", "restore it from the sample"
+                ) from None
+
     def render(self, name: str, **context: Any) -> str:
         """Render template `name`; a Jinja failure becomes a TemplateError naming file and line."""
         env = self.text if name.endswith(".txt.j2") or name.endswith(".md.j2") else self.html
