@@ -15,7 +15,6 @@ import os
 import re
 from dataclasses import dataclass
 from email import policy
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
@@ -198,7 +197,3 @@ class _Header:
 def sample_recipient(token: str) -> Recipient:
     """The subscriber a preview is addressed to."""
     return Recipient(email="reader@example.com", name="Sample Reader", token=token)
-
-
-def recipient_address(recipient: Recipient) -> Address:
-    return Address(display_name=recipient.name, addr_spec=recipient.email)

@@ -378,15 +378,6 @@ def record_unsubscribe(store: Store, subscriber_id: int, method: str) -> bool:
         return result.rowcount == 1
 
 
-def record_status(store: Store, subscriber_id: int, status: SubscriberStatus, method: str) -> None:
-    """Set a subscriber's status (bounced, complained, …) and when and how it happened."""
-    values: dict[str, Any] = {"status": status}
-    if status != SubscriberStatus.ACTIVE:
-        values |= {"unsubscribed_at": now(), "unsubscribe_method": method}
-    with store.begin() as conn:
-        conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(**values))
-
-
 @dataclass
 class ImportCounts:
     """What an import did."""
@@ -579,20 +570,6 @@ def delivery_counts(store: Store, issue: str) -> dict[str, int]:
         ):
             counts[state] = count
     return counts
-
-
-def delivery_counts_by_lang(store: Store, issue: str) -> dict[str, int]:
-    with store.engine.connect() as conn:
-        return dict(
-            conn.execute(
-                sa.select(deliveries.c.lang, sa.func.count())
-                .where(
-                    deliveries.c.issue == issue,
-                    deliveries.c.state.in_([DeliveryState.PENDING, DeliveryState.DEFERRED, DeliveryState.SENDING]),
-                )
-                .group_by(deliveries.c.lang)
-            ).all()
-        )
 
 
 def audience_preview(store: Store, issue: str, languages: dict[str | None, str], default_lang: str) -> dict[str, Any]:
