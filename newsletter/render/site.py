@@ -16,6 +16,7 @@ import os
 import pickle
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -36,7 +37,7 @@ from ..issues import (
 from .feeds import FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
 from .templates import Templates, load_templates
 
-CACHE_VERSION = "site-2"
+CACHE_VERSION = "site-3"
 PARALLEL_THRESHOLD = 64  # below this much work, starting worker processes costs more than it saves
 
 
@@ -134,15 +135,16 @@ def relative_url(target: str, from_dir: str) -> str:
 
 @dataclass
 class _Cache:
-    """`.cache/site/`: index.pickle (file stats → parse keys, listed editions), pages.pickle (the key of
-    each output of the site on disk) and editions/<key>.pickle (full editions). Anything unreadable
-    counts as absent."""
+    """`.cache/site/`: index.pickle (file stats → parse keys, listed editions, where each full edition is),
+    pages.pickle (the key of each output of the site on disk) and editions/<batch>.pickle (full editions,
+    one file per batch a worker parsed). Anything unreadable counts as absent."""
 
     folder: Path | None
-    files: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path → (mtime_ns, size, key)
+    files: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # file name → (mtime_ns, size, key)
     listed: dict[str, ListedEdition] = field(default_factory=dict)  # parse key → record
+    location: dict[str, str] = field(default_factory=dict)  # parse key → batch file holding the full edition
     pages: dict[str, str] = field(default_factory=dict)  # output path → key
-    dropped: set[str] = field(default_factory=set)  # keys of editions whose files changed or went away
+    batches: dict[str, dict[str, Edition]] = field(default_factory=dict)  # batch files loaded in this process
 
     @classmethod
     def load(cls, folder: Path | None) -> _Cache:
@@ -151,9 +153,9 @@ class _Cache:
             return cache
         try:
             with (folder / "index.pickle").open("rb") as handle:
-                version, files, listed = pickle.load(handle)
+                version, files, listed, location = pickle.load(handle)
             if version == CACHE_VERSION:
-                cache.files, cache.listed = files, listed
+                cache.files, cache.listed, cache.location = files, listed, location
             with (folder / "pages.pickle").open("rb") as handle:
                 version, pages = pickle.load(handle)
             if version == CACHE_VERSION:
@@ -162,15 +164,16 @@ class _Cache:
             pass
         return cache
 
-    def edition_file(self, key: str) -> Path | None:
-        return self.folder / "editions" / f"{key}.pickle" if self.folder else None
+    def knows(self, key: str) -> bool:
+        return key in self.listed and key in self.location
 
     def full(self, key: str) -> Edition:
-        path = self.edition_file(key)
-        if path is None:
-            raise KeyError(key)
-        with path.open("rb") as handle:
-            return pickle.load(handle)
+        name = self.location[key]
+        if name not in self.batches:
+            assert self.folder is not None
+            with (self.folder / "editions" / f"{name}.pickle").open("rb") as handle:
+                self.batches[name] = pickle.load(handle)
+        return self.batches[name][key]
 
     def forget_pages(self) -> None:
         """Drop the record of the site on disk (before changing it, so a crash means a cold build)."""
@@ -185,9 +188,11 @@ class _Cache:
             return
         _atomic_pickle(self.folder / "pages.pickle", (CACHE_VERSION, pages))
         if parsed_any or not (self.folder / "index.pickle").is_file():
-            _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed))
-            for key in self.dropped:
-                (self.folder / "editions" / f"{key}.pickle").unlink(missing_ok=True)
+            _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed, self.location))
+            used = set(self.location.values())
+            for batch in (self.folder / "editions").glob("*.pickle"):
+                if batch.stem not in used:
+                    batch.unlink(missing_ok=True)
 
 
 def _atomic_pickle(path: Path, value: object) -> None:
@@ -212,28 +217,29 @@ def _parse_key(path: Path, raw: bytes, settings: Settings) -> str:
 _PRERENDER: Callable[[Edition], tuple[str, str] | None] | None = None  # set before forking parse workers
 
 
-def _parse_batch(batch: list[tuple[str, Path]], settings: Settings, cache: _Cache) -> list[tuple]:
-    """Parse (in a worker), cache and pre-render each edition: ("ok", record, (page path, key) or None)
-    or ("error", IssueError fields).
+def _parse_batch(batch: list[tuple[str | None, Path]], settings: Settings, cache: _Cache) -> tuple[str, list[tuple]]:
+    """Read, parse and pre-render each file (in a worker); keep the full editions in one cache file.
 
-    With a cache, only the light record comes back (the full edition waits in its cache file for
-    whoever renders it); without one, the full edition.
+    Returns (the batch file's name, a result per file: ("ok", key, record, (page path, key) or None) or
+    ("error", key, IssueError fields)). Without a cache the full edition comes back instead of the record.
     """
+    name = uuid.uuid4().hex
     results: list[tuple] = []
+    parsed: dict[str, Edition] = {}
     for key, path in batch:
+        raw = path.read_bytes()
+        key = key or _parse_key(path, raw, settings)
         try:
-            edition = parse_issue(path, settings)
+            edition = parse_issue(path, settings, raw)
         except IssueError as err:
-            results.append(("error", (err.path, err.line, err.message, err.hint)))
+            results.append(("error", key, (err.path, err.line, err.message, err.hint)))
             continue
         page = _PRERENDER(edition) if _PRERENDER else None
-        cache_file = cache.edition_file(key)
-        if cache_file is None:
-            results.append(("ok", edition, page))
-            continue
-        _atomic_pickle(cache_file, edition)
-        results.append(("ok", ListedEdition.of(edition), page))
-    return results
+        parsed[key] = edition
+        results.append(("ok", key, ListedEdition.of(edition) if cache.folder else edition, page))
+    if cache.folder is not None and parsed:
+        _atomic_pickle(cache.folder / "editions" / f"{name}.pickle", parsed)
+    return name, results
 
 
 def scan_issues(
@@ -245,24 +251,26 @@ def scan_issues(
     """(a record of every issue file, the full editions parsed now and not cached by key, the pages
     `prerender` made of the editions parsed now, as path → key).
 
-    A file whose size and mtime match the cache is not even read; one whose bytes hash to a cached
-    key is not parsed again.
+    A file whose size and mtime match the cache is not even read; one whose bytes hash to a cached key
+    is not parsed again. With nothing cached, the workers read and hash the files themselves.
     """
-    files: dict[str, tuple[int, int, str]] = {}
-    keys: dict[str, str] = {}  # path → key
-    wanted: list[tuple[str, Path]] = []
+    stats: dict[str, tuple[int, int]] = {}
+    keys: dict[str, str] = {}  # file name → key
+    wanted: list[tuple[str | None, Path]] = []
     for path in find_issue_files(settings):
-        name = path.name
         stat = path.stat()
-        known = cache.files.get(name)
-        if known and known[:2] == (stat.st_mtime_ns, stat.st_size) and known[2] in cache.listed:
-            key = known[2]
+        stats[path.name] = (stat.st_mtime_ns, stat.st_size)
+        known = cache.files.get(path.name)
+        if known and known[:2] == stats[path.name] and cache.knows(known[2]):
+            keys[path.name] = known[2]
+        elif not cache.listed:
+            wanted.append((None, path))
         else:
             key = _parse_key(path, path.read_bytes(), settings)
-            if key not in cache.listed or not _exists(cache.edition_file(key)):
+            if cache.knows(key):
+                keys[path.name] = key
+            else:
                 wanted.append((key, path))
-        files[name] = (stat.st_mtime_ns, stat.st_size, key)
-        keys[name] = key
     global _PRERENDER
     _PRERENDER = prerender
     try:
@@ -270,27 +278,30 @@ def scan_issues(
             size = -(-len(wanted) // (workers * 4))
             batches = [wanted[i : i + size] for i in range(0, len(wanted), size)]
             with _pool(workers) as pool:
-                chunks = pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches))
-                parsed = [result for chunk in chunks for result in chunk]
+                outcomes = list(pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches)))
         else:
-            parsed = _parse_batch(wanted, settings, cache)
+            outcomes = [_parse_batch(wanted, settings, cache)]
     finally:
         _PRERENDER = None
     fresh: dict[str, Edition] = {}
     pages: dict[str, str] = {}
-    for (key, _), (status, result, *page) in zip(wanted, parsed, strict=True):
+    for (_, path), (batch_name, (status, key, result, *page)) in zip(
+        wanted, ((name, result) for name, results in outcomes for result in results), strict=True
+    ):
         if status == "error":
             raise IssueError(*result)
         if isinstance(result, Edition):
             fresh[key] = result
             result = ListedEdition.of(result)
         cache.listed[key] = result
+        cache.location[key] = batch_name
+        keys[path.name] = key
         if page and page[0]:
             pages[page[0][0]] = page[0][1]
-    cache.files = files
+    cache.files = {name: (*stats[name], key) for name, key in keys.items()}
     live = set(keys.values())
-    cache.dropped = set(cache.listed) - live
     cache.listed = {key: record for key, record in cache.listed.items() if key in live}
+    cache.location = {key: batch for key, batch in cache.location.items() if key in live}
     listed = [cache.listed[key] for name, key in sorted(keys.items())]
     return listed, fresh, pages
 
@@ -301,10 +312,6 @@ def _pool(workers: int) -> Any:
     from multiprocessing import get_context
 
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
-
-
-def _exists(path: Path | None) -> bool:
-    return path is not None and path.is_file()
 
 
 # ---------------------------------------------------------------- rendering
