@@ -11,12 +11,14 @@ import re
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
-from email.headerregistry import Address, HeaderRegistry
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from email.headerregistry import Address
 
 CONFIG_FILE = "pyproject.toml"
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -139,6 +141,8 @@ class _Reader:
         value = self.table.get(key)
         if value is None and not required:
             return None
+        from email.headerregistry import HeaderRegistry  # only here: it costs a tenth of the start-up
+
         text = self.string(key)
         try:
             header = HeaderRegistry()("To", text)

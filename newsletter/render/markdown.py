@@ -12,7 +12,6 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
-import nh3
 from markdown_it_pyrs import MarkdownIt
 
 TEXT_WIDTH = 76
@@ -171,7 +170,10 @@ def render_text(source: str) -> BodyText:
 
 def _tag_line(node: Node) -> list[str] | None:
     """The tags if `node` is a paragraph of `#tag` words only."""
-    if node.name != "paragraph" or any(c.name not in {"text", "softbreak"} for c in node.children):
+    children = node.children
+    if node.name != "paragraph" or not children or not children[0].meta.get("content", "").startswith("#"):
+        return None  # the common case, decided without joining the paragraph's text
+    if any(c.name not in {"text", "softbreak"} for c in children):
         return None
     content = _plain(node).strip()
     return TAG_WORD.findall(content) if TAG_LINE.match(content) else None
@@ -278,6 +280,8 @@ class _TextRenderer:
         if name == "hr":
             return indent + "-" * 20
         if name == "html_block":
+            import nh3
+
             return wrap(nh3.clean(node.meta.get("content", ""), tags=set()), indent=indent)
         if name == "table":
             rows = [
