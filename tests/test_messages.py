@@ -103,3 +103,19 @@ def test_preview_writes_a_complete_message(run, tmp_path: Path) -> None:
     message = BytesParser(policy=policy.default).parsebytes((tmp_path / "en" / "message.eml").read_bytes())
     assert message["To"] == "Sample Reader <reader@example.com>"
     assert "Top ML Papers of the Week" in message["Subject"]
+
+
+def test_mailto_unsubscribe_is_offered_when_configured(sample) -> None:
+    import dataclasses
+
+    settings, issue, emails = sample
+    with_mailto = dataclasses.replace(settings, unsubscribe_mailto="leave@papers.example.com")
+    token = unsubscribe_token(SECRET, settings.list_id, 5)
+    raw, _ = MessageTemplate(emails["en"], with_mailto, slug=issue.slug).personalise(
+        Recipient("a@example.com", "", token)
+    )
+    expected = (
+        f"List-Unsubscribe: <https://papers.example.com/unsubscribe?token={token}>, "
+        "<mailto:leave@papers.example.com?subject=unsubscribe>\r\n"
+    )
+    assert expected.encode() in raw  # HTTPS first: the preferred method comes first (RFC 2369)

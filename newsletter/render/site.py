@@ -275,7 +275,7 @@ def scan_issues(
     _PRERENDER = prerender
     try:
         if len(wanted) >= PARALLEL_THRESHOLD and workers > 1:
-            size = -(-len(wanted) // (workers * 4))
+            size = -(-len(wanted) // (workers * 8))  # small batches: no worker waits long for the last
             batches = [wanted[i : i + size] for i in range(0, len(wanted), size)]
             with _pool(workers) as pool:
                 outcomes = list(pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches)))
@@ -356,9 +356,12 @@ def _run_all(jobs: list[_Job], staging: Path, workers: int) -> None:
         if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
             _run_jobs(list(range(len(jobs))))
             return
-        shares = [list(range(n, len(jobs), workers)) for n in range(workers)]
+        # Feeds cost ten listing pages each: hand them out first, then the rest in small chunks that
+        # idle workers pick up, so both finish together.
+        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].path.endswith(".xml"))
+        chunks = [order[i : i + 8] for i in range(0, len(order), 8)]
         with _pool(workers) as pool:
-            list(pool.map(_run_jobs, shares))
+            list(pool.map(_run_jobs, chunks))
     finally:
         _PENDING = []
 
