@@ -4,7 +4,6 @@ notifications signed with a certificate made here, through the real web server."
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -110,24 +109,9 @@ def test_events_from_sqs_suppress_addresses(publication: Path, run, ses, monkeyp
 @pytest.fixture(scope="module")
 def signing_key():
     """An RSA key and a self-signed certificate, standing in for SNS's (the web fixture serves its PEM)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = conftest.make_certificate("sns.amazonaws.com")
     conftest.SNS_CERTIFICATE[:] = [certificate.public_bytes(serialization.Encoding.PEM)]
     return key
 
