@@ -447,16 +447,9 @@ def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
     url = queue_url or settings.ses.queue_url
     if not url:
         raise click.UsageError("no queue: pass --queue-url or set [tool.newsletter.ses] queue_url")
-    try:
-        import boto3
-    except ModuleNotFoundError:
-        from .errors import MissingExtraError
+    from .transports.ses import aws_client
 
-        raise MissingExtraError("newsletter events", "ses") from None
-    options: dict[str, Any] = {"region_name": settings.ses.region}
-    if settings.ses.endpoint_url:
-        options["endpoint_url"] = settings.ses.endpoint_url
-    client = boto3.client("sqs", **options)
+    client = aws_client(settings, "sqs")
 
     def report(batch: dict[str, int]) -> None:
         click.echo(", ".join(f"{count} {what}" for what, count in sorted(batch.items())))

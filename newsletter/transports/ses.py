@@ -79,19 +79,10 @@ class SesTransport:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SesTransport:
-        try:
-            import boto3
-            from botocore.config import Config
-        except ModuleNotFoundError:
-            raise MissingExtraError("The ses transport", "ses") from None
-        config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=10, read_timeout=30)
-        options: dict[str, Any] = {"region_name": settings.ses.region, "config": config}
-        if settings.ses.endpoint_url:
-            options["endpoint_url"] = settings.ses.endpoint_url
         return cls(
-            boto3.client("sesv2", **options),
+            aws_client(settings, "sesv2"),
             configuration_set=settings.ses.configuration_set,
-            v1_client=boto3.client("ses", **options),
+            v1_client=aws_client(settings, "ses"),
         )
 
     def quota(self) -> SendQuota:
@@ -167,6 +158,20 @@ class SesTransport:
 
     def close(self) -> None:
         return None
+
+
+def aws_client(settings: Settings, service: str) -> Any:
+    """A boto3 client for SES or SQS in the configured region (and endpoint), with botocore's retries off."""
+    try:
+        import boto3
+        from botocore.config import Config
+    except ModuleNotFoundError:
+        raise MissingExtraError(f"Amazon {service.upper()}", "ses") from None
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=10, read_timeout=30)
+    options: dict[str, Any] = {"region_name": settings.ses.region, "config": config}
+    if settings.ses.endpoint_url:
+        options["endpoint_url"] = settings.ses.endpoint_url
+    return boto3.client(service, **options)
 
 
 def _tag(value: str) -> str:
