@@ -8,83 +8,26 @@ edition and load a full one only to render it. No output path may be written twi
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import gc
 import hashlib
 import os
-import pickle
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from html import escape
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from ..config import Settings
-from ..errors import BuildError, IssueError
-from ..issues import (
-    Edition,
-    edition_page_path,
-    find_issue_files,
-    group_by_issue,
-    parse_issue,
-    split_file_name,
-)
+from ..errors import BuildError
+from ..issues import Edition, edition_page_path, find_issue_files, group_by_issue, split_file_name
+from .build_cache import BuildCache, ListedEdition, scan_issues
 from .feeds import FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
+from .parallel import MADE_DIRS, RenderJob, render_all, write_output
+from .sitemap import build_sitemap
 from .templates import Templates, load_templates
-
-CACHE_VERSION = "site-3"
-PARALLEL_THRESHOLD = 64  # below this much work, starting worker processes costs more than it saves
-
-
-@dataclass(frozen=True)
-class ListedSection:
-    """What a listing shows of one section."""
-
-    anchor: str
-    title: str
-    tags: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ListedEdition:
-    """What listings, feeds' metadata and grouping need of an edition: everything but its HTML."""
-
-    slug: str
-    lang: str
-    is_default: bool
-    path: str
-    title: str
-    date: dt.date
-    summary: str
-    tags: tuple[str, ...]
-    draft: bool
-    source_hash: str
-    sections: tuple[ListedSection, ...]
-
-    @property
-    def page_path(self) -> str:
-        return edition_page_path(self.slug, self.lang, self.is_default)
-
-    @classmethod
-    def of(cls, edition: Edition) -> ListedEdition:
-        return cls(
-            slug=edition.slug,
-            lang=edition.lang,
-            is_default=edition.is_default,
-            path=edition.path,
-            title=edition.title,
-            date=edition.date,
-            summary=edition.summary,
-            tags=edition.tags,
-            draft=edition.draft,
-            source_hash=edition.source_hash,
-            sections=tuple(ListedSection(s.anchor, s.title, s.tags) for s in edition.sections),
-        )
+from .urls import lang_prefix, relative_url, tag_path, tag_slug
 
 
 @dataclass(frozen=True)
@@ -99,273 +42,6 @@ class BuildResult:
     seconds: float
 
 
-# ---------------------------------------------------------------- site paths
-
-
-def lang_prefix(lang: str, settings: Settings) -> str:
-    return "" if lang == settings.language else f"{lang}/"
-
-
-def tag_slug(tag: str) -> str:
-    return tag.lower()
-
-
-def tag_path(tag: str, lang: str, settings: Settings) -> str:
-    return f"{lang_prefix(lang, settings)}tags/{tag_slug(tag)}/"
-
-
-@functools.lru_cache(maxsize=65536)
-def _quoted(path: str) -> str:
-    target, _, fragment = path.partition("#")
-    url = quote(target, safe="/.-_~%")
-    return f"{url}#{quote(fragment, safe='-_.~%')}" if fragment else url
-
-
-def relative_url(target: str, from_dir: str) -> str:
-    """URL of site path `target` as seen from the folder `from_dir` (both relative to the site root).
-
-    Goes up to the root and down again (`../../tags/x/`), so it works from file:// and under any base path.
-    """
-    up = "../" * from_dir.count("/")
-    return up + _quoted(target) if up or target else "./"
-
-
-# ---------------------------------------------------------------- the cache
-
-
-@dataclass
-class _Cache:
-    """`.cache/site/`: index.pickle (file stats → parse keys, listed editions, where each full edition is),
-    pages.pickle (the key of each output of the site on disk) and editions/<batch>.pickle (full editions,
-    one file per batch a worker parsed). Anything unreadable counts as absent."""
-
-    folder: Path | None
-    files: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # file name → (mtime_ns, size, key)
-    listed: dict[str, ListedEdition] = field(default_factory=dict)  # parse key → record
-    location: dict[str, str] = field(default_factory=dict)  # parse key → batch file holding the full edition
-    pages: dict[str, str] = field(default_factory=dict)  # output path → key
-    batches: dict[str, dict[str, Edition]] = field(default_factory=dict)  # batch files loaded in this process
-
-    @classmethod
-    def load(cls, folder: Path | None) -> _Cache:
-        cache = cls(folder)
-        if folder is None:
-            return cache
-        try:
-            with (folder / "index.pickle").open("rb") as handle:
-                version, files, listed, location = pickle.load(handle)
-            if version == CACHE_VERSION:
-                cache.files, cache.listed, cache.location = files, listed, location
-            with (folder / "pages.pickle").open("rb") as handle:
-                version, pages = pickle.load(handle)
-            if version == CACHE_VERSION:
-                cache.pages = pages
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
-            pass
-        return cache
-
-    def knows(self, key: str) -> bool:
-        return key in self.listed and key in self.location
-
-    def full(self, key: str) -> Edition:
-        name = self.location[key]
-        if name not in self.batches:
-            assert self.folder is not None
-            with (self.folder / "editions" / f"{name}.pickle").open("rb") as handle:
-                self.batches[name] = pickle.load(handle)
-        return self.batches[name][key]
-
-    def forget_pages(self) -> None:
-        """Drop the record of the site on disk (before changing it, so a crash means a cold build)."""
-        self.pages = {}
-        if self.folder is not None:
-            (self.folder / "pages.pickle").unlink(missing_ok=True)
-
-    def save(self, pages: dict[str, str], *, parsed_any: bool) -> None:
-        """Record the site now on disk, and the editions when any was parsed in this build."""
-        self.pages = pages
-        if self.folder is None:
-            return
-        _atomic_pickle(self.folder / "pages.pickle", (CACHE_VERSION, pages))
-        if parsed_any or not (self.folder / "index.pickle").is_file():
-            _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed, self.location))
-            used = set(self.location.values())
-            for batch in (self.folder / "editions").glob("*.pickle"):
-                if batch.stem not in used:
-                    batch.unlink(missing_ok=True)
-
-
-def _atomic_pickle(path: Path, value: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
-        pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(temporary, path)
-
-
-# ---------------------------------------------------------------- parsing
-
-
-def _parse_key(path: Path, raw: bytes, settings: Settings) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (CACHE_VERSION, path.name, settings.language, ",".join(settings.languages)):
-        digest.update(part.encode() + b"\0")
-    digest.update(raw)
-    return digest.hexdigest()
-
-
-_PRERENDER: Callable[[Edition], tuple[str, str] | None] | None = None  # set before forking parse workers
-
-
-def _parse_batch(batch: list[tuple[str | None, Path]], settings: Settings, cache: _Cache) -> tuple[str, list[tuple]]:
-    """Read, parse and pre-render each file (in a worker); keep the full editions in one cache file.
-
-    Returns (the batch file's name, a result per file: ("ok", key, record, (page path, key) or None) or
-    ("error", key, IssueError fields)). Without a cache the full edition comes back instead of the record.
-    """
-    name = uuid.uuid4().hex
-    results: list[tuple] = []
-    parsed: dict[str, Edition] = {}
-    for key, path in batch:
-        raw = path.read_bytes()
-        key = key or _parse_key(path, raw, settings)
-        try:
-            edition = parse_issue(path, settings, raw)
-        except IssueError as err:
-            results.append(("error", key, (err.path, err.line, err.message, err.hint)))
-            continue
-        page = _PRERENDER(edition) if _PRERENDER else None
-        parsed[key] = edition
-        results.append(("ok", key, ListedEdition.of(edition) if cache.folder else edition, page))
-    if cache.folder is not None and parsed:
-        _atomic_pickle(cache.folder / "editions" / f"{name}.pickle", parsed)
-    return name, results
-
-
-def scan_issues(
-    settings: Settings,
-    cache: _Cache,
-    workers: int,
-    prerender: Callable[[Edition], tuple[str, str] | None] | None = None,
-) -> tuple[list[ListedEdition], dict[str, Edition], dict[str, str]]:
-    """(a record of every issue file, the full editions parsed now and not cached by key, the pages
-    `prerender` made of the editions parsed now, as path → key).
-
-    A file whose size and mtime match the cache is not even read; one whose bytes hash to a cached key
-    is not parsed again. With nothing cached, the workers read and hash the files themselves.
-    """
-    stats: dict[str, tuple[int, int]] = {}
-    keys: dict[str, str] = {}  # file name → key
-    wanted: list[tuple[str | None, Path]] = []
-    for path in find_issue_files(settings):
-        stat = path.stat()
-        stats[path.name] = (stat.st_mtime_ns, stat.st_size)
-        known = cache.files.get(path.name)
-        if known and known[:2] == stats[path.name] and cache.knows(known[2]):
-            keys[path.name] = known[2]
-        elif not cache.listed:
-            wanted.append((None, path))
-        else:
-            key = _parse_key(path, path.read_bytes(), settings)
-            if cache.knows(key):
-                keys[path.name] = key
-            else:
-                wanted.append((key, path))
-    global _PRERENDER
-    _PRERENDER = prerender
-    try:
-        if len(wanted) >= PARALLEL_THRESHOLD and workers > 1:
-            size = -(-len(wanted) // (workers * 8))  # small batches: no worker waits long for the last
-            batches = [wanted[i : i + size] for i in range(0, len(wanted), size)]
-            with _pool(workers) as pool:
-                outcomes = list(pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches)))
-        else:
-            outcomes = [_parse_batch(wanted, settings, cache)]
-    finally:
-        _PRERENDER = None
-    fresh: dict[str, Edition] = {}
-    pages: dict[str, str] = {}
-    for (_, path), (batch_name, (status, key, result, *page)) in zip(
-        wanted, ((name, result) for name, results in outcomes for result in results), strict=True
-    ):
-        if status == "error":
-            raise IssueError(*result)
-        if isinstance(result, Edition):
-            fresh[key] = result
-            result = ListedEdition.of(result)
-        cache.listed[key] = result
-        cache.location[key] = batch_name
-        keys[path.name] = key
-        if page and page[0]:
-            pages[page[0][0]] = page[0][1]
-    cache.files = {name: (*stats[name], key) for name, key in keys.items()}
-    live = set(keys.values())
-    cache.listed = {key: record for key, record in cache.listed.items() if key in live}
-    cache.location = {key: batch for key, batch in cache.location.items() if key in live}
-    listed = [cache.listed[key] for name, key in sorted(keys.items())]
-    return listed, fresh, pages
-
-
-def _pool(workers: int) -> Any:
-    """Forked workers: they inherit the parsed data and templates instead of receiving them pickled."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
-
-
-# ---------------------------------------------------------------- rendering
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One output to render: its site path and how to make its bytes."""
-
-    path: str
-    make: Callable[[], str | bytes]
-
-
-_PENDING: list[_Job] = []  # set before forking render workers, which inherit it
-_STAGING: Path = Path()
-
-
-_MADE_DIRS: set[str] = set()  # folders this process made or saw: one mkdir each, not one per file
-
-
-def _write(target: Path, data: str | bytes) -> None:
-    folder = os.path.dirname(target)
-    if folder not in _MADE_DIRS:
-        os.makedirs(folder, exist_ok=True)
-        _MADE_DIRS.add(folder)
-    with open(target, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-
-
-def _run_jobs(indices: list[int]) -> int:
-    for index in indices:
-        job = _PENDING[index]
-        _write(_STAGING / job.path, job.make())
-    return len(indices)
-
-
-def _run_all(jobs: list[_Job], staging: Path, workers: int) -> None:
-    """Render every job into `staging`, split over forked workers when there are many."""
-    global _PENDING, _STAGING
-    _PENDING, _STAGING = jobs, staging
-    try:
-        if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
-            _run_jobs(list(range(len(jobs))))
-            return
-        # Feeds cost ten listing pages each: hand them out first, then the rest in small chunks that
-        # idle workers pick up, so both finish together.
-        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].path.endswith(".xml"))
-        chunks = [order[i : i + 8] for i in range(0, len(order), 8)]
-        with _pool(workers) as pool:
-            list(pool.map(_run_jobs, chunks))
-    finally:
-        _PENDING = []
-
-
 def _key(*parts: object) -> str:
     """A short digest of everything an output depends on."""
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
@@ -378,7 +54,7 @@ class _SiteBuilder:
         self,
         settings: Settings,
         templates: Templates,
-        cache: _Cache,
+        cache: BuildCache,
         previous: Path | None,
         staging: Path,
         config_digest: str,
@@ -402,7 +78,7 @@ class _SiteBuilder:
         self.reused = 0
         self.content_cache: dict[tuple[str, str], str] = {}
         self.tags_by_lang: dict[str, set[str]] = {}
-        self.jobs: list[_Job] = []
+        self.jobs: list[RenderJob] = []
 
     def assume_versions(self, paths: Iterable[Path]) -> None:
         """Guess each issue's language versions from the file names, so pages can render while parsing."""
@@ -425,7 +101,9 @@ class _SiteBuilder:
             return None
         path = edition.page_path + "index.html"
         key = _key(*self.salt, self.edition_key(edition.source_hash, versions))
-        _write(self.staging / path, self.templates.render("page.html.j2", **self.edition_context(edition, versions)))
+        write_output(
+            self.staging / path, self.templates.render("page.html.j2", **self.edition_context(edition, versions))
+        )
         return path, key
 
     def plan(self, issues: list[list[ListedEdition]], fresh: dict[str, Edition], prerendered: dict[str, str]) -> None:
@@ -527,7 +205,7 @@ class _SiteBuilder:
         ):
             self.reused += 1
             return
-        self.jobs.append(_Job(path, make))
+        self.jobs.append(RenderJob(path, make))
         self.moved.append(path)
         self.rendered += 1
 
@@ -745,50 +423,6 @@ def _tag_path_in(tag: str, lang: str, settings: Settings) -> str:
     return tag_path(tag, lang, settings)
 
 
-def build_sitemap(
-    settings: Settings,
-    issues: Iterable[list[ListedEdition]],
-    by_lang: dict[str, list[ListedEdition]],
-    tags_by_lang: dict[str, set[str]],
-) -> str:
-    """sitemaps.org XML with hreflang alternates (xhtml:link) for each page that has translations."""
-    s = settings
-    rows: list[str] = []
-
-    def url_entry(path: str, lastmod: str, versions: Sequence[tuple[str, str]]) -> None:
-        links = ""
-        if len(versions) > 1:
-            links = "".join(
-                f'\n    <xhtml:link rel="alternate" hreflang="{code}" href="{escape(s.url(p))}"/>'
-                for code, p in versions
-            )
-        rows.append(f"  <url>\n    <loc>{escape(s.url(path))}</loc>\n    <lastmod>{lastmod}</lastmod>{links}\n  </url>")
-
-    newest = {code: (eds[0].date.isoformat() if eds else s.id_date) for code, eds in by_lang.items()}
-    index_versions = [(code, lang_prefix(code, s)) for code in s.all_languages]
-    for code in s.all_languages:
-        url_entry(lang_prefix(code, s), newest[code], index_versions)
-    for issue in issues:
-        versions = [(e.lang, e.page_path) for e in issue]
-        for edition in issue:
-            url_entry(edition.page_path, edition.date.isoformat(), versions)
-    for code, editions in by_lang.items():
-        latest: dict[str, str] = {}
-        for edition in editions:
-            for tag in edition.tags:
-                latest.setdefault(tag, edition.date.isoformat())
-        for tag, lastmod in sorted(latest.items()):
-            versions = [(c, tag_path(tag, c, s)) for c in s.all_languages if tag in tags_by_lang.get(c, set())]
-            url_entry(tag_path(tag, code, s), lastmod, versions)
-    body = "\n".join(rows)
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
-        'xmlns:xhtml="http://www.w3.org/1999/xhtml">\n'
-        f"{body}\n</urlset>\n"
-    )
-
-
 def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[str, str]) -> None:
     """Put the rendered outputs in place. Cold: the staging folder becomes the site in one rename.
     Incremental: each rendered file replaces its old version; outputs no longer made are removed."""
@@ -864,13 +498,13 @@ def _build_site(
     templates = templates or load_templates(settings)
     templates.preload("page.html.j2", "entry.html.j2", "index.html.j2", "tag.html.j2", "tags.html.j2", "404.html.j2")
     workers = workers or min(2, os.cpu_count() or 1)
-    cache = _Cache.load(settings.root / ".cache" / "site" if use_cache else None)
+    cache = BuildCache.load(settings.root / ".cache" / "site" if use_cache else None)
     previous = out if out.is_dir() and cache.pages else None
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.new-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    _MADE_DIRS.clear()
+    MADE_DIRS.clear()
     builder = _SiteBuilder(settings, templates, cache, previous, staging, _config_digest(settings))
     known = set(cache.listed)
     try:
@@ -879,7 +513,7 @@ def _build_site(
         listed, fresh, prerendered = scan_issues(settings, cache, workers, builder.prerender)
         issues = group_by_issue((e for e in listed if not e.draft), settings)
         builder.plan(issues, fresh, prerendered)
-        _run_all(builder.jobs, staging, workers)
+        render_all(builder.jobs, staging, workers)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

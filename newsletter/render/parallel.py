@@ -1,0 +1,69 @@
+"""Worker processes for the site build: forked, so they inherit what the parent has loaded (templates,
+records) instead of receiving it pickled; outputs are rendered into the staging folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PARALLEL_THRESHOLD = 64  # below this much work, starting worker processes costs more than it saves
+
+
+def worker_pool(workers: int) -> Any:
+    """Forked workers: they inherit the parsed data and templates instead of receiving them pickled."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One output to render: its site path and how to make its bytes."""
+
+    path: str
+    make: Callable[[], str | bytes]
+
+
+_PENDING: list[RenderJob] = []  # set before forking render workers, which inherit it
+_STAGING: Path = Path()
+
+
+MADE_DIRS: set[str] = set()  # folders this process made or saw: one mkdir each, not one per file
+
+
+def write_output(target: Path, data: str | bytes) -> None:
+    folder = os.path.dirname(target)
+    if folder not in MADE_DIRS:
+        os.makedirs(folder, exist_ok=True)
+        MADE_DIRS.add(folder)
+    with open(target, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def _render_jobs(indices: list[int]) -> int:
+    for index in indices:
+        job = _PENDING[index]
+        write_output(_STAGING / job.path, job.make())
+    return len(indices)
+
+
+def render_all(jobs: list[RenderJob], staging: Path, workers: int) -> None:
+    """Render every job into `staging`, split over forked workers when there are many."""
+    global _PENDING, _STAGING
+    _PENDING, _STAGING = jobs, staging
+    try:
+        if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
+            _render_jobs(list(range(len(jobs))))
+            return
+        # Feeds cost ten listing pages each: hand them out first, then the rest in small chunks that
+        # idle workers pick up, so both finish together.
+        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].path.endswith(".xml"))
+        chunks = [order[i : i + 8] for i in range(0, len(order), 8)]
+        with worker_pool(workers) as pool:
+            list(pool.map(_render_jobs, chunks))
+    finally:
+        _PENDING = []

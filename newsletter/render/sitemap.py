@@ -1,0 +1,54 @@
+"""sitemap.xml (sitemaps.org) with hreflang alternates for every page that has translations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+
+from ..config import Settings
+from .build_cache import ListedEdition
+from .urls import lang_prefix, tag_path
+
+
+def build_sitemap(
+    settings: Settings,
+    issues: Iterable[list[ListedEdition]],
+    by_lang: dict[str, list[ListedEdition]],
+    tags_by_lang: dict[str, set[str]],
+) -> str:
+    """sitemaps.org XML with hreflang alternates (xhtml:link) for each page that has translations."""
+    s = settings
+    rows: list[str] = []
+
+    def url_entry(path: str, lastmod: str, versions: Sequence[tuple[str, str]]) -> None:
+        links = ""
+        if len(versions) > 1:
+            links = "".join(
+                f'\n    <xhtml:link rel="alternate" hreflang="{code}" href="{escape(s.url(p))}"/>'
+                for code, p in versions
+            )
+        rows.append(f"  <url>\n    <loc>{escape(s.url(path))}</loc>\n    <lastmod>{lastmod}</lastmod>{links}\n  </url>")
+
+    newest = {code: (eds[0].date.isoformat() if eds else s.id_date) for code, eds in by_lang.items()}
+    index_versions = [(code, lang_prefix(code, s)) for code in s.all_languages]
+    for code in s.all_languages:
+        url_entry(lang_prefix(code, s), newest[code], index_versions)
+    for issue in issues:
+        versions = [(e.lang, e.page_path) for e in issue]
+        for edition in issue:
+            url_entry(edition.page_path, edition.date.isoformat(), versions)
+    for code, editions in by_lang.items():
+        latest: dict[str, str] = {}
+        for edition in editions:
+            for tag in edition.tags:
+                latest.setdefault(tag, edition.date.isoformat())
+        for tag, lastmod in sorted(latest.items()):
+            versions = [(c, tag_path(tag, c, s)) for c in s.all_languages if tag in tags_by_lang.get(c, set())]
+            url_entry(tag_path(tag, code, s), lastmod, versions)
+    body = "\n".join(rows)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" '
+        'xmlns:xhtml="http://www.w3.org/1999/xhtml">\n'
+        f"{body}\n</urlset>\n"
+    )

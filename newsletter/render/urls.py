@@ -1,0 +1,37 @@
+"""Where things live on the site, and relative URLs between them (so the site works from file:// and under
+any base path). No I/O."""
+
+from __future__ import annotations
+
+import functools
+from urllib.parse import quote
+
+from ..config import Settings
+
+
+def lang_prefix(lang: str, settings: Settings) -> str:
+    return "" if lang == settings.language else f"{lang}/"
+
+
+def tag_slug(tag: str) -> str:
+    return tag.lower()
+
+
+def tag_path(tag: str, lang: str, settings: Settings) -> str:
+    return f"{lang_prefix(lang, settings)}tags/{tag_slug(tag)}/"
+
+
+@functools.lru_cache(maxsize=65536)
+def _quoted(path: str) -> str:
+    target, _, fragment = path.partition("#")
+    url = quote(target, safe="/.-_~%")
+    return f"{url}#{quote(fragment, safe='-_.~%')}" if fragment else url
+
+
+def relative_url(target: str, from_dir: str) -> str:
+    """URL of site path `target` as seen from the folder `from_dir` (both relative to the site root).
+
+    Goes up to the root and down again (`../../tags/x/`), so it works from file:// and under any base path.
+    """
+    up = "../" * from_dir.count("/")
+    return up + _quoted(target) if up or target else "./"
