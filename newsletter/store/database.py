@@ -1,0 +1,246 @@
+"""The store's schema (tables, statuses, records), its connection and its self-upgrading versions.
+
+SQLite by default (WAL mode), any SQLAlchemy URL otherwise; PostgreSQL is tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import enum
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import MissingExtraError, StoreError
+
+SCHEMA_VERSION = 2
+
+
+class SubscriberStatus(enum.StrEnum):
+    """Where a subscriber stands."""
+
+    PENDING = "pending"  # subscribed on the web, not yet confirmed (double opt-in)
+    ACTIVE = "active"  # receives issues
+    UNSUBSCRIBED = "unsubscribed"  # asked to stop; never mailed again unless they subscribe again
+    BOUNCED = "bounced"  # the address does not exist (permanent bounce)
+    COMPLAINED = "complained"  # marked a message as spam
+
+
+class DeliveryState(enum.StrEnum):
+    """Where one message of one issue to one subscriber stands."""
+
+    PENDING = "pending"  # in the audience snapshot, not yet handed to the transport
+    SENDING = "sending"  # claimed and being handed over; after a crash, "in flight"
+    SENT = "sent"  # the transport accepted it
+    FAILED = "failed"  # permanently refused (the recipient or the message); not retried
+    DEFERRED = "deferred"  # a transient refusal; a resumed send retries it
+    SKIPPED = "skipped"  # the subscriber left (unsubscribed, bounced, complained) after the snapshot
+
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table("newsletter_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),  # lowercased: compared case-insensitively
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("lang", sa.String(20)),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("source", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("confirmed_at", sa.DateTime(timezone=True)),
+    sa.Column("unsubscribed_at", sa.DateTime(timezone=True)),
+    sa.Column("unsubscribe_method", sa.String(40)),  # one-click, page, cli, import, bounce, complaint
+    sa.Column("bounce_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attributes", sa.JSON, nullable=False),
+)
+
+# A removed (erased) address leaves only a hash here, so it is never imported and mailed again.
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("email_hash", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("issue", sa.String(200), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("lang", sa.String(20), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("transport", sa.String(16)),
+    sa.Column("message_id", sa.String(300)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("issue", "subscriber_id", name="uq_deliveries_issue_subscriber"),
+    sa.Index("ix_deliveries_issue_state_id", "issue", "state", "id"),
+)
+
+
+# Bounces and complaints applied from SES; the key makes a notification delivered twice count once.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("feedback_id", sa.String(200), primary_key=True),
+    sa.Column("email_hash", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # bounce-permanent, bounce-transient, complaint
+    sa.Column("subtype", sa.String(60), nullable=False, server_default=""),
+    sa.Column("subscriber_id", sa.Integer),
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One subscriber as stored."""
+
+    id: int
+    email: str
+    name: str
+    lang: str | None
+    status: SubscriberStatus
+    source: str
+    created_at: dt.datetime
+    confirmed_at: dt.datetime | None = None
+    unsubscribed_at: dt.datetime | None = None
+    unsubscribe_method: str | None = None
+    bounce_count: int = 0
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One pending message of a send: who gets which edition."""
+
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    lang: str
+    state: DeliveryState
+    attempts: int
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def email_key(email: str) -> str:
+    return email.strip().lower()
+
+
+def email_hash(email: str) -> str:
+    return hashlib.sha256(email_key(email).encode()).hexdigest()
+
+
+class Store:
+    """An open store: an engine with the schema in place. Use as a context manager or call close()."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # SQLite has one writer at a time; its busy handler waits by sleeping, which under many threads
+        # (the web app) costs far more than queueing the writers of this process on a lock.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction (committed at the end, rolled back on error)."""
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the web app) never block the sender
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def open_store(url: str) -> Store:
+    """Connect to `url`, create or upgrade the schema, and return the Store."""
+    try:
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    except ModuleNotFoundError as err:
+        if "psycopg" in str(err):
+            raise MissingExtraError("PostgreSQL", "postgres") from None
+        raise StoreError(_safe_url(url), f"cannot load the database driver: {err}", "install it") from None
+    except sa.exc.ArgumentError as err:
+        raise StoreError(_safe_url(url), f"is not a database URL: {err}", "use sqlite:///… or postgresql://…") from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        _migrate(engine)
+    except sa.exc.OperationalError as err:
+        raise StoreError(_safe_url(url), f"cannot open the database: {err.orig}", "check the URL and server") from None
+    return Store(engine)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "database URL"
+
+
+def _add_events_table(conn: Connection) -> None:
+    events.create(conn, checkfirst=True)
+
+
+# version → the step that upgrades the version before it. A new database gets `metadata` whole.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _add_events_table,  # 2: bounces and complaints from SES
+}
+
+
+def _migrate(engine: Engine) -> None:
+    """Create the schema in an empty database; run the upgrades a newer version added."""
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        if not inspector.has_table("newsletter_schema"):
+            metadata.create_all(conn)
+            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+            return
+        version = conn.execute(sa.select(schema_version.c.version)).scalar_one()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                "store", f"schema version {version} is newer than this program's {SCHEMA_VERSION}", "upgrade newsletter"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[target](conn)
+            conn.execute(schema_version.update().values(version=target))

@@ -1,0 +1,351 @@
+"""Queries about subscribers: adding, importing, listing, unsubscribing, removing, web sign-ups, and the
+bounces and complaints that suppress them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .database import (
+    Store,
+    Subscriber,
+    SubscriberStatus,
+    email_hash,
+    email_key,
+    events,
+    now,
+    subscribers,
+    suppressions,
+)
+from ..errors import StoreError
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        lang=row.lang,
+        status=SubscriberStatus(row.status),
+        source=row.source,
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+        unsubscribed_at=row.unsubscribed_at,
+        unsubscribe_method=row.unsubscribe_method,
+        bounce_count=row.bounce_count,
+        attributes=row.attributes or {},
+    )
+
+
+def is_suppressed(conn: Connection, email: str) -> bool:
+    return (
+        conn.execute(sa.select(suppressions.c.reason).where(suppressions.c.email_hash == email_hash(email))).first()
+        is not None
+    )
+
+
+def add_subscriber(
+    store: Store,
+    email: str,
+    *,
+    name: str = "",
+    lang: str | None = None,
+    source: str = "cli",
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    attributes: dict[str, Any] | None = None,
+) -> Subscriber:
+    """Insert a subscriber; an address already there (in any case) or removed earlier is refused."""
+    stamp = now()
+    with store.begin() as conn:
+        if is_suppressed(conn, email):
+            raise StoreError(email, "was removed from the list earlier", "it stays off the list")
+        existing = find_subscriber(conn, email)
+        if existing is not None:
+            raise StoreError(email, f"is already on the list ({existing.status})", "nothing to do")
+        result = conn.execute(
+            subscribers.insert().values(
+                email=email,
+                email_key=email_key(email),
+                name=name,
+                lang=lang,
+                status=status,
+                source=source,
+                created_at=stamp,
+                confirmed_at=stamp if status == SubscriberStatus.ACTIVE else None,
+                attributes=attributes or {},
+            )
+        )
+        subscriber_id = result.inserted_primary_key[0]
+        return _subscriber(conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).one())
+
+
+def find_subscriber(conn: Connection, email: str) -> Subscriber | None:
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == email_key(email))).first()
+    return _subscriber(row) if row else None
+
+
+def get_subscriber(store: Store, subscriber_id: int) -> Subscriber | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _subscriber(row) if row else None
+
+
+def subscriber_by_email(store: Store, email: str) -> Subscriber | None:
+    with store.engine.connect() as conn:
+        return find_subscriber(conn, email)
+
+
+def iter_subscribers(store: Store, status: SubscriberStatus | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+    """Every subscriber (of `status`) by id, fetched in batches so memory stays flat."""
+    last = 0
+    while True:
+        query = sa.select(subscribers).where(subscribers.c.id > last).order_by(subscribers.c.id).limit(batch)
+        if status is not None:
+            query = query.where(subscribers.c.status == status)
+        with store.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return
+        for row in rows:
+            yield _subscriber(row)
+        last = rows[-1].id
+
+
+def count_subscribers(store: Store) -> dict[str, int]:
+    """Subscribers per status (every status listed, zero included)."""
+    counts = {status.value: 0 for status in SubscriberStatus}
+    with store.engine.connect() as conn:
+        for status, count in conn.execute(
+            sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status)
+        ):
+            counts[status] = count
+    return counts
+
+
+def remove_subscriber(store: Store, email: str) -> bool:
+    """Erase a subscriber (GDPR Art. 17) and keep only a hash of the address as a suppression."""
+    with store.begin() as conn:
+        existing = find_subscriber(conn, email)
+        if existing is None:
+            return False
+        conn.execute(subscribers.delete().where(subscribers.c.id == existing.id))
+        if not is_suppressed(conn, email):
+            conn.execute(suppressions.insert().values(email_hash=email_hash(email), reason="removed", created_at=now()))
+    return True
+
+
+def record_unsubscribe(store: Store, subscriber_id: int, method: str) -> bool:
+    """Mark a subscriber unsubscribed (once; a repeat changes nothing). True if this call changed it."""
+    with store.begin() as conn:
+        result = conn.execute(
+            subscribers.update()
+            .where(
+                subscribers.c.id == subscriber_id,
+                subscribers.c.status.in_([SubscriberStatus.ACTIVE, SubscriberStatus.PENDING]),
+            )
+            .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now(), unsubscribe_method=method)
+        )
+        return result.rowcount == 1
+
+
+@dataclass
+class ImportCounts:
+    """What an import did."""
+
+    added: int = 0
+    already: int = 0  # on the list already; their status is kept (an unsubscribe is never undone)
+    suppressed: int = 0  # removed earlier; stays off the list
+
+
+def insert_subscribers(store: Store, rows: Iterable[dict[str, Any]], source: str, chunk: int = 5000) -> ImportCounts:
+    """Insert new subscribers (rows: email, name, lang, attributes) in chunks; never touches existing ones."""
+    counts = ImportCounts()
+    stamp = now()
+    pending: list[dict[str, Any]] = []
+
+    def flush(conn: Connection) -> None:
+        keys = [row["email_key"] for row in pending]
+        hashes = {hashlib.sha256(key.encode()).hexdigest(): key for key in keys}
+        suppressed = {
+            hashes[h]
+            for (h,) in conn.execute(
+                sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(list(hashes)))
+            )
+        }
+        existing = {
+            k for (k,) in conn.execute(sa.select(subscribers.c.email_key).where(subscribers.c.email_key.in_(keys)))
+        }
+        fresh = [row for row in pending if row["email_key"] not in existing and row["email_key"] not in suppressed]
+        if fresh:
+            conn.execute(subscribers.insert(), fresh)
+        counts.added += len(fresh)
+        counts.already += len(existing)
+        counts.suppressed += len(suppressed - existing)
+        pending.clear()
+
+    with store.begin() as conn:
+        for row in rows:
+            pending.append(
+                {
+                    "email": row["email"],
+                    "email_key": email_key(row["email"]),
+                    "name": row.get("name") or "",
+                    "lang": row.get("lang") or None,
+                    "status": SubscriberStatus.ACTIVE,
+                    "source": source,
+                    "created_at": stamp,
+                    "confirmed_at": stamp,
+                    "attributes": row.get("attributes") or {},
+                    "bounce_count": 0,
+                }
+            )
+            if len(pending) >= chunk:
+                flush(conn)
+        if pending:
+            flush(conn)
+    return counts
+
+
+def request_subscription(store: Store, email: str, lang: str | None, consent: str) -> tuple[Subscriber | None, bool]:
+    """(the subscriber to send a confirmation to, or None; whether they were new) for a web sign-up.
+
+    New addresses become `pending`; a pending or unsubscribed one gets a new confirmation; an active,
+    bounced, complained or removed one gets none (the page answers the same either way).
+    """
+    stamp = now()
+    with store.begin() as conn:
+        if is_suppressed(conn, email):
+            return None, False
+        existing = find_subscriber(conn, email)
+        if existing is None:
+            result = conn.execute(
+                subscribers.insert().values(
+                    email=email,
+                    email_key=email_key(email),
+                    name="",
+                    lang=lang,
+                    status=SubscriberStatus.PENDING,
+                    source="web",
+                    created_at=stamp,
+                    attributes={"consent": consent, "consent_at": stamp.isoformat()},
+                )
+            )
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == result.inserted_primary_key[0])).one()
+            return _subscriber(row), True
+        if existing.status in {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}:
+            return existing, False
+        return None, False
+
+
+def confirm_subscription(store: Store, subscriber_id: int) -> Subscriber | None:
+    """Make a pending (or unsubscribed, re-confirming) subscriber active; None if there is no such subscriber."""
+    with store.begin() as conn:
+        conn.execute(
+            subscribers.update()
+            .where(
+                subscribers.c.id == subscriber_id,
+                subscribers.c.status.in_([SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED]),
+            )
+            .values(status=SubscriberStatus.ACTIVE, confirmed_at=now(), unsubscribed_at=None, unsubscribe_method=None)
+        )
+        row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _subscriber(row) if row else None
+
+
+def resubscribe(store: Store, subscriber_id: int) -> bool:
+    """Undo an unsubscribe at the subscriber's own request (from their signed link). True if it changed."""
+    with store.begin() as conn:
+        return (
+            conn.execute(
+                subscribers.update()
+                .where(
+                    subscribers.c.id == subscriber_id,
+                    subscribers.c.status == SubscriberStatus.UNSUBSCRIBED,
+                )
+                .values(
+                    status=SubscriberStatus.ACTIVE, confirmed_at=now(), unsubscribed_at=None, unsubscribe_method=None
+                )
+            ).rowcount
+            == 1
+        )
+
+
+def set_language(store: Store, subscriber_id: int, lang: str) -> None:
+    with store.begin() as conn:
+        conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(lang=lang))
+
+
+def purge_unconfirmed(store: Store, older_than: dt.timedelta) -> int:
+    """Delete pending sign-ups that were never confirmed (GDPR: keep no data without consent)."""
+    with store.begin() as conn:
+        return (
+            conn.execute(
+                subscribers.delete().where(
+                    subscribers.c.status == SubscriberStatus.PENDING,
+                    subscribers.c.created_at < now() - older_than,
+                )
+            ).rowcount
+            or 0
+        )
+
+
+def record_event(
+    store: Store,
+    *,
+    feedback_id: str,
+    email: str,
+    kind: str,
+    subtype: str,
+    occurred_at: dt.datetime | None,
+    transient_limit: int,
+) -> str:
+    """Apply one bounce or complaint to the subscriber it names; returns what happened, for the log.
+
+    A permanent bounce marks the address `bounced`, a complaint `complained`; transient bounces are
+    counted and mark it `bounced` at `transient_limit`. A notification seen before changes nothing.
+    """
+    stamp = now()
+    with store.begin() as conn:
+        seen = conn.execute(
+            sa.select(events.c.kind).where(
+                events.c.feedback_id == feedback_id, events.c.email_hash == email_hash(email)
+            )
+        ).first()
+        if seen:
+            return "duplicate"
+        subscriber = find_subscriber(conn, email)
+        conn.execute(
+            events.insert().values(
+                feedback_id=feedback_id,
+                email_hash=email_hash(email),
+                kind=kind,
+                subtype=subtype,
+                subscriber_id=subscriber.id if subscriber else None,
+                occurred_at=occurred_at,
+                recorded_at=stamp,
+            )
+        )
+        if subscriber is None:
+            return "unknown address"
+        changes: dict[str, Any] = {}
+        if kind == "complaint":
+            changes = {"status": SubscriberStatus.COMPLAINED}
+        elif kind == "bounce-permanent":
+            changes = {"status": SubscriberStatus.BOUNCED}
+        else:
+            count = subscriber.bounce_count + 1
+            changes = {"bounce_count": count}
+            if count >= transient_limit:
+                changes["status"] = SubscriberStatus.BOUNCED
+        if "status" in changes and subscriber.status in {SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}:
+            changes.pop("status")  # already suppressed
+        if "status" in changes:
+            changes |= {"unsubscribed_at": stamp, "unsubscribe_method": kind}
+        conn.execute(subscribers.update().where(subscribers.c.id == subscriber.id).values(**changes))
+        return str(changes.get("status", "counted"))
