@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..errors import StoreError
 from .database import (
     Store,
     Subscriber,
@@ -23,7 +24,6 @@ from .database import (
     subscribers,
     suppressions,
 )
-from ..errors import StoreError
 
 
 def _subscriber(row: Any) -> Subscriber:
