@@ -121,3 +121,18 @@ def test_mjml_error_is_reported_by_check(publication: Path, run) -> None:
     result = run("check")
     assert result.exit_code == 1
     assert "error: templates/email.mjml.j2: MJML could not be converted" in result.stderr
+
+
+def test_check_warns_above_80_kb_and_fails_above_gmails_clip() -> None:
+    from newsletter.render.email import RenderedEmail
+
+    def email(html_bytes: int, extra: str = "") -> RenderedEmail:
+        body = "가" * (html_bytes // 3)  # Hangul is 3 bytes: the budget is counted in bytes
+        return RenderedEmail("ko", "s", "p", f"<p>{body}</p>{extra}", "t", "https://x/")
+
+    assert email_problems(email(70_000)) == []
+    (warning,) = email_problems(email(90_000))
+    assert warning[0] == "warning" and "close to Gmail's ~102 KB clipping limit" in warning[1]
+    (error,) = email_problems(email(110_000))
+    assert error[0] == "error" and "over Gmail's ~102 KB clipping limit" in error[1]
+    assert ("error", "email HTML contains <script>") in email_problems(email(1_000, "<SCRIPT>x</SCRIPT>"))
