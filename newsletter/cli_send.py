@@ -21,17 +21,18 @@ from .sending import (
     Progress,
     SendError,
     build_templates,
+    messages_left,
     preview_audience,
     send_edition,
     send_test,
     start_send,
 )
-from .sending import (
-    dry_run as build_all,
-)
+from .sending import dry_run as build_all
 from .store import delivery_counts, open_store
 from .tokens import secret_key
 from .transports import open_transport
+
+UNLIMITED_RATE_GUESS = 1500  # messages/s the file transport writes here (bench/send_file.py)
 
 
 def _duration(seconds: float) -> str:
@@ -46,7 +47,7 @@ def _duration(seconds: float) -> str:
 def _limits(transport: Any, settings: Settings, rate: float | None) -> tuple[float | None, int | None, str]:
     """(messages per second, cap for this run, a line saying where they come from)."""
     wanted = rate or settings.rate
-    if transport.name != "ses":
+    if not hasattr(transport, "quota"):  # only a transport with an account quota (SES) has one
         return wanted, None, f"{wanted:g}/s" if wanted else "as fast as the transport takes them"
     quota = transport.quota()
     chosen = min(quota.max_send_rate, wanted) if wanted else quota.max_send_rate
@@ -89,8 +90,7 @@ def run_send(
                 click.echo(f"{lang}: {status} to {test_address}" + (f" ({error})" if error else ""))
             return
         audience = preview_audience(store, issue, settings)
-        per_edition: dict[str, int] = audience["per_edition"]  # type: ignore[assignment]
-        left_out: dict[str, int] = audience["left_out"]  # type: ignore[assignment]
+        per_edition, left_out = audience.per_edition, audience.left_out
         click.echo(f"Issue     {issue.slug}: {', '.join(messages)} edition(s)")
         for lang, count in sorted(per_edition.items()):
             click.echo(f"  {lang}: {count:,} recipient(s)")
@@ -107,16 +107,14 @@ def run_send(
         per_second, cap, rate_line = _limits(transport, settings, rate)
         counts = delivery_counts(store, issue.slug)
         resuming = any(counts.values()) and not resend
-        total_now = (
-            sum(per_edition.values()) if not resuming else counts["pending"] + counts["sending"] + counts["deferred"]
-        )
+        total_now = messages_left(counts) if resuming else sum(per_edition.values())
         click.echo(f"Transport {transport.name}, rate {rate_line}")
         if resuming:
             click.echo(f"Resuming  {total_now:,} message(s) left of {sum(counts.values()):,} ({counts['sent']:,} sent)")
         if per_second:
             click.echo(f"Estimate  {_duration(total_now / per_second)}")
-        else:  # no rate limit: the transport sets the pace (the file transport writes ~1,500 a second)
-            click.echo(f"Estimate  {_duration(total_now / 1500)} or more (no rate limit)")
+        else:  # no rate limit: the transport sets the pace
+            click.echo(f"Estimate  {_duration(total_now / UNLIMITED_RATE_GUESS)} or more (no rate limit)")
         if cap is not None and total_now > cap and not allow_partial:
             raise SendError(
                 issue.slug,
@@ -168,10 +166,10 @@ def run_send(
         final = delivery_counts(store, issue.slug)
     click.echo(
         f"Sent {p.sent:,}, failed {p.failed:,}, deferred {p.deferred:,}, skipped {p.skipped:,} in "
-        f"{_duration(time_since(p))} ({p.rate:,.1f}/s). Send log: "
+        f"{_duration(p.elapsed)} ({p.rate:,.1f}/s). Send log: "
         + ", ".join(f"{count:,} {state}" for state, count in final.items() if count)
     )
-    left = final["pending"] + final["sending"] + final["deferred"]
+    left = messages_left(final)
     if outcome.stopped:
         raise SendError(
             "send",
@@ -188,9 +186,3 @@ def run_send(
             f"{left:,} message(s) deferred by the server",
             f"run 'newsletter send {issue.slug}' again later to retry them",
         )
-
-
-def time_since(progress: Progress) -> float:
-    import time
-
-    return time.monotonic() - progress.started

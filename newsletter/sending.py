@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .config import Settings
@@ -22,6 +22,8 @@ from .ratelimit import QuotaExhausted, RateLimiter
 from .render.email import render_email
 from .render.templates import Templates
 from .store import (
+    AudiencePreview,
+    Delivery,
     DeliveryState,
     SendLog,
     Store,
@@ -59,8 +61,12 @@ class Progress:
         return self.sent + self.failed + self.deferred + self.skipped
 
     @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
     def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.elapsed
         return self.done / elapsed if elapsed > 0 else 0.0
 
 
@@ -97,8 +103,7 @@ def start_send(store: Store, issue: Issue, settings: Settings, *, resend: bool) 
         reset_for_resend(store, issue.slug)
         counts = {state: 0 for state in counts}
     if not any(counts.values()):
-        editions = sendable_editions(issue)
-        snapshot_audience(store, issue.slug, {lang: lang for lang in editions}, settings.language)
+        snapshot_audience(store, issue.slug, list(sendable_editions(issue)), settings.language)
         counts = delivery_counts(store, issue.slug)
         if not any(counts.values()):
             raise SendError(
@@ -106,7 +111,7 @@ def start_send(store: Store, issue: Issue, settings: Settings, *, resend: bool) 
                 "has nobody to send to: no active subscribers",
                 "add some with 'newsletter subscribers import FILE.csv'",
             )
-    left = sum(counts[state] for state in TO_SEND)
+    left = messages_left(counts)
     if not left:
         raise SendError(
             issue.slug,
@@ -114,6 +119,24 @@ def start_send(store: Store, issue: Issue, settings: Settings, *, resend: bool) 
             "pass --resend to send it to everyone again",
         )
     return left
+
+
+def messages_left(counts: dict[str, int]) -> int:
+    """How many messages of a send log (counts per state) a run would still hand over."""
+    return sum(counts[state] for state in TO_SEND)
+
+
+def recipient(settings: Settings, secret: bytes, subscriber_id: int, email: str, name: str) -> Recipient:
+    """Who a message is for, with their signed unsubscribe token."""
+    return Recipient(email, name, unsubscribe_token(secret, settings.list_id, subscriber_id))
+
+
+def _deliveries_to_send(store: Store, issue: str) -> Iterator[Delivery]:
+    """The deliveries left to hand over, in id order, fetched in batches (memory stays flat)."""
+    after = 0
+    while batch := next_deliveries(store, issue, after, BATCH, TO_SEND):
+        yield from batch
+        after = batch[-1].id
 
 
 def send_edition(
@@ -129,84 +152,78 @@ def send_edition(
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SendOutcome:
-    """Hand every pending message of `issue` to `transport`, recording each in the send log."""
+    """Hand every pending message of `issue` to `transport`, recording each in the send log.
+
+    Each delivery is claimed (the last look at the subscriber) before its message leaves and recorded
+    after; a transport error stops the run with that message back in `pending`.
+    """
     progress = Progress(total=total)
-    stop = stop or threading.Event()
     sender = settings.from_address.addr_spec
     log = SendLog(store)
+    stopped: str | None = None
     try:
-        stopped = _send_all(
-            settings, store, issue, transport, messages, secret, limiter, stop, on_progress, progress, log, sender
-        )
+        for delivery in _deliveries_to_send(store, issue.slug):
+            if stop is not None and stop.is_set():
+                stopped = "stopped on request"
+                break
+            stopped = _send_one(settings, issue, transport, messages, secret, limiter, log, sender, delivery, progress)
+            if stopped:
+                break
+            if on_progress:
+                on_progress(progress)
     finally:
         log.close()
         transport.close()
     return SendOutcome(progress, stopped)
 
 
-def _send_all(
+def _send_one(
     settings: Settings,
-    store: Store,
     issue: Issue,
     transport: Transport,
     messages: dict[str, MessageTemplate],
     secret: bytes,
     limiter: RateLimiter,
-    stop: threading.Event,
-    on_progress: Callable[[Progress], None] | None,
-    progress: Progress,
     log: SendLog,
     sender: str,
+    delivery: Delivery,
+    progress: Progress,
 ) -> str | None:
-    """The loop of send_edition; returns why it stopped early, or None."""
-    after = 0
-    stopped: str | None = None
-    while stopped is None:
-        batch = next_deliveries(store, issue.slug, after, BATCH, TO_SEND)
-        if not batch:
-            break
-        for delivery in batch:
-            after = delivery.id
-            if stop.is_set():
-                stopped = "stopped on request"
-                break
-            if not log.claim(delivery.id, transport.name):
-                progress.skipped += 1
-                continue
-            template = messages.get(delivery.lang) or messages[settings.language]
-            recipient = Recipient(
-                delivery.email, delivery.name, unsubscribe_token(secret, settings.list_id, delivery.subscriber_id)
-            )
-            try:
-                raw, message_id = template.personalise(recipient)
-            except MessageError as err:
-                log.record(delivery.id, DeliveryState.FAILED, error=str(err))
-                progress.failed += 1
-                continue
-            outgoing = OutgoingMessage(sender, delivery.email, raw, issue.slug, delivery.lang)
-            try:
-                limiter.acquire()  # right before the hand-over, so the peer sees the spacing we keep
-            except QuotaExhausted:
-                log.record(delivery.id, DeliveryState.PENDING)  # it did not leave
-                stopped = "the 24-hour sending quota is used up"
-                break
-            try:
-                result = transport.send(outgoing)
-            except TransportError as err:
-                log.record(delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
-                stopped = str(err)
-                break
-            state = DeliveryState(result.status.value)
-            log.record(delivery.id, state, message_id=result.message_id or message_id, error=result.error)
-            if result.status == SendStatus.SENT:
-                progress.sent += 1
-            elif result.status == SendStatus.FAILED:
-                progress.failed += 1
-            else:
-                progress.deferred += 1
-            if on_progress:
-                on_progress(progress)
-    return stopped
+    """Claim, personalise, hand over and record one delivery, counting it in `progress`; returns why the
+    whole run must stop, or None."""
+    if not log.claim(delivery.id, transport.name):
+        progress.skipped += 1
+        return None
+    template = messages.get(delivery.lang) or messages[settings.language]
+    try:
+        raw, message_id = template.personalise(
+            recipient(settings, secret, delivery.subscriber_id, delivery.email, delivery.name)
+        )
+    except MessageError as err:
+        log.record(delivery.id, DeliveryState.FAILED, error=str(err))
+        progress.failed += 1
+        return None
+    outgoing = OutgoingMessage(sender, delivery.email, raw, issue.slug, delivery.lang)
+    try:
+        limiter.acquire()  # right before the hand-over, so the peer sees the spacing we keep
+    except QuotaExhausted:
+        log.record(delivery.id, DeliveryState.PENDING)  # it did not leave
+        return "the 24-hour sending quota is used up"
+    try:
+        result = transport.send(outgoing)
+    except TransportError as err:
+        log.record(delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
+        return str(err)
+    log.record(
+        delivery.id, DeliveryState(result.status.value), message_id=result.message_id or message_id, error=result.error
+    )
+    if result.status == SendStatus.SENT:
+        progress.sent += 1
+    elif result.status == SendStatus.FAILED:
+        progress.failed += 1
+    else:
+        progress.deferred += 1
+    return None
 
 
 def send_test(
@@ -231,10 +248,9 @@ def send_test(
     return results
 
 
-def preview_audience(store: Store, issue: Issue, settings: Settings) -> dict[str, object]:
+def preview_audience(store: Store, issue: Issue, settings: Settings) -> AudiencePreview:
     """Who would get which edition now, and who is left out and why (nothing is written)."""
-    editions = sendable_editions(issue)
-    return audience_preview(store, issue.slug, {lang: lang for lang in editions}, settings.language)
+    return audience_preview(store, issue.slug, list(sendable_editions(issue)), settings.language)
 
 
 def dry_run(
@@ -247,11 +263,8 @@ def dry_run(
     built["invalid"] = 0
     for subscriber in iter_subscribers(store, SubscriberStatus.ACTIVE):
         lang = subscriber.lang if subscriber.lang in messages else settings.language
-        recipient = Recipient(
-            subscriber.email, subscriber.name, unsubscribe_token(secret, settings.list_id, subscriber.id)
-        )
         try:
-            messages[lang].personalise(recipient)
+            messages[lang].personalise(recipient(settings, secret, subscriber.id, subscriber.email, subscriber.name))
         except MessageError:
             built["invalid"] += 1
             continue

@@ -107,6 +107,7 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
             return original(message)
 
         transport.send = send_then_unsubscribe
+        reported: list[int] = []
         outcome = send_edition(
             settings,
             store,
@@ -116,6 +117,7 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
             DEVELOPMENT_SECRET.encode(),
             limiter=RateLimiter(None),
             total=total,
+            on_progress=lambda p: reported.append(p.done),
         )
         counts = delivery_counts(store, ISSUE)
     names = {p.name for p in _outbox(publication).glob("*.eml")}
@@ -123,6 +125,7 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
     assert file_name("bob.jones@example.com") not in names and file_name("eun.han@example.com") not in names
     assert "eun.han@example.com" not in calls
     assert counts["skipped"] == 1 and outcome.progress.skipped == 1 and counts["sent"] == len(names) == 8
+    assert reported == list(range(1, 10))  # the progress bar moves for every delivery, the skipped one too
 
 
 def test_stop_then_resume_sends_the_rest_once(publication: Path, run, tmp_path: Path) -> None:

@@ -59,8 +59,8 @@ def test_snapshot_gives_each_active_subscriber_one_delivery_in_their_language(st
     ]:
         add_subscriber(store, email, lang=lang)
     record_unsubscribe(store, subscriber_by_email(store, "d@example.com").id, "page")
-    assert snapshot_audience(store, "issue-1", {"ko": "ko", "en": "en"}, "ko") == 3
-    assert snapshot_audience(store, "issue-1", {"ko": "ko", "en": "en"}, "ko") == 0  # never twice
+    assert snapshot_audience(store, "issue-1", ("ko", "en"), "ko") == 3
+    assert snapshot_audience(store, "issue-1", ("ko", "en"), "ko") == 0  # never twice
     rows = next_deliveries(store, "issue-1", 0, 10, (DeliveryState.PENDING,))
     assert {(d.email, d.lang) for d in rows} == {
         ("a@example.com", "ko"),
@@ -72,7 +72,7 @@ def test_snapshot_gives_each_active_subscriber_one_delivery_in_their_language(st
 def test_claim_skips_a_subscriber_who_left_after_the_snapshot(store) -> None:
     kept = add_subscriber(store, "kept@example.com")
     left = add_subscriber(store, "left@example.com")
-    snapshot_audience(store, "issue-1", {"ko": "ko"}, "ko")
+    snapshot_audience(store, "issue-1", ("ko",), "ko")
     record_unsubscribe(store, left.id, "one-click")
     deliveries = {d.subscriber_id: d for d in next_deliveries(store, "issue-1", 0, 10, (DeliveryState.PENDING,))}
     assert claim_delivery(store, deliveries[kept.id].id, "file")

@@ -21,6 +21,7 @@ from .database import (
     suppressions,
 )
 from .deliveries import (
+    AudiencePreview,
     SendLog,
     audience_preview,
     claim_delivery,
@@ -50,6 +51,7 @@ from .subscribers import (
 )
 
 __all__ = [
+    "AudiencePreview",
     "SCHEMA_VERSION",
     "Delivery",
     "DeliveryState",

@@ -3,6 +3,8 @@ record around each hand-over."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,17 +13,14 @@ from .database import Delivery, DeliveryState, Store, SubscriberStatus, deliveri
 from .subscribers import count_subscribers
 
 
-def snapshot_audience(store: Store, issue: str, languages: dict[str | None, str], default_lang: str) -> int:
+def snapshot_audience(store: Store, issue: str, editions: Collection[str], default_lang: str) -> int:
     """Add a pending delivery for every active subscriber who has none for `issue` yet; returns how many.
 
-    One INSERT … SELECT, so the audience never passes through this process. `languages` maps a
-    subscriber's language to the edition they get; other languages get `default_lang`.
+    One INSERT … SELECT, so the audience never passes through this process. A subscriber
+    gets the edition in their language if it is among `editions`, else the `default_lang` one.
     """
     stamp = now()
-    lang_case = sa.case(
-        *[(subscribers.c.lang == lang, edition) for lang, edition in languages.items() if lang is not None],
-        else_=sa.literal(default_lang),
-    )
+    lang_case = _edition_for(editions, default_lang)
     already = sa.select(deliveries.c.id).where(
         deliveries.c.issue == issue, deliveries.c.subscriber_id == subscribers.c.id
     )
@@ -144,12 +143,22 @@ def delivery_counts(store: Store, issue: str) -> dict[str, int]:
     return counts
 
 
-def audience_preview(store: Store, issue: str, languages: dict[str | None, str], default_lang: str) -> dict[str, Any]:
-    """What a send would do now, without writing: recipients per edition and who is left out and why."""
-    lang_case = sa.case(
-        *[(subscribers.c.lang == lang, edition) for lang, edition in languages.items() if lang is not None],
-        else_=sa.literal(default_lang),
-    )
+@dataclass(frozen=True)
+class AudiencePreview:
+    """What a send would do now: recipients per edition, and who is left out and why."""
+
+    per_edition: dict[str, int]
+    left_out: dict[str, int]  # by status, and "already sent"
+
+
+def _edition_for(editions: Collection[str], default_lang: str) -> Any:
+    """SQL for the edition a subscriber gets: their language's if it exists, else the default."""
+    return sa.case(*[(subscribers.c.lang == lang, lang) for lang in editions], else_=sa.literal(default_lang))
+
+
+def audience_preview(store: Store, issue: str, editions: Collection[str], default_lang: str) -> AudiencePreview:
+    """What a send would do now, without writing anything."""
+    lang_case = _edition_for(editions, default_lang)
     done = sa.select(deliveries.c.id).where(
         deliveries.c.issue == issue,
         deliveries.c.subscriber_id == subscribers.c.id,
@@ -172,4 +181,4 @@ def audience_preview(store: Store, issue: str, languages: dict[str | None, str],
         status: count for status, count in count_subscribers(store).items() if status not in {SubscriberStatus.ACTIVE}
     }
     left_out["already sent"] = already
-    return {"per_edition": per_edition, "left_out": left_out}
+    return AudiencePreview(per_edition, left_out)
