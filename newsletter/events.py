@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Settings
-from .store import Store, open_store, record_event
+from .store import Store, record_event
 
 log = logging.getLogger(__name__)
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
@@ -93,9 +93,17 @@ def parse_notification(body: str | bytes) -> list[Event]:
     (raw message delivery) the SES record itself."""
     try:
         outer = json.loads(body)
-        record = json.loads(outer["Message"]) if isinstance(outer, dict) and "Message" in outer else outer
-    except (ValueError, TypeError, KeyError) as err:
+    except ValueError as err:
         raise NotificationError(f"not an SNS or SES JSON document: {err}") from None
+    return parse_envelope(outer)
+
+
+def parse_envelope(outer: Any) -> list[Event]:
+    """Events in a decoded SNS envelope (or a bare SES record)."""
+    try:
+        record = json.loads(outer["Message"]) if isinstance(outer, dict) and "Message" in outer else outer
+    except (ValueError, TypeError) as err:
+        raise NotificationError(f"the SNS Message is not an SES JSON document: {err}") from None
     if not isinstance(record, dict):
         raise NotificationError("the SES record is not a JSON object")
     return parse_ses_record(record)
@@ -202,13 +210,12 @@ def verify_sns_message(message: dict[str, Any], fetch: Callable[[str], bytes], c
 def sns_handler(
     settings: Settings,
     *,
-    store: Store | None = None,
+    store: Store,
     fetch: Callable[[str], bytes] = _fetch,
     transient_limit: int = TRANSIENT_LIMIT,
 ) -> Callable[[bytes, dict[str, str]], tuple[int, str]]:
     """The web app's POST /ses/notifications: (HTTP status, text) for an SNS HTTP delivery."""
     certificates: dict[str, Any] = {}
-    opened: list[Store] = [store] if store else []
 
     def handle(body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         try:
@@ -228,13 +235,11 @@ def sns_handler(
             return 200, "subscribed\n"
         if message["Type"] == "UnsubscribeConfirmation":
             return 200, "ok\n"
-        if not opened:
-            opened.append(open_store(settings.database_url))
         try:
-            events = parse_notification(json.dumps(message))
+            events = parse_envelope(message)
         except NotificationError as err:
             return 400, f"{err}\n"
-        apply_events(opened[0], events, transient_limit)
+        apply_events(store, events, transient_limit)
         return 200, "ok\n"
 
     return handle

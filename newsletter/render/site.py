@@ -184,7 +184,7 @@ class _SiteBuilder:
             "page": page,
             "t": t,
             "url": functools.partial(relative_url, from_dir=folder),
-            "tag_path": functools.partial(_tag_path_in, lang=lang, settings=s),
+            "tag_path": functools.partial(tag_path, lang=lang, settings=s),
         }
 
     def strings(self, lang: str) -> Any:
@@ -267,7 +267,7 @@ class _SiteBuilder:
                 edition=edition,
                 t=self.strings(edition.lang),
                 url=s.url,
-                tag_path=functools.partial(_tag_path_in, lang=edition.lang, settings=s),
+                tag_path=functools.partial(tag_path, lang=edition.lang, settings=s),
             )
             self.content_cache[key] = absolutize(html, s.url(edition.page_path))
         return self.content_cache[key]
@@ -417,10 +417,6 @@ class _SiteBuilder:
                 self.data(
                     f"static/{file.relative_to(static).as_posix()}", file.read_bytes(), f"templates/static/{file.name}"
                 )
-
-
-def _tag_path_in(tag: str, lang: str, settings: Settings) -> str:
-    return tag_path(tag, lang, settings)
 
 
 def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[str, str]) -> None:

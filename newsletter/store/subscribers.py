@@ -4,7 +4,6 @@ bounces and complaints that suppress them."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +170,7 @@ def insert_subscribers(store: Store, rows: Iterable[dict[str, Any]], source: str
 
     def flush(conn: Connection) -> None:
         keys = [row["email_key"] for row in pending]
-        hashes = {hashlib.sha256(key.encode()).hexdigest(): key for key in keys}
+        hashes = {email_hash(key): key for key in keys}
         suppressed = {
             hashes[h]
             for (h,) in conn.execute(
