@@ -26,3 +26,21 @@ def write_subscribers_csv(path: Path, count: int) -> Path:
         for n in range(count):
             handle.write(f"reader{n}@example.com,독자 {n},{'en' if n % 4 == 0 else 'ko'},landing\n")
     return path
+
+
+def send_sample_issue(folder: Path, transport, limiter):
+    """Run the real send loop for the sample issue over the subscribers already in `folder`'s store."""
+    from newsletter.config import load_settings
+    from newsletter.issues import find_issue
+    from newsletter.render.templates import load_templates
+    from newsletter.sending import build_templates, send_edition, start_send
+    from newsletter.store import open_store
+
+    settings = load_settings(folder)
+    issue = find_issue(settings, SAMPLE_ISSUE)
+    messages = build_templates(settings, load_templates(settings), issue)
+    with open_store(settings.database_url) as store:
+        total = start_send(store, issue, settings, resend=False)
+        return send_edition(
+            settings, store, issue, transport, messages, b"benchmark-secret-benchmark", limiter=limiter, total=total
+        )

@@ -14,13 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SAMPLE_ISSUE, copy_publication
+from _common import copy_publication, send_sample_issue
 
 from newsletter.config import load_settings
-from newsletter.issues import find_issue
 from newsletter.ratelimit import RateLimiter
-from newsletter.render.templates import load_templates
-from newsletter.sending import build_templates, send_edition, start_send
 from newsletter.store import insert_subscribers, open_store
 from newsletter.transports.base import OutgoingMessage, SendResult, SendStatus
 
@@ -54,22 +51,8 @@ def fill(folder: Path, count: int) -> None:
 
 
 def send(folder: Path) -> None:
-    settings = load_settings(folder)
-    issue = find_issue(settings, SAMPLE_ISSUE)
-    messages = build_templates(settings, load_templates(settings), issue)
     transport = CountingTransport()
-    with open_store(settings.database_url) as store:
-        total = start_send(store, issue, settings, resend=False)
-        outcome = send_edition(
-            settings,
-            store,
-            issue,
-            transport,
-            messages,
-            b"benchmark-secret-benchmark",
-            limiter=RateLimiter(None),
-            total=total,
-        )
+    outcome = send_sample_issue(folder, transport, RateLimiter(None))
     print(
         f"sent {outcome.progress.sent:,} messages ({transport.bytes / 1e9:.1f} GB of MIME) "
         f"at {outcome.progress.rate:,.0f}/s",

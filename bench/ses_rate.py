@@ -14,13 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SAMPLE_ISSUE, copy_publication
+from _common import copy_publication, send_sample_issue
 
 from newsletter.config import load_settings
-from newsletter.issues import find_issue
 from newsletter.ratelimit import RateLimiter
-from newsletter.render.templates import load_templates
-from newsletter.sending import build_templates, send_edition, start_send
 from newsletter.store import insert_subscribers, open_store
 from newsletter.transports.base import OutgoingMessage, SendResult
 from newsletter.transports.ses import SesTransport
@@ -57,22 +54,9 @@ def main() -> None:
     count = int(args.rate * args.seconds)
     with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
         folder = copy_publication(Path(tmp))
-        settings = load_settings(folder)
-        issue = find_issue(settings, SAMPLE_ISSUE)
-        messages = build_templates(settings, load_templates(settings), issue)
-        with open_store(settings.database_url) as store:
+        with open_store(load_settings(folder).database_url) as store:
             insert_subscribers(store, ({"email": f"r{n}@example.com"} for n in range(count)), source="bench")
-            total = start_send(store, issue, settings, resend=False)
-            outcome = send_edition(
-                settings,
-                store,
-                issue,
-                transport,
-                messages,
-                b"benchmark-secret-benchmark",
-                limiter=RateLimiter(args.rate),
-                total=total,
-            )
+        outcome = send_sample_issue(folder, transport, RateLimiter(args.rate))
     server.stop()
     span = stamps[-1] - stamps[0]
     throughput = (len(stamps) - 1) / span
