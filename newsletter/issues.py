@@ -20,6 +20,7 @@ from .render.markdown import Body, Section, render_body
 FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 TAG = re.compile(r"^[^\s#/?&<>\"']{1,64}$")
+FRONT_MATTER_END = re.compile(r"^(?:---|\.\.\.)\s*?$", re.MULTILINE)  # the line closing the front matter
 FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement")
 
 
@@ -196,16 +197,18 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
 
 def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int]], str, int]:
     """({key: (value, line)}, body, first line of the body) of a file's text."""
-    lines = text.split("\n")
-    if not lines or lines[0].rstrip() != "---":
+    first_end = text.find("\n")
+    if (text if first_end < 0 else text[:first_end]).rstrip() != "---":
         raise IssueError(where, 1, "no front matter", "start the file with a '---' line, title: and date:, then '---'")
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() in {"---", "..."}), None)
-    if end is None:
+    closing = FRONT_MATTER_END.search(text, first_end + 1) if first_end >= 0 else None
+    if closing is None:
         raise IssueError(where, 1, "front matter is not closed", "add a '---' line after it")
+    yaml_text = text[first_end + 1 : closing.start()].removesuffix("\n")
+    body = text[closing.end() + 1 :]
+    body_line = text.count("\n", 0, closing.start()) + 2  # the line after the closing one
     import yaml  # only parsing needs it; a cached rebuild does not
 
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ten times faster
-    yaml_text = "\n".join(lines[1:end])
     try:
         node = yaml.compose(yaml_text, Loader=loader_class)
     except yaml.MarkedYAMLError as err:
@@ -216,7 +219,7 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
     except yaml.YAMLError as err:
         raise IssueError(where, 2, f"front matter is not valid YAML: {err}", "fix the YAML syntax") from None
     if node is None:
-        return {}, "\n".join(lines[end + 1 :]), end + 2
+        return {}, body, body_line
     if not isinstance(node, yaml.MappingNode):
         raise IssueError(where, 2, "front matter is not a list of key: value lines", "write title: …")
     constructor = loader_class("")
@@ -234,7 +237,7 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
             except yaml.YAMLError as err:
                 raise IssueError(where, line, f"{key}: {err}", "fix the value") from None
         fields[key] = (value, line)
-    return fields, "\n".join(lines[end + 1 :]), end + 2
+    return fields, body, body_line
 
 
 def read_body_source(edition: Edition, settings: Settings) -> str:
@@ -249,10 +252,11 @@ def read_body_source(edition: Edition, settings: Settings) -> str:
 
 
 def _display_path(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
+    """`path` relative to the publication root when it is inside it (resolving links only if needed)."""
+    for candidate in (path, path.resolve()):
+        if candidate.is_relative_to(root):
+            return candidate.relative_to(root).as_posix()
+    return str(path)
 
 
 def find_issue_files(settings: Settings) -> list[Path]:

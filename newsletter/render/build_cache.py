@@ -73,8 +73,9 @@ class ListedEdition:
 @dataclass
 class BuildCache:
     """`.cache/site/`: index.pickle (file stats → parse keys, listed editions, where each full edition is),
-    pages.pickle (the key of each output of the site on disk) and editions/<batch>.pickle (full editions,
-    one file per batch a worker parsed). Anything unreadable counts as absent."""
+    pages.pickle (the key of each output of the site on disk), editions/<batch>.pickle (full editions,
+    one file per batch a worker parsed) and articles/<batch>.pickle (their rendered articles, by a key that
+    includes the templates and settings). Anything unreadable counts as absent."""
 
     folder: Path | None
     files: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # file name → (mtime_ns, size, key)
@@ -82,6 +83,7 @@ class BuildCache:
     location: dict[str, str] = field(default_factory=dict)  # parse key → batch file holding the full edition
     pages: dict[str, str] = field(default_factory=dict)  # output path → key
     batches: dict[str, dict[str, Edition]] = field(default_factory=dict)  # batch files loaded in this process
+    article_batches: dict[str, dict[str, bytes]] = field(default_factory=dict)  # the same, of articles
 
     @classmethod
     def load(cls, folder: Path | None) -> BuildCache:
@@ -112,6 +114,20 @@ class BuildCache:
                 self.batches[name] = pickle.load(handle)
         return self.batches[name][key]
 
+    def article(self, key: str, article_key: str) -> str | None:
+        """The article kept for the edition with parse key `key` under `article_key`, if there is one."""
+        name = self.location.get(key)
+        if self.folder is None or name is None:
+            return None
+        if name not in self.article_batches:
+            try:
+                with (self.folder / "articles" / f"{name}.pickle").open("rb") as handle:
+                    self.article_batches[name] = pickle.load(handle)
+            except (OSError, pickle.UnpicklingError, EOFError):
+                self.article_batches[name] = {}
+        article = self.article_batches[name].get(article_key)
+        return None if article is None else article.decode("utf-8")
+
     def forget_pages(self) -> None:
         """Drop the record of the site on disk (before changing it, so a crash means a cold build)."""
         self.pages = {}
@@ -127,9 +143,10 @@ class BuildCache:
         if parsed_any or not (self.folder / "index.pickle").is_file():
             _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed, self.location))
             used = set(self.location.values())
-            for batch in (self.folder / "editions").glob("*.pickle"):
-                if batch.stem not in used:
-                    batch.unlink(missing_ok=True)
+            for kind in ("editions", "articles"):
+                for batch in (self.folder / kind).glob("*.pickle"):
+                    if batch.stem not in used:
+                        batch.unlink(missing_ok=True)
 
 
 def _atomic_pickle(path: Path, value: object) -> None:
@@ -151,7 +168,31 @@ def _parse_key(path: Path, raw: bytes, settings: Settings) -> str:
     return digest.hexdigest()
 
 
-_PRERENDER: Callable[[Edition], tuple[str, str] | None] | None = None  # set before forking parse workers
+@dataclass(frozen=True)
+class Prerendered:
+    """An edition page rendered while parsing: its site path and key, and its article (the edition's
+    content as entry.html.j2 renders it, which the feeds reuse) with the key that article is kept under."""
+
+    path: str
+    key: str
+    article_key: str
+    article: str
+
+    @property
+    def path_key(self) -> tuple[str, str]:
+        return self.path, self.key
+
+
+@dataclass
+class ScanResult:
+    """What scanning the issue files gives the site builder."""
+
+    listed: list[ListedEdition]  # a record of every issue file, sorted by file name
+    fresh: dict[str, Edition]  # full editions parsed now and not cached, by parse key
+    pages: dict[str, str]  # pages rendered while parsing: path → key
+
+
+_PRERENDER: Callable[[Edition], Prerendered | None] | None = None  # set before forking parse workers
 
 
 def _parse_batch(
@@ -159,12 +200,14 @@ def _parse_batch(
 ) -> tuple[str, list[tuple]]:
     """Read, parse and pre-render each file (in a worker); keep the full editions in one cache file.
 
-    Returns (the batch file's name, a result per file: ("ok", key, record, (page path, key) or None) or
-    ("error", key, IssueError fields)). Without a cache the full edition comes back instead of the record.
+    Returns (the batch file's name, a result per file: ("ok", key, record, (page path, page key) or None)
+    or ("error", key, IssueError fields)). Without a cache the full edition comes back instead of the record.
+    The pages' articles go to a cache file of their own, for the feeds to read.
     """
     name = uuid.uuid4().hex
     results: list[tuple] = []
     parsed: dict[str, Edition] = {}
+    articles: dict[str, bytes] = {}  # UTF-8: loading bytes costs a copy, loading text a decode of every one
     for key, path in batch:
         raw = path.read_bytes()
         key = key or _parse_key(path, raw, settings)
@@ -174,10 +217,14 @@ def _parse_batch(
             results.append(("error", key, (err.path, err.line, err.message, err.hint)))
             continue
         page = _PRERENDER(edition) if _PRERENDER else None
+        if page is not None:
+            articles[page.article_key] = page.article.encode("utf-8")
         parsed[key] = edition
-        results.append(("ok", key, ListedEdition.of(edition) if cache.folder else edition, page))
+        results.append(("ok", key, ListedEdition.of(edition) if cache.folder else edition, page and page.path_key))
     if cache.folder is not None and parsed:
         _atomic_pickle(cache.folder / "editions" / f"{name}.pickle", parsed)
+        if articles:
+            _atomic_pickle(cache.folder / "articles" / f"{name}.pickle", articles)
     return name, results
 
 
@@ -185,10 +232,9 @@ def scan_issues(
     settings: Settings,
     cache: BuildCache,
     workers: int,
-    prerender: Callable[[Edition], tuple[str, str] | None] | None = None,
-) -> tuple[list[ListedEdition], dict[str, Edition], dict[str, str]]:
-    """(a record of every issue file, the full editions parsed now and not cached by key, the pages
-    `prerender` made of the editions parsed now, as path → key).
+    prerender: Callable[[Edition], Prerendered | None] | None = None,
+) -> ScanResult:
+    """Records of every issue file, parsing (and `prerender`ing) those the cache does not know.
 
     A file whose size and mtime match the cache is not even read; one whose bytes hash to a cached key
     is not parsed again. With nothing cached, the workers read and hash the files themselves.
@@ -222,24 +268,23 @@ def scan_issues(
             outcomes = [_parse_batch(wanted, settings, cache)]
     finally:
         _PRERENDER = None
-    fresh: dict[str, Edition] = {}
-    pages: dict[str, str] = {}
+    found = ScanResult([], {}, {})
     for (_, path), (batch_name, (status, key, result, *page)) in zip(
         wanted, ((name, result) for name, results in outcomes for result in results), strict=True
     ):
         if status == "error":
             raise IssueError(*result)
         if isinstance(result, Edition):
-            fresh[key] = result
+            found.fresh[key] = result
             result = ListedEdition.of(result)
         cache.listed[key] = result
         cache.location[key] = batch_name
         keys[path.name] = key
         if page and page[0]:
-            pages[page[0][0]] = page[0][1]
+            found.pages[page[0][0]] = page[0][1]
     cache.files = {name: (*stats[name], key) for name, key in keys.items()}
     live = set(keys.values())
     cache.listed = {key: record for key, record in cache.listed.items() if key in live}
     cache.location = {key: batch for key, batch in cache.location.items() if key in live}
-    listed = [cache.listed[key] for name, key in sorted(keys.items())]
-    return listed, fresh, pages
+    found.listed = [cache.listed[key] for name, key in sorted(keys.items())]
+    return found

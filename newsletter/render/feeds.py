@@ -15,7 +15,11 @@ from urllib.parse import urljoin
 from ..config import Settings
 from ..issues import Edition
 
-RELATIVE_URL = re.compile(r'(\s(?:href|src)=")(?!(?:[a-z][a-z0-9+.-]*:|#))([^"]*)"', re.IGNORECASE)
+# The value of an href or src attribute that is neither absolute nor a fragment. It starts with the literal
+# '="' so that re skips ahead by a fast search, and checks the attribute's name behind it (any case).
+RELATIVE_URL = re.compile(
+    r'="(?:(?<=\s[hH][rR][eE][fF]=")|(?<=\s[sS][rR][cC]="))(?![a-zA-Z][a-zA-Z0-9+.-]*:|#)([^"]*)"'
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def feed_id(settings: Settings, name: str) -> str:
 
 def absolutize(html: str, base: str) -> str:
     """Make relative href/src values absolute against `base` (feed readers have no page URL)."""
-    return RELATIVE_URL.sub(lambda m: f'{m[1]}{urljoin(base, m[2])}"', html)
+    return RELATIVE_URL.sub(lambda m: f'="{urljoin(base, m[1])}"', html)
 
 
 def _generator(

@@ -90,26 +90,24 @@ def display_width(text: str) -> int:
 def _split(source: str) -> tuple[bytes, list[_Part], str]:
     """(source bytes, parts, link reference definitions) of a body: the intro, then one part per `##`."""
     data = source.encode("utf-8")
-    parts = [_Part(None, [], [], [])]
+    part = _Part(None, [], [], [])
+    parts = [part]
     definitions: list[str] = []
     for node in _markdown.tree(source).children:
-        if node.name == "heading" and node.meta.get("level") == 2:
-            parts.append(_Part(node, [], [], []))
-            continue
-        if node.name == "definition":
+        name = node.name
+        if name == "heading" and node.meta.get("level") == 2:
+            part = _Part(node, [], [], [])
+            parts.append(part)
+        elif name == "definition":
             definitions.append(_slice(data, node))
-            continue
-        part = parts[-1]
-        if part.heading is not None:
-            tags = _tag_line(node)
-            if tags is not None:
-                part.tags.extend(tag for tag in tags if tag not in part.tags)
-                continue
-            links = _link_row(node)
-            if links is not None:
-                part.links.extend(links)
-                continue
-        part.blocks.append(node)
+        elif part.heading is None or name not in _ROW_BLOCKS:
+            part.blocks.append(node)
+        elif (tags := _tag_line(node)) is not None:
+            part.tags.extend(tag for tag in tags if tag not in part.tags)
+        elif (links := _link_row(node)) is not None:
+            part.links.extend(links)
+        else:
+            part.blocks.append(node)
     return data, parts, "\n".join(definitions)
 
 
@@ -141,12 +139,16 @@ def render_body(source: str, first_line: int = 1) -> Body:
     data, parts, definitions = _split(source)
     used: dict[str, int] = {}
     sections = []
+    line, counted_to = first_line, 0
     for part in parts[1:]:
         title = _plain(part.heading)
         anchor = slugify(title)
         used[anchor] = used.get(anchor, 0) + 1
         if used[anchor] > 1:
             anchor = f"{anchor}-{used[anchor]}"
+        start = part.heading.srcmap[0]
+        line += data.count(b"\n", counted_to, start)
+        counted_to = start
         sections.append(
             Section(
                 anchor=anchor,
@@ -154,7 +156,7 @@ def render_body(source: str, first_line: int = 1) -> Body:
                 html=_html(data, part.blocks, definitions),
                 tags=tuple(part.tags),
                 links=tuple(part.links),
-                line=data.count(b"\n", 0, part.heading.srcmap[0]) + first_line,
+                line=line,
             )
         )
     return Body(intro_html=_html(data, parts[0].blocks, definitions), sections=tuple(sections))
@@ -168,10 +170,19 @@ def render_text(source: str) -> BodyText:
     return BodyText(intro=texts[0], sections=tuple(texts[1:]), references=tuple(renderer.references))
 
 
+_ROW_BLOCKS = {"paragraph", "bullet_list", "ordered_list"}  # what a tag line or a link row can be
+
+
+def _leading_text(children: list[Node]) -> str | None:
+    """The text a paragraph starts with, or None when it starts with something else (a link, say)."""
+    return children[0].meta.get("content", "") if children and children[0].name == "text" else None
+
+
 def _tag_line(node: Node) -> list[str] | None:
     """The tags if `node` is a paragraph of `#tag` words only."""
     children = node.children
-    if node.name != "paragraph" or not children or not children[0].meta.get("content", "").startswith("#"):
+    lead = _leading_text(children)
+    if node.name != "paragraph" or lead is None or not lead.startswith("#"):
         return None  # the common case, decided without joining the paragraph's text
     if any(c.name not in {"text", "softbreak"} for c in children):
         return None
@@ -181,32 +192,33 @@ def _tag_line(node: Node) -> list[str] | None:
 
 def _link_row(node: Node) -> list[Link] | None:
     """The links if `node` is a list of bare links, or a paragraph of links and separators."""
-    if node.name in {"bullet_list", "ordered_list"}:
-        links: list[Link] = []
-        for item in node.children:
-            inline = (
-                item.children[0].children
-                if len(item.children) == 1 and item.children[0].name == "paragraph"
-                else item.children
-            )
-            found = _links_only(inline)
-            if found is None or len(found) != 1:
-                return None
-            links.extend(found)
-        return links
     if node.name == "paragraph":
-        return _links_only(node.children)
-    return None
+        children = node.children
+        lead = _leading_text(children)
+        if lead is not None and not LINK_SEPARATORS.match(lead):
+            return None  # the common case: a paragraph that starts with words
+        return _links_only(children)
+    links: list[Link] = []
+    for item in node.children:
+        inline = (
+            item.children[0].children
+            if len(item.children) == 1 and item.children[0].name == "paragraph"
+            else item.children
+        )
+        found = _links_only(inline)
+        if found is None or len(found) != 1:
+            return None
+        links.extend(found)
+    return links
 
 
 def _links_only(children: list[Node]) -> list[Link] | None:
     links: list[Link] = []
     for child in children:
-        if child.name == "link":
+        name = child.name
+        if name == "link":
             links.append(Link(_plain(child), str(child.meta.get("url", ""))))
-        elif child.name == "softbreak" or (child.name == "text" and LINK_SEPARATORS.match(child.meta["content"])):
-            continue
-        else:
+        elif name != "softbreak" and not (name == "text" and LINK_SEPARATORS.match(child.meta["content"])):
             return None
     return links or None
 

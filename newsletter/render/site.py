@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from ..config import Settings
 from ..errors import BuildError
 from ..issues import Edition, edition_page_path, find_issue_files, group_by_issue, split_file_name
-from .build_cache import BuildCache, ListedEdition, scan_issues
+from .build_cache import BuildCache, ListedEdition, Prerendered, ScanResult, scan_issues
 from .feeds import FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
 from .sitemap import build_sitemap
 from .templates import Templates, load_templates
-from .urls import lang_prefix, relative_url, tag_path, tag_slug
+from .urls import lang_prefix, relative_url, resolve_root, rooted_url, tag_path, tag_slug
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class _SiteBuilder:
         self.sources: dict[str, str] = {}
         self.rendered = 0
         self.reused = 0
-        self.content_cache: dict[tuple[str, str], str] = {}
+        self.content_cache: dict[str, str] = {}  # edition page path → feed entry content
         self.tags_by_lang: dict[str, set[str]] = {}
         self.jobs: list[RenderJob] = []
 
@@ -94,23 +96,22 @@ class _SiteBuilder:
             slug: [(lang, langs[lang]) for lang in order if lang in langs] for slug, langs in found.items()
         }
 
-    def prerender(self, edition: Edition) -> tuple[str, str] | None:
+    def prerender(self, edition: Edition) -> Prerendered | None:
         """Render `edition`'s page into staging (in a parse worker); the plan keeps it if its key holds."""
         versions = self.assumed_versions.get(edition.slug)
         if edition.draft or not versions:
             return None
         path = edition.page_path + "index.html"
         key = _key(*self.salt, self.edition_key(edition.source_hash, versions))
-        write_output(
-            self.staging / path, self.templates.render("page.html.j2", **self.edition_context(edition, versions))
-        )
-        return path, key
+        article, page = self.render_edition_page(edition, versions)
+        write_output(self.staging / path, page)
+        return Prerendered(path, key, self.article_key(edition.source_hash, edition.page_path), article)
 
-    def plan(self, issues: list[list[ListedEdition]], fresh: dict[str, Edition], prerendered: dict[str, str]) -> None:
+    def plan(self, issues: list[list[ListedEdition]], scanned: ScanResult) -> None:
         self.issues = issues
-        self.fresh = {edition.source_hash: edition for edition in fresh.values()}
+        self.fresh = {edition.source_hash: edition for edition in scanned.fresh.values()}
         self.keys_by_hash = {record.source_hash: key for key, record in self.cache.listed.items()}
-        self.prerendered = prerendered
+        self.prerendered = scanned.pages
         self.build()
 
     def full(self, listed: ListedEdition) -> Edition:
@@ -231,9 +232,12 @@ class _SiteBuilder:
     def edition_key(source_hash: str, versions: Sequence[tuple[str, str]]) -> str:
         return _key(source_hash, *versions)
 
-    def edition_context(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    def render_edition_page(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> tuple[str, str]:
+        """(the article, the whole page) of an edition. entry.html.j2 renders the article once, its links
+        marked as from the site root (urls.rooted_url); the page makes them relative to itself, and the
+        feeds reuse the article with them absolute."""
         published = published_at(edition, self.settings).isoformat()
-        base = self.page_context(
+        context = self.page_context(
             edition.lang,
             edition.page_path,
             edition.title,
@@ -242,7 +246,10 @@ class _SiteBuilder:
             og_type="article",
             published=published,
         )
-        return {**base, "edition": edition}
+        article = self.templates.render("entry.html.j2", **{**context, "url": rooted_url}, edition=edition)
+        on_page = resolve_root(article, "../" * edition.page_path.count("/"))
+        page = self.templates.render("page.html.j2", **context, edition=edition, article=Markup(on_page))
+        return article, page
 
     def edition_page(self, issue: list[ListedEdition], listed: ListedEdition) -> None:
         versions = [(e.lang, e.page_path) for e in issue]
@@ -254,23 +261,34 @@ class _SiteBuilder:
             self.moved.append(path)
             self.rendered += 1
             return
-        self.page(path, key, "page.html.j2", lambda: self.edition_context(self.full(listed), versions), listed.path)
+        self.output(path, key, lambda: self.edition_page_html(listed, versions), listed.path)
+
+    def edition_page_html(self, listed: ListedEdition, versions: Sequence[tuple[str, str]]) -> str:
+        article, page = self.render_edition_page(self.full(listed), versions)
+        self.content_cache.setdefault(listed.page_path, self.feed_content(article, listed))
+        return page
+
+    def article_key(self, source_hash: str, page_path: str) -> str:
+        """What an edition's article depends on: its source and page, the templates and the settings."""
+        return _key(*self.salt, "article", source_hash, page_path)
 
     def entry_content(self, listed: ListedEdition) -> str:
-        """The edition's content for feeds, with absolute links; rendered once per build and process."""
-        key = (listed.slug, listed.lang)
-        if key not in self.content_cache:
-            s = self.settings
-            edition = self.full(listed)
-            html = self.templates.render(
-                "entry.html.j2",
-                edition=edition,
-                t=self.strings(edition.lang),
-                url=s.url,
-                tag_path=functools.partial(tag_path, lang=edition.lang, settings=s),
-            )
-            self.content_cache[key] = absolutize(html, s.url(edition.page_path))
-        return self.content_cache[key]
+        """The edition's content for feeds: its page's article (kept from the page's rendering when there
+        is one) with absolute links; made once per process."""
+        content = self.content_cache.get(listed.page_path)
+        if content is None:
+            key = self.keys_by_hash[listed.source_hash]
+            article = self.cache.article(key, self.article_key(listed.source_hash, listed.page_path))
+            if article is None:
+                edition = self.full(listed)
+                article = self.render_edition_page(edition, [(edition.lang, edition.page_path)])[0]
+            content = self.feed_content(article, listed)
+            self.content_cache[listed.page_path] = content
+        return content
+
+    def feed_content(self, article: str, listed: ListedEdition) -> str:
+        """An article as a feed entry's content: every link absolute (the editor's relative ones too)."""
+        return absolutize(resolve_root(article, self.settings.url("")), self.settings.url(listed.page_path))
 
     def feed(
         self, path: str, spec: FeedSpec, editions: list[ListedEdition], build: Callable[..., bytes], source: str
@@ -506,9 +524,9 @@ def _build_site(
     try:
         files = find_issue_files(settings)
         builder.assume_versions(files)
-        listed, fresh, prerendered = scan_issues(settings, cache, workers, builder.prerender)
-        issues = group_by_issue((e for e in listed if not e.draft), settings)
-        builder.plan(issues, fresh, prerendered)
+        scanned = scan_issues(settings, cache, workers, builder.prerender)
+        issues = group_by_issue((e for e in scanned.listed if not e.draft), settings)
+        builder.plan(issues, scanned)
         render_all(builder.jobs, staging, workers)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -516,7 +534,7 @@ def _build_site(
     previous_pages = cache.pages
     cache.forget_pages()
     _swap(out, staging, builder, previous_pages)
-    cache.save(builder.new_keys, parsed_any=set(cache.listed) != known or bool(fresh))
+    cache.save(builder.new_keys, parsed_any=set(cache.listed) != known or bool(scanned.fresh))
     return BuildResult(
         out, len(issues), len(builder.new_keys), builder.rendered, builder.reused, time.perf_counter() - started
     )

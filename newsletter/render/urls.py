@@ -35,3 +35,16 @@ def relative_url(target: str, from_dir: str) -> str:
     """
     up = "../" * from_dir.count("/")
     return up + _quoted(target) if up or target else "./"
+
+
+ROOT_MARK = "\x00site-root\x00"  # stands for the way to the site root in HTML rendered once for two places
+
+
+def rooted_url(target: str) -> str:
+    """URL of site path `target` from the site root, marked so that `resolve_root` can place it later."""
+    return ROOT_MARK + _quoted(target)
+
+
+def resolve_root(html: str, root: str) -> str:
+    """`html` with each rooted_url made relative to a page (`root` = "../../") or absolute (the base URL)."""
+    return html.replace(ROOT_MARK, root or "./")

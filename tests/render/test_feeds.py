@@ -7,6 +7,7 @@ from pathlib import Path
 import feedparser
 import pytest
 
+from newsletter.render.feeds import absolutize
 from tests.conftest import write_issue
 
 NEXT = """---
@@ -62,6 +63,8 @@ def test_feed_parses_newest_first_with_stable_ids(built: Path, path: str, lang: 
     content = sample.content[0].value
     assert content.count("https://arxiv.org/abs/") == 10
     assert 'href="https://papers.example.com/about/"' in newest.content[0].value  # relative links made absolute
+    assert f'href="https://papers.example.com/{prefix}tags/llm/"' in newest.content[0].value  # the tag chips too
+    assert "\x00" not in content and 'href="../' not in content
     assert sample.published_parsed[:3] == (2023, 9, 25)
     summary = "LLM이 중심인 한 주" if lang == "ko" else "A week centred on LLMs"
     assert sample.summary.startswith(summary)  # Atom summary / RSS description: the summary, not the HTML
@@ -89,3 +92,16 @@ def test_feed_size_limits_entries(publication: Path, run) -> None:
     assert run("build").exit_code == 0
     feed = feedparser.parse((publication / "site" / "feed.xml").read_bytes())
     assert [e.title for e in feed.entries] == ["다음 호"]
+
+
+def test_absolutize_resolves_only_relative_href_and_src() -> None:
+    html = (
+        '<a href="../../tags/x/">x</a> <img SRC="img.png" alt=""> <a class="button" href="https://a.example/">a</a>'
+        ' <a href="#top">top</a> <a href="mailto:x@example.com">m</a> <span data-href="no">n</span>'
+    )
+    assert absolutize(html, "https://papers.example.com/issues/2023-09-25-x/") == (
+        '<a href="https://papers.example.com/tags/x/">x</a> '
+        '<img SRC="https://papers.example.com/issues/2023-09-25-x/img.png" alt=""> '
+        '<a class="button" href="https://a.example/">a</a> <a href="#top">top</a> '
+        '<a href="mailto:x@example.com">m</a> <span data-href="no">n</span>'
+    )
