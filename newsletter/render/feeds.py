@@ -9,17 +9,35 @@ import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urljoin
 
 from ..config import Settings
-from ..issues import Edition
 
 # The value of an href or src attribute that is neither absolute nor a fragment. It starts with the literal
 # '="' so that re skips ahead by a fast search, and checks the attribute's name behind it (any case).
 RELATIVE_URL = re.compile(
     r'="(?:(?<=\s[hH][rR][eE][fF]=")|(?<=\s[sS][rR][cC]="))(?![a-zA-Z][a-zA-Z0-9+.-]*:|#)([^"]*)"'
 )
+
+
+class FeedEdition(Protocol):
+    """What a feed needs of an edition (an Edition, or the site builder's lighter record of one)."""
+
+    @property
+    def slug(self) -> str: ...
+    @property
+    def lang(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def date(self) -> dt.date: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def page_path(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -34,12 +52,12 @@ class FeedSpec:
     home_url: str  # the website page the feed stands for
 
 
-def published_at(edition: Edition, settings: Settings) -> dt.datetime:
+def published_at(edition: FeedEdition, settings: Settings) -> dt.datetime:
     """The publication instant: the front-matter date at publish_time in the publication's zone."""
     return dt.datetime.combine(edition.date, settings.publish_time, tzinfo=settings.timezone)
 
 
-def entry_id(edition: Edition, settings: Settings) -> str:
+def entry_id(edition: FeedEdition, settings: Settings) -> str:
     """Permanent Atom id / RSS guid, e.g. tag:papers.example.com,2023-09-25:2023-09-25-top-ml-papers/ko."""
     return f"tag:{settings.host},{settings.id_date}:{edition.slug}/{edition.lang}"
 
@@ -54,15 +72,43 @@ def absolutize(html: str, base: str) -> str:
     return RELATIVE_URL.sub(lambda m: f'="{urljoin(base, m[1])}"', html)
 
 
-def _generator(
-    spec: FeedSpec,
-    editions: Sequence[Edition],
-    settings: Settings,
-    content_of: Callable[[Edition], str],
-    self_type: str,
-) -> Any:
+E = TypeVar("E", bound=FeedEdition)
+
+
+class FeedEntries(Generic[E]):
+    """One feedgen entry per edition, made on first use and shared by every feed that carries the edition
+    (the main feeds and each of its tags' feeds): an entry's data does not depend on the feed."""
+
+    def __init__(self, settings: Settings, content_of: Callable[[E], str]) -> None:
+        self.settings = settings
+        self.content_of = content_of
+        self.made: dict[str, Any] = {}
+
+    def __call__(self, edition: E) -> Any:
+        entry = self.made.get(edition.page_path)
+        if entry is None:
+            from feedgen.entry import FeedEntry
+
+            settings = self.settings
+            when = published_at(edition, settings)
+            entry = FeedEntry()
+            entry.id(entry_id(edition, settings))
+            entry.title(edition.title)
+            entry.link(href=settings.url(edition.page_path), rel="alternate")
+            entry.published(when)
+            entry.updated(when)
+            entry.summary(edition.summary or edition.title)
+            entry.content(self.content_of(edition), type="html")
+            if edition.tags:
+                entry.category([{"term": tag} for tag in edition.tags])
+            self.made[edition.page_path] = entry
+        return entry
+
+
+def _generator(spec: FeedSpec, editions: Sequence[E], entries: FeedEntries[E], self_type: str) -> Any:
     from feedgen.feed import FeedGenerator  # lxml loads only when a feed is rendered
 
+    settings = entries.settings
     fg = FeedGenerator()
     fg.id(spec.feed_id)
     fg.title(spec.title)
@@ -84,32 +130,15 @@ def _generator(
     fg.updated(stamp)
     fg.lastBuildDate(stamp)
     for edition in editions:  # newest first; append keeps that order
-        url = settings.url(edition.page_path)
-        when = published_at(edition, settings)
-        entry = fg.add_entry(order="append")
-        entry.id(entry_id(edition, settings))
-        entry.title(edition.title)
-        entry.link(href=url, rel="alternate")
-        entry.published(when)
-        entry.updated(when)
-        entry.summary(edition.summary or edition.title)
-        entry.content(content_of(edition), type="html")
-        if edition.tags:
-            entry.category([{"term": tag} for tag in edition.tags])
+        fg.add_entry(entries(edition), order="append")
     return fg
 
 
-def build_atom(
-    spec: FeedSpec, editions: Sequence[Edition], settings: Settings, content_of: Callable[[Edition], str]
-) -> bytes:
-    """Atom 1.0 bytes of `editions` (sorted newest first, cut to the feed size).
-
-    `content_of` gives an edition's HTML with absolute URLs (see absolutize)."""
-    return _generator(spec, editions, settings, content_of, "application/atom+xml").atom_str(pretty=True)
+def build_atom(spec: FeedSpec, editions: Sequence[E], entries: FeedEntries[E]) -> bytes:
+    """Atom 1.0 bytes of `editions` (sorted newest first, cut to the feed size)."""
+    return _generator(spec, editions, entries, "application/atom+xml").atom_str(pretty=True)
 
 
-def build_rss(
-    spec: FeedSpec, editions: Sequence[Edition], settings: Settings, content_of: Callable[[Edition], str]
-) -> bytes:
+def build_rss(spec: FeedSpec, editions: Sequence[E], entries: FeedEntries[E]) -> bytes:
     """RSS 2.0 bytes of `editions`: summary in <description>, full HTML in <content:encoded>."""
-    return _generator(spec, editions, settings, content_of, "application/rss+xml").rss_str(pretty=True)
+    return _generator(spec, editions, entries, "application/rss+xml").rss_str(pretty=True)

@@ -25,7 +25,7 @@ from ..config import Settings
 from ..errors import BuildError
 from ..issues import Edition, edition_page_path, find_issue_files, group_by_issue, split_file_name
 from .build_cache import BuildCache, ListedEdition, Prerendered, ScanResult, scan_issues
-from .feeds import FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
+from .feeds import FeedEntries, FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
 from .sitemap import build_sitemap
 from .templates import Templates, load_templates
@@ -79,6 +79,7 @@ class _SiteBuilder:
         self.rendered = 0
         self.reused = 0
         self.content_cache: dict[str, str] = {}  # edition page path → feed entry content
+        self.feed_entries = FeedEntries(settings, self.entry_content)
         self.tags_by_lang: dict[str, set[str]] = {}
         self.jobs: list[RenderJob] = []
 
@@ -294,7 +295,7 @@ class _SiteBuilder:
         self, path: str, spec: FeedSpec, editions: list[ListedEdition], build: Callable[..., bytes], source: str
     ) -> None:
         key = _key(path, spec, *(e.source_hash for e in editions))
-        self.output(path, key, lambda: build(spec, editions, self.settings, self.entry_content), source)
+        self.output(path, key, lambda: build(spec, editions, self.feed_entries), source)
 
     def listing(
         self,
