@@ -253,10 +253,9 @@ def read_body_source(edition: Edition, settings: Settings) -> str:
 
 def _display_path(path: Path, root: Path) -> str:
     """`path` relative to the publication root when it is inside it (resolving links only if needed)."""
-    for candidate in (path, path.resolve()):
-        if candidate.is_relative_to(root):
-            return candidate.relative_to(root).as_posix()
-    return str(path)
+    if not path.is_relative_to(root):
+        path = path.resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def find_issue_files(settings: Settings) -> list[Path]:

@@ -11,17 +11,16 @@ import datetime as dt
 import hashlib
 import os
 import pickle
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import IssueError
-from ..issues import Edition, edition_page_path, find_issue_files, parse_issue
+from ..issues import Edition, find_issue_files, parse_issue
 from .parallel import PARALLEL_THRESHOLD, worker_pool
 
-CACHE_VERSION = "site-3"
+CACHE_VERSION = "site-4"
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,7 @@ class ListedEdition:
     draft: bool
     source_hash: str
     sections: tuple[ListedSection, ...]
-
-    @property
-    def page_path(self) -> str:
-        return edition_page_path(self.slug, self.lang, self.is_default)
+    page_path: str  # kept, not derived: listings ask for it tens of thousands of times
 
     @classmethod
     def of(cls, edition: Edition) -> ListedEdition:
@@ -67,6 +63,7 @@ class ListedEdition:
             draft=edition.draft,
             source_hash=edition.source_hash,
             sections=tuple(ListedSection(s.anchor, s.title, s.tags) for s in edition.sections),
+            page_path=edition.page_path,
         )
 
 
@@ -134,19 +131,22 @@ class BuildCache:
         if self.folder is not None:
             (self.folder / "pages.pickle").unlink(missing_ok=True)
 
-    def save(self, pages: dict[str, str], *, parsed_any: bool) -> None:
-        """Record the site now on disk, and the editions when any was parsed in this build."""
-        self.pages = pages
+    def save_index(self) -> None:
+        """Record the parsed editions (index.pickle) and drop batch files no edition lives in any more."""
         if self.folder is None:
             return
-        _atomic_pickle(self.folder / "pages.pickle", (CACHE_VERSION, pages))
-        if parsed_any or not (self.folder / "index.pickle").is_file():
-            _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed, self.location))
-            used = set(self.location.values())
-            for kind in ("editions", "articles"):
-                for batch in (self.folder / kind).glob("*.pickle"):
-                    if batch.stem not in used:
-                        batch.unlink(missing_ok=True)
+        _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed, self.location))
+        used = set(self.location.values())
+        for kind in ("editions", "articles"):
+            for batch in (self.folder / kind).glob("*.pickle"):
+                if batch.stem not in used:
+                    batch.unlink(missing_ok=True)
+
+    def save_pages(self, pages: dict[str, str]) -> None:
+        """Record the site now on disk."""
+        self.pages = pages
+        if self.folder is not None:
+            _atomic_pickle(self.folder / "pages.pickle", (CACHE_VERSION, pages))
 
 
 def _atomic_pickle(path: Path, value: object) -> None:
@@ -204,7 +204,7 @@ def _parse_batch(
     or ("error", key, IssueError fields)). Without a cache the full edition comes back instead of the record.
     The pages' articles go to a cache file of their own, for the feeds to read.
     """
-    name = uuid.uuid4().hex
+    name = os.urandom(16).hex()
     results: list[tuple] = []
     parsed: dict[str, Edition] = {}
     articles: dict[str, bytes] = {}  # UTF-8: loading bytes costs a copy, loading text a decode of every one
@@ -233,6 +233,7 @@ def scan_issues(
     cache: BuildCache,
     workers: int,
     prerender: Callable[[Edition], Prerendered | None] | None = None,
+    files: list[Path] | None = None,
 ) -> ScanResult:
     """Records of every issue file, parsing (and `prerender`ing) those the cache does not know.
 
@@ -242,7 +243,7 @@ def scan_issues(
     stats: dict[str, tuple[int, int]] = {}
     keys: dict[str, str] = {}  # file name → key
     wanted: list[tuple[str | None, Path]] = []
-    for path in find_issue_files(settings):
+    for path in find_issue_files(settings) if files is None else files:
         stat = path.stat()
         stats[path.name] = (stat.st_mtime_ns, stat.st_size)
         known = cache.files.get(path.name)

@@ -51,12 +51,16 @@ def _render_jobs(indices: list[int]) -> int:
     return len(indices)
 
 
-def render_all(jobs: list[RenderJob], staging: Path, workers: int) -> None:
-    """Render every job into `staging`, split over forked workers when there are many."""
+def render_all(
+    jobs: list[RenderJob], staging: Path, workers: int, meanwhile: Callable[[], None] = lambda: None
+) -> None:
+    """Render every job into `staging`, split over forked workers when there are many; the parent
+    runs `meanwhile` while they work."""
     global _PENDING, _STAGING
     _PENDING, _STAGING = jobs, staging
     try:
         if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
+            meanwhile()
             _render_jobs(list(range(len(jobs))))
             return
         # Feeds cost ten listing pages each: hand them out first, then the rest in small chunks that
@@ -64,6 +68,8 @@ def render_all(jobs: list[RenderJob], staging: Path, workers: int) -> None:
         order = sorted(range(len(jobs)), key=lambda i: not jobs[i].path.endswith(".xml"))
         chunks = [order[i : i + 8] for i in range(0, len(order), 8)]
         with worker_pool(workers) as pool:
-            list(pool.map(_render_jobs, chunks))
+            done = pool.map(_render_jobs, chunks)
+            meanwhile()
+            list(done)
     finally:
         _PENDING = []

@@ -525,17 +525,19 @@ def _build_site(
     try:
         files = find_issue_files(settings)
         builder.assume_versions(files)
-        scanned = scan_issues(settings, cache, workers, builder.prerender)
+        scanned = scan_issues(settings, cache, workers, builder.prerender, files)
         issues = group_by_issue((e for e in scanned.listed if not e.draft), settings)
         builder.plan(issues, scanned)
-        render_all(builder.jobs, staging, workers)
+        parsed_any = set(cache.listed) != known or bool(scanned.fresh)
+        index_missing = cache.folder is not None and not (cache.folder / "index.pickle").is_file()
+        render_all(builder.jobs, staging, workers, cache.save_index if parsed_any or index_missing else lambda: None)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     previous_pages = cache.pages
     cache.forget_pages()
     _swap(out, staging, builder, previous_pages)
-    cache.save(builder.new_keys, parsed_any=set(cache.listed) != known or bool(scanned.fresh))
+    cache.save_pages(builder.new_keys)
     return BuildResult(
         out, len(issues), len(builder.new_keys), builder.rendered, builder.reused, time.perf_counter() - started
     )
