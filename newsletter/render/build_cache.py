@@ -20,7 +20,8 @@ from ..errors import IssueError
 from ..issues import Edition, find_issue_files, parse_issue
 from .parallel import PARALLEL_THRESHOLD, worker_pool
 
-CACHE_VERSION = "site-4"
+CACHE_VERSION = "site-5"
+BATCH_KINDS = ("editions", "records", "articles")  # what each parse batch keeps, one file of each
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,12 @@ class ListedEdition:
 
 @dataclass
 class BuildCache:
-    """`.cache/site/`: index.pickle (file stats → parse keys, listed editions, where each full edition is),
-    pages.pickle (the key of each output of the site on disk), editions/<batch>.pickle (full editions,
-    one file per batch a worker parsed) and articles/<batch>.pickle (their rendered articles, by a key that
-    includes the templates and settings). Anything unreadable counts as absent."""
+    """`.cache/site/`: index.pickle (file stats → parse keys, and the batch each parsed edition lives in),
+    pages.pickle (the key of each output of the site on disk), and per batch a worker parsed:
+    editions/<batch>.pickle (full editions), records/<batch>.pickle (their listing records) and
+    articles/<batch>.pickle (their rendered articles, by a key that includes the templates and settings).
+    A rebuild that parses one file writes one small batch and the index, not every record again.
+    Anything unreadable counts as absent."""
 
     folder: Path | None
     files: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # file name → (mtime_ns, size, key)
@@ -89,9 +92,15 @@ class BuildCache:
             return cache
         try:
             with (folder / "index.pickle").open("rb") as handle:
-                version, files, listed, location = pickle.load(handle)
+                version, files, location = pickle.load(handle)
             if version == CACHE_VERSION:
-                cache.files, cache.listed, cache.location = files, listed, location
+                cache.files, cache.location = files, location
+                for name in set(location.values()):
+                    cache.listed.update(
+                        (key, record)
+                        for key, record in _load_batch("records", folder, name).items()
+                        if location.get(key) == name
+                    )
             with (folder / "pages.pickle").open("rb") as handle:
                 version, pages = pickle.load(handle)
             if version == CACHE_VERSION:
@@ -117,11 +126,7 @@ class BuildCache:
         if self.folder is None or name is None:
             return None
         if name not in self.article_batches:
-            try:
-                with (self.folder / "articles" / f"{name}.pickle").open("rb") as handle:
-                    self.article_batches[name] = pickle.load(handle)
-            except (OSError, pickle.UnpicklingError, EOFError):
-                self.article_batches[name] = {}
+            self.article_batches[name] = _load_batch("articles", self.folder, name)
         article = self.article_batches[name].get(article_key)
         return None if article is None else article.decode("utf-8")
 
@@ -132,12 +137,12 @@ class BuildCache:
             (self.folder / "pages.pickle").unlink(missing_ok=True)
 
     def save_index(self) -> None:
-        """Record the parsed editions (index.pickle) and drop batch files no edition lives in any more."""
+        """Record which batch holds each parsed edition (index.pickle); drop batches none lives in any more."""
         if self.folder is None:
             return
-        _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.listed, self.location))
+        _atomic_pickle(self.folder / "index.pickle", (CACHE_VERSION, self.files, self.location))
         used = set(self.location.values())
-        for kind in ("editions", "articles"):
+        for kind in BATCH_KINDS:
             for batch in (self.folder / kind).glob("*.pickle"):
                 if batch.stem not in used:
                     batch.unlink(missing_ok=True)
@@ -147,6 +152,15 @@ class BuildCache:
         self.pages = pages
         if self.folder is not None:
             _atomic_pickle(self.folder / "pages.pickle", (CACHE_VERSION, pages))
+
+
+def _load_batch(kind: str, folder: Path, name: str) -> dict:
+    """One batch file's contents by parse key; empty when it is missing or unreadable."""
+    try:
+        with (folder / kind / f"{name}.pickle").open("rb") as handle:
+            return pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 def _atomic_pickle(path: Path, value: object) -> None:
@@ -207,6 +221,7 @@ def _parse_batch(
     name = os.urandom(16).hex()
     results: list[tuple] = []
     parsed: dict[str, Edition] = {}
+    records: dict[str, ListedEdition] = {}
     articles: dict[str, bytes] = {}  # UTF-8: loading bytes costs a copy, loading text a decode of every one
     for key, path in batch:
         raw = path.read_bytes()
@@ -220,9 +235,11 @@ def _parse_batch(
         if page is not None:
             articles[page.article_key] = page.article.encode("utf-8")
         parsed[key] = edition
-        results.append(("ok", key, ListedEdition.of(edition) if cache.folder else edition, page and page.path_key))
+        records[key] = ListedEdition.of(edition)
+        results.append(("ok", key, records[key] if cache.folder else edition, page and page.path_key))
     if cache.folder is not None and parsed:
         _atomic_pickle(cache.folder / "editions" / f"{name}.pickle", parsed)
+        _atomic_pickle(cache.folder / "records" / f"{name}.pickle", records)
         if articles:
             _atomic_pickle(cache.folder / "articles" / f"{name}.pickle", articles)
     return name, results
@@ -234,8 +251,10 @@ def scan_issues(
     workers: int,
     prerender: Callable[[Edition], Prerendered | None] | None = None,
     files: list[Path] | None = None,
+    while_parsing: Callable[[], None] = lambda: None,
 ) -> ScanResult:
-    """Records of every issue file, parsing (and `prerender`ing) those the cache does not know.
+    """Records of every issue file, parsing (and `prerender`ing) those the cache does not know. When
+    worker processes parse, the parent runs `while_parsing` meanwhile.
 
     A file whose size and mtime match the cache is not even read; one whose bytes hash to a cached key
     is not parsed again. With nothing cached, the workers read and hash the files themselves.
@@ -264,7 +283,9 @@ def scan_issues(
             size = -(-len(wanted) // (workers * 8))  # small batches: no worker waits long for the last
             batches = [wanted[i : i + size] for i in range(0, len(wanted), size)]
             with worker_pool(workers) as pool:
-                outcomes = list(pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches)))
+                parsing = pool.map(_parse_batch, batches, [settings] * len(batches), [cache] * len(batches))
+                while_parsing()
+                outcomes = list(parsing)
         else:
             outcomes = [_parse_batch(wanted, settings, cache)]
     finally:

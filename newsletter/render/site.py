@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,12 @@ class _SiteBuilder:
             edition = self.cache.full(self.keys_by_hash[listed.source_hash])
             self.fresh[listed.source_hash] = edition
         return edition
+
+    def prepare_listings(self) -> None:
+        """Load what the listings and feeds need, so that forked render workers inherit it instead of each
+        loading it (the parent does this while parse workers work)."""
+        self.templates.preload("index.html.j2", "tag.html.j2", "tags.html.j2", "404.html.j2")
+        import feedgen.feed  # noqa: F401  (lxml: tens of milliseconds each render worker would spend)
 
     # context ---------------------------------------------------------------
 
@@ -348,7 +355,9 @@ class _SiteBuilder:
 
             self.page(path + "index.html", key, template, context, source)
 
-    def language_outputs(self, lang: str, editions: list[ListedEdition]) -> None:
+    def language_outputs(
+        self, lang: str, editions: list[ListedEdition], by_tag: dict[str, list[ListedEdition]]
+    ) -> None:
         s = self.settings
         prefix = lang_prefix(lang, s)
         wording = s.for_language(lang)
@@ -368,18 +377,15 @@ class _SiteBuilder:
             )
             self.feed(prefix + name, spec, newest, build, f"the {name} feed")
 
-        by_tag: dict[str, list[ListedEdition]] = {}
-        spelled: dict[str, tuple[str, str]] = {}
-        for edition in editions:
-            for tag in edition.tags:
-                first = spelled.setdefault(tag_slug(tag), (tag, edition.path))
-                if first[0] != tag:
-                    raise BuildError(
-                        tag_path(tag, lang, s),
-                        f"tag '{tag}' in {edition.path} and '{first[0]}' in {first[1]} share one page",
-                        "spell the tag one way",
-                    )
-                by_tag.setdefault(tag, []).append(edition)
+        spelled: dict[str, str] = {}
+        for tag, tagged in by_tag.items():
+            first = spelled.setdefault(tag_slug(tag), tag)
+            if first != tag:
+                raise BuildError(
+                    tag_path(tag, lang, s),
+                    f"tag '{tag}' in {tagged[0].path} and '{first}' in {by_tag[first][0].path} share one page",
+                    "spell the tag one way",
+                )
         counts = sorted(((tag, len(items)) for tag, items in by_tag.items()), key=lambda x: (-x[1], x[0]))
         tags_versions = [(code, f"{lang_prefix(code, s)}tags/") for code in s.all_languages]
         all_tags = t.get("all_tags", "Tags")
@@ -420,15 +426,16 @@ class _SiteBuilder:
             for edition in issue:
                 by_lang[edition.lang].append(edition)
                 self.edition_page(issue, edition)
-        self.tags_by_lang = {code: {t for e in eds for t in e.tags} for code, eds in by_lang.items()}
+        by_tag = {code: _group_by_tag(editions) for code, editions in by_lang.items()}
+        self.tags_by_lang = {code: set(groups) for code, groups in by_tag.items()}
         for lang, editions in by_lang.items():
-            self.language_outputs(lang, editions)
+            self.language_outputs(lang, editions, by_tag[lang])
         t = self.strings(s.language)
         context = self.page_context(
             s.language, "404.html", t.get("not_found_title", "404"), s.description, [(s.language, "404.html")]
         )
         self.data("404.html", self.templates.render("404.html.j2", **context), "the 404 page")
-        self.data("sitemap.xml", build_sitemap(s, self.issues, by_lang, self.tags_by_lang), "the sitemap")
+        self.data("sitemap.xml", build_sitemap(s, self.issues, by_lang, by_tag), "the sitemap")
         self.data("robots.txt", f"User-agent: *\nAllow: /\nSitemap: {s.url('sitemap.xml')}\n", "robots.txt")
         static = self.templates.folder / "static"
         for file in sorted(static.rglob("*")) if static.is_dir() else []:
@@ -436,6 +443,15 @@ class _SiteBuilder:
                 self.data(
                     f"static/{file.relative_to(static).as_posix()}", file.read_bytes(), f"templates/static/{file.name}"
                 )
+
+
+def _group_by_tag(editions: list[ListedEdition]) -> dict[str, list[ListedEdition]]:
+    """Each tag's editions, in the order given (newest first); tags in the order they first appear."""
+    by_tag: defaultdict[str, list[ListedEdition]] = defaultdict(list)
+    for edition in editions:
+        for tag in edition.tags:
+            by_tag[tag].append(edition)
+    return by_tag
 
 
 def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[str, str]) -> None:
@@ -511,7 +527,7 @@ def _build_site(
     started = time.perf_counter()
     out = (out or settings.root / "site").resolve()
     templates = templates or load_templates(settings)
-    templates.preload("page.html.j2", "entry.html.j2", "index.html.j2", "tag.html.j2", "tags.html.j2", "404.html.j2")
+    templates.preload("page.html.j2", "entry.html.j2")  # before the parse workers fork, which use them
     workers = workers or min(2, os.cpu_count() or 1)
     cache = BuildCache.load(settings.root / ".cache" / "site" if use_cache else None)
     previous = out if out.is_dir() and cache.pages else None
@@ -525,7 +541,7 @@ def _build_site(
     try:
         files = find_issue_files(settings)
         builder.assume_versions(files)
-        scanned = scan_issues(settings, cache, workers, builder.prerender, files)
+        scanned = scan_issues(settings, cache, workers, builder.prerender, files, builder.prepare_listings)
         issues = group_by_issue((e for e in scanned.listed if not e.draft), settings)
         builder.plan(issues, scanned)
         parsed_any = set(cache.listed) != known or bool(scanned.fresh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
 
@@ -9,25 +10,32 @@ from ..config import Settings
 from .build_cache import ListedEdition
 from .urls import lang_prefix, tag_path
 
+NEEDS_ESCAPING = re.compile(r"[&<>\"']")
+
 
 def build_sitemap(
     settings: Settings,
     issues: Iterable[list[ListedEdition]],
     by_lang: dict[str, list[ListedEdition]],
-    tags_by_lang: dict[str, set[str]],
+    by_tag: dict[str, dict[str, list[ListedEdition]]],
 ) -> str:
-    """sitemaps.org XML with hreflang alternates (xhtml:link) for each page that has translations."""
+    """sitemaps.org XML with hreflang alternates (xhtml:link) for each page that has translations.
+
+    `by_tag` holds, per language, each tag's editions newest first."""
     s = settings
     rows: list[str] = []
+
+    def url(path: str) -> str:
+        url = s.url(path)
+        return escape(url) if NEEDS_ESCAPING.search(url) else url
 
     def url_entry(path: str, lastmod: str, versions: Sequence[tuple[str, str]]) -> None:
         links = ""
         if len(versions) > 1:
             links = "".join(
-                f'\n    <xhtml:link rel="alternate" hreflang="{code}" href="{escape(s.url(p))}"/>'
-                for code, p in versions
+                f'\n    <xhtml:link rel="alternate" hreflang="{code}" href="{url(p)}"/>' for code, p in versions
             )
-        rows.append(f"  <url>\n    <loc>{escape(s.url(path))}</loc>\n    <lastmod>{lastmod}</lastmod>{links}\n  </url>")
+        rows.append(f"  <url>\n    <loc>{url(path)}</loc>\n    <lastmod>{lastmod}</lastmod>{links}\n  </url>")
 
     newest = {code: (eds[0].date.isoformat() if eds else s.id_date) for code, eds in by_lang.items()}
     index_versions = [(code, lang_prefix(code, s)) for code in s.all_languages]
@@ -37,14 +45,10 @@ def build_sitemap(
         versions = [(e.lang, e.page_path) for e in issue]
         for edition in issue:
             url_entry(edition.page_path, edition.date.isoformat(), versions)
-    for code, editions in by_lang.items():
-        latest: dict[str, str] = {}
-        for edition in editions:
-            for tag in edition.tags:
-                latest.setdefault(tag, edition.date.isoformat())
-        for tag, lastmod in sorted(latest.items()):
-            versions = [(c, tag_path(tag, c, s)) for c in s.all_languages if tag in tags_by_lang.get(c, set())]
-            url_entry(tag_path(tag, code, s), lastmod, versions)
+    for code, groups in by_tag.items():
+        for tag, tagged in sorted(groups.items()):
+            versions = [(c, tag_path(tag, c, s)) for c in s.all_languages if tag in by_tag.get(c, {})]
+            url_entry(tag_path(tag, code, s), tagged[0].date.isoformat(), versions)
     body = "\n".join(rows)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
