@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,3 +46,45 @@ def send_sample_issue(folder: Path, transport, limiter):
         return send_edition(
             settings, store, issue, transport, messages, b"benchmark-secret-benchmark", limiter=limiter, total=total
         )
+
+
+class TreeMemory(threading.Thread):
+    """Samples a process and all its descendants (forked workers too) until it exits, keeping the peak of
+    their summed PSS (shared pages counted once, in proportion) and of their summed RSS (shared pages
+    counted in every process: an upper bound). Linux /proc only."""
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_pss_kb = self.peak_rss_kb = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            pss = rss = 0
+            for pid in self.tree():
+                try:
+                    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+                        for line in handle:
+                            if line.startswith("Pss:"):
+                                pss += int(line.split()[1])
+                            elif line.startswith("Rss:"):
+                                rss += int(line.split()[1])
+                except OSError:
+                    continue  # it ended between listing and reading
+            self.peak_pss_kb, self.peak_rss_kb = max(self.peak_pss_kb, pss), max(self.peak_rss_kb, rss)
+
+    def tree(self) -> list[int]:
+        parents: dict[int, int] = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as handle:
+                        parents[int(name)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        found, frontier = [self.pid], [self.pid]
+        while frontier:
+            frontier = [pid for pid, parent in parents.items() if parent in frontier]
+            found.extend(frontier)
+        return found

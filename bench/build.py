@@ -1,7 +1,9 @@
 """Benchmark `newsletter build`: 1,000 synthetic issues the size of the sample's Korean edition.
 
-Prints (a) a cold build (no site, no cache) and (b) a rebuild after one issue changed, each as wall time
-and the peak RSS of the `newsletter build` process. Run: `python bench/build.py [--issues 1000]`.
+Prints (a) a cold build (no site, no cache) and (b) a rebuild after one issue changed, each as the median
+wall time of --runs runs, and the peak memory of the build with all its worker processes (PSS summed over the
+process tree, sampled in a separate run so the sampling does not slow the timed ones).
+Run: `python bench/build.py [--issues 1000] [--runs 3]`.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ import argparse
 import datetime as dt
 import os
 import re
-import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, copy_publication
+from _common import ROOT, TreeMemory, copy_publication
 
 SAMPLE = ROOT / "issues" / "2023-09-25-top-ml-papers.md"
 TAG_POOL = [f"topic-{n}" for n in range(60)]
@@ -43,35 +46,63 @@ def make_publication(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def timed_build(folder: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one `newsletter build` subprocess."""
+def run_build(folder: Path, *, sample_memory: bool = False) -> tuple[float, TreeMemory | None]:
+    """(wall seconds, the memory sampler if asked for) of one `newsletter build` subprocess."""
     command = [sys.executable, "-m", "newsletter", "--root", str(folder), "build"]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, _, usage = os.wait4(process.pid, 0)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=folder)
+    sampler = TreeMemory(process.pid) if sample_memory else None
+    if sampler:
+        sampler.start()
+    _, status, _ = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    if process.returncode not in (0, None) and process.returncode != 0:
+    if sampler:
+        sampler.stopped.set()
+        sampler.join()
+    if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(process.stderr.read().decode() if process.stderr else "build failed")
-    return wall, usage.ru_maxrss / 1024
+    return wall, sampler
+
+
+def cold(folder: Path, **options: bool) -> tuple[float, TreeMemory | None]:
+    for made in (folder / "site", folder / ".cache"):
+        shutil.rmtree(made, ignore_errors=True)
+    return run_build(folder, **options)
+
+
+def one_changed(folder: Path, path: Path, **options: bool) -> tuple[float, TreeMemory | None]:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\nOne more paragraph.\n")
+    return run_build(folder, **options)
+
+
+def report(name: str, walls: list[float], memory: TreeMemory | None) -> None:
+    assert memory is not None
+    print(
+        f"{name:22s} median {statistics.median(walls):6.3f} s wall (runs: {', '.join(f'{w:.3f}' for w in walls)}); "
+        f"peak memory of all its processes {memory.peak_pss_kb / 1024:5.1f} MB PSS "
+        f"({memory.peak_rss_kb / 1024:5.1f} MB RSS summed)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--issues", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
         folder = Path(tmp)
         paths = make_publication(folder, args.issues)
         size = sum(p.stat().st_size for p in paths) / len(paths) / 1024
-        print(f"{args.issues} issues, {size:.1f} KB each on average")
-        wall, rss = timed_build(folder)
-        print(f"cold build:            {wall:6.3f} s wall, {rss:6.1f} MB peak RSS")
+        print(f"{args.issues} issues, {size:.1f} KB each on average, in {folder}")
         changed = paths[len(paths) // 2]
-        changed.write_text(changed.read_text(encoding="utf-8") + "\nOne more paragraph.\n", encoding="utf-8")
-        wall, rss = timed_build(folder)
-        print(f"rebuild, one changed:  {wall:6.3f} s wall, {rss:6.1f} MB peak RSS")
+        cold_walls, rebuild_walls = [], []
+        for _ in range(args.runs):
+            cold_walls.append(cold(folder)[0])
+            rebuild_walls.append(one_changed(folder, changed)[0])
+        report("cold build:", cold_walls, cold(folder, sample_memory=True)[1])
+        report("rebuild, one changed:", rebuild_walls, one_changed(folder, changed, sample_memory=True)[1])
         print(f"pages: {sum(1 for _ in (folder / 'site').rglob('index.html'))}")
-        _ = resource  # peak RSS comes from wait4 for the child alone
 
 
 if __name__ == "__main__":

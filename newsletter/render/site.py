@@ -18,19 +18,29 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from markupsafe import Markup
 
 from ..config import Settings
 from ..errors import BuildError
 from ..issues import Edition, edition_page_path, find_issue_files, group_by_issue, split_file_name
-from .build_cache import BuildCache, ListedEdition, Prerendered, ScanResult, scan_issues
+from .build_cache import BuildCache, ListedEdition, ListedSection, Prerendered, ScanResult, scan_issues
 from .feeds import FeedEntries, FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
 from .sitemap import build_sitemap
-from .templates import Templates, load_templates
+from .templates import Templates, format_date, load_templates
 from .urls import lang_prefix, relative_url, resolve_root, rooted_url, tag_path, tag_slug
+
+
+class ListingEntry(NamedTuple):
+    """One edition on an index or tag page, ready to show."""
+
+    edition: ListedEdition
+    url: str  # its page, relative to the listing page
+    date_iso: str
+    date_text: str  # in the listing's language (strings.toml date_format)
+    sections: tuple[ListedSection, ...]  # on a tag page, only those that carry the tag
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class _SiteBuilder:
         self.rendered = 0
         self.reused = 0
         self.content_cache: dict[str, str] = {}  # edition page path → feed entry content
+        self.entry_basics: dict[tuple[str, int], tuple[str, str, str]] = {}  # (page path, depth) → url, dates
         self.feed_entries = FeedEntries(settings, self.entry_content)
         self.tags_by_lang: dict[str, set[str]] = {}
         self.jobs: list[RenderJob] = []
@@ -348,12 +359,27 @@ class _SiteBuilder:
                 base_context = self.page_context(
                     lang, path, title, wording.description, page_versions, tag=extra.get("tag", "")
                 )
-                tag = extra.get("tag")
-                # a tag page lists, under each issue, its sections that carry the tag (filtered here, not in Jinja)
-                entries = [(e, [sec for sec in e.sections if tag in sec.tags]) for e in chunk] if tag else []
+                entries = [self.listing_entry(e, path, extra.get("tag")) for e in chunk]
                 return {**base_context, **extra, "editions": chunk, "entries": entries, "pagination": pagination}
 
             self.page(path + "index.html", key, template, context, source)
+
+    def listing_entry(self, edition: ListedEdition, from_dir: str, tag: str | None) -> ListingEntry:
+        """An edition as a listing at site folder `from_dir` shows it: with everything the template would
+        otherwise compute per entry (each edition appears in many listings), and on a tag page only the
+        sections that carry the tag."""
+        depth = from_dir.count("/")
+        shown = self.entry_basics.get((edition.page_path, depth))
+        if shown is None:
+            strings = self.strings(edition.lang)
+            shown = (
+                relative_url(edition.page_path, from_dir),
+                edition.date.isoformat(),
+                format_date(edition.date, strings),
+            )
+            self.entry_basics[(edition.page_path, depth)] = shown
+        sections = tuple(s for s in edition.sections if tag in s.tags) if tag else edition.sections
+        return ListingEntry(edition, *shown, sections)
 
     def language_outputs(
         self, lang: str, editions: list[ListedEdition], by_tag: dict[str, list[ListedEdition]]
