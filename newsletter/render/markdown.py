@@ -20,7 +20,7 @@ TAG_LINE = re.compile(r"^#[^\s#]+(\s+#[^\s#]+)*$")
 NOT_WORD = re.compile(r"[^\w\s-]")
 SPACES = re.compile(r"[\s-]+")
 LINK_SEPARATORS = re.compile(r"^[\s·|•,/-]*$")
-WIDE = re.compile(
+WIDE = (  # characters a terminal shows two columns wide; compiled on first use (only the text part needs it)
     r"[\u1100-\u115f\u2e80-\u303e\u3041-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f"
     r"\uff00-\uff60\uffe0-\uffe6\U0001f300-\U0001faff\U00020000-\U0003fffd]"
 )
@@ -84,7 +84,7 @@ def slugify(text: str) -> str:
 
 def display_width(text: str) -> int:
     """Columns `text` takes in a terminal or monospace font: Hangul and other wide characters count twice."""
-    return len(text) if text.isascii() else len(text) + len(WIDE.findall(text))
+    return len(text) if text.isascii() else len(text) + len(re.findall(WIDE, text))
 
 
 def _split(source: str) -> tuple[bytes, list[_Part], str]:

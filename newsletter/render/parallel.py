@@ -36,12 +36,23 @@ MADE_DIRS: set[str] = set()  # folders this process made or saw: one mkdir each,
 
 
 def write_output(target: Path, data: str | bytes) -> None:
+    """Write one output file: three system calls (open, write, close), not the half dozen of open()."""
     folder = os.path.dirname(target)
     if folder not in MADE_DIRS:
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.mkdir(folder)  # usually its parent exists: one call instead of makedirs' stat and mkdir
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
         MADE_DIRS.add(folder)
-    with open(target, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+    view = memoryview(data.encode("utf-8") if isinstance(data, str) else data)
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        while view:
+            view = view[os.write(descriptor, view) :]
+    finally:
+        os.close(descriptor)
 
 
 def _render_jobs(indices: list[int]) -> int:
