@@ -87,11 +87,11 @@ class FeedEntries(Generic[E]):
     def __call__(self, edition: E) -> Any:
         entry = self.made.get(edition.page_path)
         if entry is None:
-            from feedgen.entry import FeedEntry
+            from .feed_entry import SharedFeedEntry
 
             settings = self.settings
             when = published_at(edition, settings)
-            entry = FeedEntry()
+            entry = SharedFeedEntry()
             entry.id(entry_id(edition, settings))
             entry.title(edition.title)
             entry.link(href=settings.url(edition.page_path), rel="alternate")
