@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -9,6 +10,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 
+from newsletter.config import load_settings
+from newsletter.render.parallel import PARALLEL_THRESHOLD
+from newsletter.render.site import build_site
 from tests.conftest import write_issue
 
 BASE = "https://papers.example.com/"
@@ -170,3 +174,49 @@ def test_pages_are_paginated(publication: Path, run) -> None:
     assert "이번 주의 주요 ML 논문 (2023/09/25" in second and re.search(r'rel="prev" href="../../"', second)
     assert (site / "tags" / "llm" / "page" / "2" / "index.html").is_file()
     assert broken_links(site) == []
+
+
+def test_damaged_cache_and_changed_template_give_the_cold_build(
+    publication: Path, site: Path, run, tmp_path: Path
+) -> None:
+    cache = publication / ".cache" / "site"
+    for batch in (cache / "articles").glob("*.pickle"):
+        batch.write_bytes(b"not a pickle")
+    next(iter((cache / "records").glob("*.pickle"))).unlink()
+    entry = publication / "templates" / "entry.html.j2"
+    entry.write_text(entry.read_text(encoding="utf-8") + '<p class="colophon">set in Noto</p>\n', encoding="utf-8")
+    assert run("build").exit_code == 0
+    cold = tmp_path / "cold"
+    assert run("build", "--no-cache", "--out", str(cold)).exit_code == 0
+    rebuilt = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    fresh = {p.relative_to(cold): p.read_bytes() for p in cold.rglob("*") if p.is_file()}
+    assert rebuilt == fresh
+    assert "set in Noto" in (site / "feed.xml").read_text(encoding="utf-8")  # the feeds' articles were redone
+    assert "set in Noto" in (site / "issues" / "2023-09-25-top-ml-papers" / "index.html").read_text(encoding="utf-8")
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_parallel_build_and_rebuild_match_a_serial_build(publication: Path, tmp_path: Path) -> None:
+    sample = (publication / "issues" / "2023-09-25-top-ml-papers.md").read_text(encoding="utf-8")
+    head, body = sample.split("\n---\n", 1)
+    for n in range(1, PARALLEL_THRESHOLD + 6):  # enough issues that parsing and rendering fork workers
+        date = dt.date(2023, 9, 25) - dt.timedelta(weeks=n)
+        front = re.sub(r"^date: .*$", f"date: {date}", head, flags=re.M)
+        front = re.sub(r"^tags: .*$", f"tags: [topic-{n % 7}]", front, flags=re.M)
+        write_issue(publication, f"{date}-weekly-{n}.md", f"{front}\n---\n{body}")
+    settings = load_settings(publication)
+    site, serial = tmp_path / "site", tmp_path / "serial"
+    assert build_site(settings, out=site, workers=2).pages_rendered > PARALLEL_THRESHOLD
+    build_site(settings, out=serial, workers=1, use_cache=False)
+    assert _files(site) == _files(serial)
+
+    changed = publication / "issues" / "2023-07-31-weekly-8.md"
+    changed.write_text(changed.read_text(encoding="utf-8").replace("반전의 저주", "역전의 저주"), encoding="utf-8")
+    rebuilt = build_site(settings, out=site, workers=2)
+    assert 0 < rebuilt.pages_rendered < rebuilt.pages_reused
+    build_site(settings, out=serial, workers=1, use_cache=False)
+    assert _files(site) == _files(serial)
+    assert "역전의 저주" in (site / "issues" / "2023-07-31-weekly-8" / "index.html").read_text(encoding="utf-8")
