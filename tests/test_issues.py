@@ -187,3 +187,25 @@ def test_drafts_are_left_out_unless_asked_for(publication: Path) -> None:
     settings = load_settings(publication)
     assert len(load_issues(settings)) == 2
     assert [i.slug for i in load_issues(settings, include_drafts=False)] == ["2023-09-25-top-ml-papers"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        GOOD.replace("\n", "\r\n"),  # saved on Windows
+        GOOD.replace("tags: [vision]\n---", "tags: [vision]\n...  "),  # YAML's other end marker, trailing blanks
+        "\ufeff" + GOOD,  # with a byte order mark
+    ],
+    ids=["crlf", "dots", "bom"],
+)
+def test_front_matter_variants_parse_alike(publication: Path, text: str) -> None:
+    path = publication / "issues" / "2023-10-02-x.md"
+    path.write_bytes(text.encode("utf-8"))
+    edition = parse_issue(path, load_settings(publication))
+    assert (edition.title, edition.summary, edition.tags) == ("Good issue", "One paper.", ("vision",))
+    (section,) = edition.sections
+    assert (section.title, section.line, [link.url for link in section.links]) == (
+        "A paper",
+        10,
+        ["https://arxiv.org/abs/1"],
+    )
