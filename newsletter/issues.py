@@ -191,8 +191,13 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         draft=values["draft"],
         advertisement=values["advertisement"],
         body=body,
-        source_hash=hashlib.blake2b(raw, digest_size=16).hexdigest(),
+        source_hash=source_hash(raw),
     )
+
+
+def source_hash(raw: bytes) -> str:
+    """The hash that identifies an issue file's bytes (build cache keys, feed keys)."""
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int]], str, int]:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import IssueError
-from ..issues import Edition, find_issue_files, parse_issue
+from ..issues import Edition, find_issue_files, parse_issue, source_hash
 from .parallel import PARALLEL_THRESHOLD, worker_pool
 
-CACHE_VERSION = "site-5"
+CACHE_VERSION = "site-6"
 BATCH_KINDS = ("editions", "records", "articles")  # what each parse batch keeps, one file of each
 
 
@@ -174,12 +174,10 @@ def _atomic_pickle(path: Path, value: object) -> None:
 # ---------------------------------------------------------------- parsing
 
 
-def _parse_key(path: Path, raw: bytes, settings: Settings) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (CACHE_VERSION, path.name, settings.language, ",".join(settings.languages)):
-        digest.update(part.encode() + b"\0")
-    digest.update(raw)
-    return digest.hexdigest()
+def _parse_key(path: Path, content_hash: str, settings: Settings) -> str:
+    """What an edition depends on: the file's name and bytes (by their hash), the languages, this code."""
+    parts = (CACHE_VERSION, path.name, settings.language, ",".join(settings.languages), content_hash)
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -225,12 +223,13 @@ def _parse_batch(
     articles: dict[str, bytes] = {}  # UTF-8: loading bytes costs a copy, loading text a decode of every one
     for key, path in batch:
         raw = path.read_bytes()
-        key = key or _parse_key(path, raw, settings)
         try:
             edition = parse_issue(path, settings, raw)
         except IssueError as err:
+            key = key or _parse_key(path, source_hash(raw), settings)
             results.append(("error", key, (err.path, err.line, err.message, err.hint)))
             continue
+        key = key or _parse_key(path, edition.source_hash, settings)
         page = _PRERENDER(edition) if _PRERENDER else None
         if page is not None:
             articles[page.article_key] = page.article.encode("utf-8")
@@ -271,7 +270,7 @@ def scan_issues(
         elif not cache.listed:
             wanted.append((None, path))
         else:
-            key = _parse_key(path, path.read_bytes(), settings)
+            key = _parse_key(path, source_hash(path.read_bytes()), settings)
             if cache.knows(key):
                 keys[path.name] = key
             else:
