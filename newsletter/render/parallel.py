@@ -63,15 +63,15 @@ def _render_jobs(indices: list[int]) -> int:
 
 
 def render_all(
-    jobs: list[RenderJob], staging: Path, workers: int, meanwhile: Callable[[], None] = lambda: None
+    jobs: list[RenderJob], staging: Path, workers: int, while_rendering: Callable[[], None] = lambda: None
 ) -> None:
-    """Render every job into `staging`, split over forked workers when there are many; the parent
-    runs `meanwhile` while they work."""
+    """Render every job into `staging`, split over forked workers when there are many; the parent runs
+    `while_rendering` meanwhile (or first, when it renders alone)."""
     global _PENDING, _STAGING
     _PENDING, _STAGING = jobs, staging
     try:
         if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
-            meanwhile()
+            while_rendering()
             _render_jobs(list(range(len(jobs))))
             return
         # Feeds cost ten listing pages each: hand them out first, then the rest in small chunks that
@@ -80,7 +80,7 @@ def render_all(
         chunks = [order[i : i + 8] for i in range(0, len(order), 8)]
         with worker_pool(workers) as pool:
             done = pool.map(_render_jobs, chunks)
-            meanwhile()
+            while_rendering()
             list(done)
     finally:
         _PENDING = []
