@@ -89,7 +89,7 @@ class _SiteBuilder:
         self.sources: dict[str, str] = {}
         self.rendered = 0
         self.reused = 0
-        self.content_cache: dict[str, str] = {}  # edition page path → feed entry content
+        self.articles: dict[str, str] = {}  # page path → article of a page rendered in this process
         self.entry_basics: dict[tuple[str, int], tuple[str, str, str]] = {}  # (page path, depth) → url, dates
         self.feed_entries = FeedEntries(settings, self.entry_content)
         self.tags_by_lang: dict[str, set[str]] = {}
@@ -284,7 +284,7 @@ class _SiteBuilder:
 
     def edition_page_html(self, listed: ListedEdition, versions: Sequence[tuple[str, str]]) -> str:
         article, page = self.render_edition_page(self.full(listed), versions)
-        self.content_cache.setdefault(listed.page_path, self.feed_content(article, listed))
+        self.articles[listed.page_path] = article  # for a feed this process may render
         return page
 
     def article_key(self, source_hash: str, page_path: str) -> str:
@@ -292,21 +292,16 @@ class _SiteBuilder:
         return _key(*self.salt, "article", source_hash, page_path)
 
     def entry_content(self, listed: ListedEdition) -> str:
-        """The edition's content for feeds: its page's article (kept from the page's rendering when there
-        is one) with absolute links; made once per process."""
-        content = self.content_cache.get(listed.page_path)
-        if content is None:
+        """The edition's content for feeds: its article (from this process' rendering of its page, else from
+        the cache, else rendered now) with every link absolute, the editor's relative ones too. FeedEntries
+        asks once per edition and process."""
+        article = self.articles.pop(listed.page_path, None)
+        if article is None:
             key = self.keys_by_hash[listed.source_hash]
             article = self.cache.article(key, self.article_key(listed.source_hash, listed.page_path))
-            if article is None:
-                edition = self.full(listed)
-                article = self.render_edition_page(edition, [(edition.lang, edition.page_path)])[0]
-            content = self.feed_content(article, listed)
-            self.content_cache[listed.page_path] = content
-        return content
-
-    def feed_content(self, article: str, listed: ListedEdition) -> str:
-        """An article as a feed entry's content: every link absolute (the editor's relative ones too)."""
+        if article is None:
+            edition = self.full(listed)
+            article = self.render_edition_page(edition, [(edition.lang, edition.page_path)])[0]
         return absolutize(resolve_root(article, self.settings.url("")), self.settings.url(listed.page_path))
 
     def feed(
