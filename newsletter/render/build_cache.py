@@ -210,11 +210,11 @@ _PRERENDER: Callable[[Edition], Prerendered | None] | None = None  # set before 
 def _parse_batch(
     batch: list[tuple[str | None, Path]], settings: Settings, cache: BuildCache
 ) -> tuple[str, list[tuple]]:
-    """Read, parse and pre-render each file (in a worker); keep the full editions in one cache file.
+    """Read, parse and pre-render each file (in a worker); keep the batch's full editions, their records
+    and their pages' articles (for the feeds) in one cache file each (BATCH_KINDS).
 
-    Returns (the batch file's name, a result per file: ("ok", key, record, (page path, page key) or None)
+    Returns (the batch's name, a result per file: ("ok", key, record, (page path, page key) or None)
     or ("error", key, IssueError fields)). Without a cache the full edition comes back instead of the record.
-    The pages' articles go to a cache file of their own, for the feeds to read.
     """
     name = os.urandom(16).hex()
     results: list[tuple] = []
