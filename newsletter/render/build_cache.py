@@ -20,7 +20,7 @@ from ..errors import IssueError
 from ..issues import Edition, find_issue_files, parse_issue, source_hash
 from .parallel import PARALLEL_THRESHOLD, worker_pool
 
-CACHE_VERSION = "site-6"
+CACHE_VERSION = "site-7"
 BATCH_KINDS = ("editions", "records", "articles")  # what each parse batch keeps, one file of each
 
 
@@ -49,9 +49,10 @@ class ListedEdition:
     source_hash: str
     sections: tuple[ListedSection, ...]
     page_path: str  # kept, not derived: listings ask for it tens of thousands of times
+    key: str  # the parse key: where the cache keeps the full edition and its article
 
     @classmethod
-    def of(cls, edition: Edition) -> ListedEdition:
+    def of(cls, edition: Edition, key: str) -> ListedEdition:
         return cls(
             slug=edition.slug,
             lang=edition.lang,
@@ -65,6 +66,7 @@ class ListedEdition:
             source_hash=edition.source_hash,
             sections=tuple(ListedSection(s.anchor, s.title, s.tags) for s in edition.sections),
             page_path=edition.page_path,
+            key=key,
         )
 
 
@@ -234,7 +236,7 @@ def _parse_batch(
         if page is not None:
             articles[page.article_key] = page.article.encode("utf-8")
         parsed[key] = edition
-        records[key] = ListedEdition.of(edition)
+        records[key] = ListedEdition.of(edition, key)
         results.append(("ok", key, records[key] if cache.folder else edition, page and page.path_key))
     if cache.folder is not None and parsed:
         _atomic_pickle(cache.folder / "editions" / f"{name}.pickle", parsed)
@@ -297,7 +299,7 @@ def scan_issues(
             raise IssueError(*result)
         if isinstance(result, Edition):
             found.fresh[key] = result
-            result = ListedEdition.of(result)
+            result = ListedEdition.of(result, key)
         cache.listed[key] = result
         cache.location[key] = batch_name
         keys[path.name] = key

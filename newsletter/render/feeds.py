@@ -57,14 +57,14 @@ def published_at(edition: FeedEdition, settings: Settings) -> dt.datetime:
     return dt.datetime.combine(edition.date, settings.publish_time, tzinfo=settings.timezone)
 
 
-def entry_id(edition: FeedEdition, settings: Settings) -> str:
-    """Permanent Atom id / RSS guid, e.g. tag:papers.example.com,2023-09-25:2023-09-25-top-ml-papers/ko."""
-    return f"tag:{settings.host},{settings.id_date}:{edition.slug}/{edition.lang}"
-
-
-def feed_id(settings: Settings, name: str) -> str:
-    """Permanent id of a feed, e.g. tag:papers.example.com,2023-09-25:feed/ko."""
+def tag_uri(settings: Settings, name: str) -> str:
+    """A permanent id (RFC 4151), e.g. tag:papers.example.com,2023-09-25:feed/ko for a feed."""
     return f"tag:{settings.host},{settings.id_date}:{name}"
+
+
+def entry_id(edition: FeedEdition, settings: Settings) -> str:
+    """Atom id / RSS guid of an edition, e.g. tag:papers.example.com,2023-09-25:2023-09-25-top-ml-papers/ko."""
+    return tag_uri(settings, f"{edition.slug}/{edition.lang}")
 
 
 def absolutize(html: str, base: str) -> str:

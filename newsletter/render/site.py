@@ -26,11 +26,11 @@ from ..config import Settings
 from ..errors import BuildError
 from ..issues import Edition, edition_page_path, find_issue_files, group_by_issue, split_file_name
 from .build_cache import BuildCache, ListedEdition, ListedSection, Prerendered, ScanResult, scan_issues
-from .feeds import FeedEntries, FeedSpec, absolutize, build_atom, build_rss, feed_id, published_at
+from .feeds import FeedEntries, FeedSpec, absolutize, build_atom, build_rss, published_at, tag_uri
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
 from .sitemap import build_sitemap
 from .templates import Templates, format_date, load_templates
-from .urls import lang_prefix, relative_url, resolve_root, rooted_url, tag_path, tag_slug
+from .urls import lang_prefix, relative_url, resolve_root, rooted_url, tag_path, tag_slug, tag_versions
 
 
 class ListingEntry(NamedTuple):
@@ -76,8 +76,7 @@ class _SiteBuilder:
         self.templates = templates
         self.cache = cache
         self.issues: list[list[ListedEdition]] = []
-        self.fresh: dict[str, Edition] = {}
-        self.keys_by_hash: dict[str, str] = {}
+        self.fresh: dict[str, Edition] = {}  # parse key → full edition, parsed in this build or loaded
         self.assumed_versions: dict[str, list[tuple[str, str]]] = {}
         self.prerendered: dict[str, str] = {}  # page path → key, rendered while parsing
         self.moved: list[str] = []  # paths rendered into staging that this build uses
@@ -92,7 +91,7 @@ class _SiteBuilder:
         self.articles: dict[str, str] = {}  # page path → article of a page rendered in this process
         self.entry_basics: dict[tuple[str, int], tuple[str, str, str]] = {}  # (page path, depth) → url, dates
         self.feed_entries = FeedEntries(settings, self.entry_content)
-        self.tags_by_lang: dict[str, set[str]] = {}
+        self.by_tag: dict[str, dict[str, list[ListedEdition]]] = {}  # language → tag → editions, newest first
         self.jobs: list[RenderJob] = []
 
     def assume_versions(self, paths: Iterable[Path]) -> None:
@@ -115,24 +114,22 @@ class _SiteBuilder:
         if edition.draft or not versions:
             return None
         path = edition.page_path + "index.html"
-        key = _key(*self.salt, self.edition_key(edition.source_hash, versions))
+        key = _key(*self.salt, self.edition_key(edition.source_hash, versions))  # as output() will make it
         article, page = self.render_edition_page(edition, versions)
         write_output(self.staging / path, page)
         return Prerendered(path, key, self.article_key(edition.source_hash, edition.page_path), article)
 
     def plan(self, issues: list[list[ListedEdition]], scanned: ScanResult) -> None:
         self.issues = issues
-        self.fresh = {edition.source_hash: edition for edition in scanned.fresh.values()}
-        self.keys_by_hash = {record.source_hash: key for key, record in self.cache.listed.items()}
+        self.fresh = dict(scanned.fresh)
         self.prerendered = scanned.pages
         self.build()
 
     def full(self, listed: ListedEdition) -> Edition:
         """The full edition behind a record: parsed in this build, or loaded from the cache."""
-        edition = self.fresh.get(listed.source_hash)
+        edition = self.fresh.get(listed.key)
         if edition is None:
-            edition = self.cache.full(self.keys_by_hash[listed.source_hash])
-            self.fresh[listed.source_hash] = edition
+            edition = self.fresh[listed.key] = self.cache.full(listed.key)
         return edition
 
     def prepare_listings(self) -> None:
@@ -213,11 +210,19 @@ class _SiteBuilder:
     # output with reuse -----------------------------------------------------------
 
     def output(self, path: str, key: str, make: Callable[[], str | bytes], source: str) -> None:
-        """Plan `path`: keep it when the site on disk has it with the same key (all it depends on),
-        else queue a job to render it. Refuses a second output at one path, naming both sources."""
-        self.claim(path, source)
+        """Plan `path`: take it from staging when a parse worker rendered it with the same key (all it depends
+        on), keep it when the site on disk has it with that key, else queue a job to render it."""
+        if path in self.sources:
+            raise BuildError(
+                path, f"would be written twice: by {self.sources[path]} and by {source}", "rename one of them"
+            )
+        self.sources[path] = source
         key = _key(*self.salt, key)
         self.new_keys[path] = key
+        if self.prerendered.get(path) == key:  # rendered into staging while parsing, from the same inputs
+            self.moved.append(path)
+            self.rendered += 1
+            return
         if (
             self.previous is not None
             and self.cache.pages.get(path) == key
@@ -228,14 +233,6 @@ class _SiteBuilder:
         self.jobs.append(RenderJob(path, make))
         self.moved.append(path)
         self.rendered += 1
-
-    def claim(self, path: str, source: str) -> None:
-        """Refuse a second output at one path, naming both sources."""
-        if path in self.sources:
-            raise BuildError(
-                path, f"would be written twice: by {self.sources[path]} and by {source}", "rename one of them"
-            )
-        self.sources[path] = source
 
     def data(self, path: str, data: str | bytes, source: str) -> None:
         """An output whose content is known now (its key is its hash)."""
@@ -251,36 +248,33 @@ class _SiteBuilder:
     def edition_key(source_hash: str, versions: Sequence[tuple[str, str]]) -> str:
         return _key(source_hash, *versions)
 
-    def render_edition_page(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> tuple[str, str]:
-        """(the article, the whole page) of an edition. entry.html.j2 renders the article once, its links
-        marked as from the site root (urls.rooted_url); the page makes them relative to itself, and the
-        feeds reuse the article with them absolute."""
-        published = published_at(edition, self.settings).isoformat()
-        context = self.page_context(
+    def edition_context(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        return self.page_context(
             edition.lang,
             edition.page_path,
             edition.title,
             edition.summary or edition.title,
             versions,
             og_type="article",
-            published=published,
+            published=published_at(edition, self.settings).isoformat(),
         )
-        article = self.templates.render("entry.html.j2", **{**context, "url": rooted_url}, edition=edition)
+
+    def render_article(self, edition: Edition, context: dict[str, Any]) -> str:
+        """entry.html.j2 for an edition, its links marked as from the site root (urls.rooted_url): the page
+        makes them relative to itself and the feeds absolute, so one rendering serves both."""
+        return self.templates.render("entry.html.j2", **{**context, "url": rooted_url}, edition=edition)
+
+    def render_edition_page(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> tuple[str, str]:
+        """(the article, the whole page) of an edition."""
+        context = self.edition_context(edition, versions)
+        article = self.render_article(edition, context)
         on_page = resolve_root(article, "../" * edition.page_path.count("/"))
-        page = self.templates.render("page.html.j2", **context, edition=edition, article=Markup(on_page))
-        return article, page
+        return article, self.templates.render("page.html.j2", **context, edition=edition, article=Markup(on_page))
 
     def edition_page(self, issue: list[ListedEdition], listed: ListedEdition) -> None:
         versions = [(e.lang, e.page_path) for e in issue]
         key = self.edition_key(listed.source_hash, versions)
-        path = listed.page_path + "index.html"
-        if self.prerendered.get(path) == _key(*self.salt, key):
-            self.claim(path, listed.path)
-            self.new_keys[path] = self.prerendered[path]
-            self.moved.append(path)
-            self.rendered += 1
-            return
-        self.output(path, key, lambda: self.edition_page_html(listed, versions), listed.path)
+        self.output(listed.page_path + "index.html", key, lambda: self.edition_page_html(listed, versions), listed.path)
 
     def edition_page_html(self, listed: ListedEdition, versions: Sequence[tuple[str, str]]) -> str:
         article, page = self.render_edition_page(self.full(listed), versions)
@@ -297,11 +291,10 @@ class _SiteBuilder:
         asks once per edition and process."""
         article = self.articles.pop(listed.page_path, None)
         if article is None:
-            key = self.keys_by_hash[listed.source_hash]
-            article = self.cache.article(key, self.article_key(listed.source_hash, listed.page_path))
+            article = self.cache.article(listed.key, self.article_key(listed.source_hash, listed.page_path))
         if article is None:
             edition = self.full(listed)
-            article = self.render_edition_page(edition, [(edition.lang, edition.page_path)])[0]
+            article = self.render_article(edition, self.edition_context(edition, [(edition.lang, edition.page_path)]))
         return absolutize(resolve_root(article, self.settings.url("")), self.settings.url(listed.page_path))
 
     def feed(
@@ -387,15 +380,8 @@ class _SiteBuilder:
         self.listing(lang, prefix, wording.title, "index.html.j2", editions, index_versions, "the index")
 
         newest = editions[: s.feed_size]
-        for name, build in (("feed.xml", build_atom), ("rss.xml", build_rss)):
-            spec = FeedSpec(
-                lang,
-                wording.title,
-                wording.description,
-                feed_id(s, f"{'feed' if name == 'feed.xml' else 'rss'}/{lang}"),
-                s.url(prefix + name),
-                s.url(prefix),
-            )
+        for name, id_name, build in (("feed.xml", "feed", build_atom), ("rss.xml", "rss", build_rss)):
+            spec = self.feed_spec(lang, wording.title, f"{id_name}/{lang}", prefix, name)
             self.feed(prefix + name, spec, newest, build, f"the {name} feed")
 
         spelled: dict[str, str] = {}
@@ -422,23 +408,19 @@ class _SiteBuilder:
         )
         for tag, tagged in by_tag.items():
             path = tag_path(tag, lang, s)
-            versions = [
-                (code, tag_path(tag, code, s))
-                for code in s.all_languages
-                if code == lang or tag in self.tags_by_lang.get(code, set())
-            ]
             title = t.get("issues_tagged", "{tag}").format(tag=tag)
+            versions = tag_versions(tag, self.by_tag, s)
             self.listing(lang, path, title, "tag.html.j2", tagged, versions, f"tag '{tag}'", tag=tag)
             feed_title = t.get("tag_feed_title", "{title}: {tag}").format(title=wording.title, tag=tag)
-            spec = FeedSpec(
-                lang,
-                feed_title,
-                wording.description,
-                feed_id(s, f"tags/{tag_slug(tag)}/{lang}"),
-                s.url(path + "feed.xml"),
-                s.url(path),
-            )
+            spec = self.feed_spec(lang, feed_title, f"tags/{tag_slug(tag)}/{lang}", path, "feed.xml")
             self.feed(path + "feed.xml", spec, tagged[: s.feed_size], build_atom, f"tag '{tag}'")
+
+    def feed_spec(self, lang: str, title: str, id_name: str, folder: str, name: str) -> FeedSpec:
+        """The feed `name` in site folder `folder`, standing for the page there."""
+        s = self.settings
+        return FeedSpec(
+            lang, title, s.for_language(lang).description, tag_uri(s, id_name), s.url(folder + name), s.url(folder)
+        )
 
     def build(self) -> None:
         s = self.settings
@@ -447,16 +429,15 @@ class _SiteBuilder:
             for edition in issue:
                 by_lang[edition.lang].append(edition)
                 self.edition_page(issue, edition)
-        by_tag = {code: _group_by_tag(editions) for code, editions in by_lang.items()}
-        self.tags_by_lang = {code: set(groups) for code, groups in by_tag.items()}
+        self.by_tag = {code: _group_by_tag(editions) for code, editions in by_lang.items()}
         for lang, editions in by_lang.items():
-            self.language_outputs(lang, editions, by_tag[lang])
+            self.language_outputs(lang, editions, self.by_tag[lang])
         t = self.strings(s.language)
         context = self.page_context(
             s.language, "404.html", t.get("not_found_title", "404"), s.description, [(s.language, "404.html")]
         )
         self.data("404.html", self.templates.render("404.html.j2", **context), "the 404 page")
-        self.data("sitemap.xml", build_sitemap(s, self.issues, by_lang, by_tag), "the sitemap")
+        self.data("sitemap.xml", build_sitemap(s, self.issues, by_lang, self.by_tag), "the sitemap")
         self.data("robots.txt", f"User-agent: *\nAllow: /\nSitemap: {s.url('sitemap.xml')}\n", "robots.txt")
         static = self.templates.folder / "static"
         for file in sorted(static.rglob("*")) if static.is_dir() else []:

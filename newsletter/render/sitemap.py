@@ -8,7 +8,7 @@ from html import escape
 
 from ..config import Settings
 from .build_cache import ListedEdition
-from .urls import lang_prefix, tag_path
+from .urls import lang_prefix, tag_path, tag_versions
 
 NEEDS_ESCAPING = re.compile(r"[&<>\"']")
 
@@ -47,8 +47,7 @@ def build_sitemap(
             url_entry(edition.page_path, edition.date.isoformat(), versions)
     for code, groups in by_tag.items():
         for tag, tagged in sorted(groups.items()):
-            versions = [(c, tag_path(tag, c, s)) for c in s.all_languages if tag in by_tag.get(c, {})]
-            url_entry(tag_path(tag, code, s), tagged[0].date.isoformat(), versions)
+            url_entry(tag_path(tag, code, s), tagged[0].date.isoformat(), tag_versions(tag, by_tag, s))
     body = "\n".join(rows)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -4,6 +4,7 @@ any base path). No I/O."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Container, Mapping
 from urllib.parse import quote
 
 from ..config import Settings
@@ -19,6 +20,13 @@ def tag_slug(tag: str) -> str:
 
 def tag_path(tag: str, lang: str, settings: Settings) -> str:
     return f"{lang_prefix(lang, settings)}tags/{tag_slug(tag)}/"
+
+
+def tag_versions(tag: str, tagged_by_lang: Mapping[str, Container[str]], settings: Settings) -> list[tuple[str, str]]:
+    """(language, tag page path) of each language that has issues with `tag`."""
+    return [
+        (code, tag_path(tag, code, settings)) for code in settings.all_languages if tag in tagged_by_lang.get(code, ())
+    ]
 
 
 @functools.lru_cache(maxsize=65536)

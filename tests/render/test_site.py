@@ -220,3 +220,17 @@ def test_parallel_build_and_rebuild_match_a_serial_build(publication: Path, tmp_
     build_site(settings, out=serial, workers=1, use_cache=False)
     assert _files(site) == _files(serial)
     assert "역전의 저주" in (site / "issues" / "2023-07-31-weekly-8" / "index.html").read_text(encoding="utf-8")
+
+
+def test_two_files_with_the_same_bytes_keep_their_own_pages(publication: Path, run) -> None:
+    text = "---\ntitle: 같은 글\ndate: 2023-10-02\n---\n본문\n"
+    write_issue(publication, "2023-10-02-first.md", text)
+    write_issue(publication, "2023-10-02-second.md", text)
+    assert run("build").exit_code == 0
+    entry = publication / "templates" / "entry.html.j2"  # every page renders again, from the cache
+    entry.write_text(entry.read_text(encoding="utf-8") + "<p>changed</p>\n", encoding="utf-8")
+    assert run("build").exit_code == 0
+    for slug in ("2023-10-02-first", "2023-10-02-second"):
+        page = parse_page(publication / "site" / "issues" / slug / "index.html")
+        canonical = next(tag["href"] for tag in page.head if tag.get("rel") == "canonical")
+        assert canonical == f"{BASE}issues/{slug}/"
