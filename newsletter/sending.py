@@ -157,73 +157,86 @@ def send_edition(
     Each delivery is claimed (the last look at the subscriber) before its message leaves and recorded
     after; a transport error stops the run with that message back in `pending`.
     """
-    progress = Progress(total=total)
-    sender = settings.from_address.addr_spec
-    log = SendLog(store)
+    run = _SendRun(settings, issue, transport, messages, secret, limiter, SendLog(store), Progress(total=total))
     stopped: str | None = None
     try:
         for delivery in _deliveries_to_send(store, issue.slug):
             if stop is not None and stop.is_set():
                 stopped = "stopped on request"
                 break
-            stopped = _send_one(settings, issue, transport, messages, secret, limiter, log, sender, delivery, progress)
+            stopped = run.send_one(delivery)
             if stopped:
                 break
             if on_progress:
-                on_progress(progress)
+                on_progress(run.progress)
     finally:
-        log.close()
+        run.log.close()
         transport.close()
-    return SendOutcome(progress, stopped)
+    return SendOutcome(run.progress, stopped)
 
 
-def _send_one(
-    settings: Settings,
-    issue: Issue,
-    transport: Transport,
-    messages: dict[str, MessageTemplate],
-    secret: bytes,
-    limiter: RateLimiter,
-    log: SendLog,
-    sender: str,
-    delivery: Delivery,
-    progress: Progress,
-) -> str | None:
-    """Claim, personalise, hand over and record one delivery, counting it in `progress`; returns why the
-    whole run must stop, or None."""
-    if not log.claim(delivery.id, transport.name):
-        progress.skipped += 1
-        return None
-    template = messages.get(delivery.lang) or messages[settings.language]
-    try:
-        raw, message_id = template.personalise(
-            recipient(settings, secret, delivery.subscriber_id, delivery.email, delivery.name)
+def edition_language(messages: dict[str, MessageTemplate], lang: str, settings: Settings) -> str:
+    """The edition a subscriber reading `lang` gets: theirs, or the default language's when it is missing."""
+    return lang if lang in messages else settings.language
+
+
+@dataclass
+class _SendRun:
+    """What stays the same for every delivery of one run, and its counts."""
+
+    settings: Settings
+    issue: Issue
+    transport: Transport
+    messages: dict[str, MessageTemplate]
+    secret: bytes
+    limiter: RateLimiter
+    log: SendLog
+    progress: Progress
+    sender: str = field(init=False)  # the envelope sender, worked out once
+
+    def __post_init__(self) -> None:
+        self.sender = self.settings.from_address.addr_spec
+
+    def send_one(self, delivery: Delivery) -> str | None:
+        """Claim, personalise, hand over and record one delivery, counting it; returns why the whole run
+        must stop, or None."""
+        log, progress = self.log, self.progress
+        if not log.claim(delivery.id, self.transport.name):
+            progress.skipped += 1
+            return None
+        template = self.messages[edition_language(self.messages, delivery.lang, self.settings)]
+        try:
+            raw, message_id = template.personalise(
+                recipient(self.settings, self.secret, delivery.subscriber_id, delivery.email, delivery.name)
+            )
+        except MessageError as err:
+            log.record(delivery.id, DeliveryState.FAILED, error=str(err))
+            progress.failed += 1
+            return None
+        outgoing = OutgoingMessage(self.sender, delivery.email, raw, self.issue.slug, delivery.lang)
+        try:
+            self.limiter.acquire()  # right before the hand-over, so the peer sees the spacing we keep
+        except QuotaExhausted:
+            log.record(delivery.id, DeliveryState.PENDING)  # it did not leave
+            return "the 24-hour sending quota is used up"
+        try:
+            result = self.transport.send(outgoing)
+        except TransportError as err:
+            log.record(delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
+            return str(err)
+        log.record(
+            delivery.id,
+            DeliveryState(result.status.value),
+            message_id=result.message_id or message_id,
+            error=result.error,
         )
-    except MessageError as err:
-        log.record(delivery.id, DeliveryState.FAILED, error=str(err))
-        progress.failed += 1
+        if result.status == SendStatus.SENT:
+            progress.sent += 1
+        elif result.status == SendStatus.FAILED:
+            progress.failed += 1
+        else:
+            progress.deferred += 1
         return None
-    outgoing = OutgoingMessage(sender, delivery.email, raw, issue.slug, delivery.lang)
-    try:
-        limiter.acquire()  # right before the hand-over, so the peer sees the spacing we keep
-    except QuotaExhausted:
-        log.record(delivery.id, DeliveryState.PENDING)  # it did not leave
-        return "the 24-hour sending quota is used up"
-    try:
-        result = transport.send(outgoing)
-    except TransportError as err:
-        log.record(delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
-        return str(err)
-    log.record(
-        delivery.id, DeliveryState(result.status.value), message_id=result.message_id or message_id, error=result.error
-    )
-    if result.status == SendStatus.SENT:
-        progress.sent += 1
-    elif result.status == SendStatus.FAILED:
-        progress.failed += 1
-    else:
-        progress.deferred += 1
-    return None
 
 
 def send_test(
@@ -262,7 +275,7 @@ def dry_run(
     built: dict[str, int] = {lang: 0 for lang in messages}
     built["invalid"] = 0
     for subscriber in iter_subscribers(store, SubscriberStatus.ACTIVE):
-        lang = subscriber.lang if subscriber.lang in messages else settings.language
+        lang = edition_language(messages, subscriber.lang, settings)
         try:
             messages[lang].personalise(recipient(settings, secret, subscriber.id, subscriber.email, subscriber.name))
         except MessageError:
