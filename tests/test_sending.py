@@ -13,11 +13,13 @@ import time
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from newsletter.config import load_settings
-from newsletter.issues import find_issue
+from newsletter.config import Settings, load_settings
+from newsletter.issues import Issue, find_issue
+from newsletter.messages import MessageTemplate
 from newsletter.ratelimit import QuotaExhausted, RateLimiter
 from newsletter.render.templates import load_templates
 from newsletter.sending import build_templates, send_edition, start_send
@@ -82,16 +84,32 @@ def test_file_send_gives_each_subscriber_their_edition(run, publication: Path) -
     assert "sent            10" in status.stdout
 
 
-def _prepared(publication: Path):
-    """(settings, issue, messages) for driving send_edition directly."""
+class _Prepared(NamedTuple):
+    """What driving send_edition directly needs, made once per test."""
+
+    settings: Settings
+    issue: Issue
+    messages: dict[str, MessageTemplate]
+
+
+def _prepared(publication: Path) -> _Prepared:
     settings = load_settings(publication)
     issue = find_issue(settings, ISSUE)
-    return settings, issue, build_templates(settings, load_templates(settings), issue)
+    return _Prepared(settings, issue, build_templates(settings, load_templates(settings), issue))
+
+
+def _send(prepared: _Prepared, store, transport, total: int, *, limiter: RateLimiter | None = None, **options):
+    """send_edition of the sample issue with the development secret, unlimited unless `limiter` says."""
+    settings, issue, messages = prepared
+    limiter = limiter or RateLimiter(None)
+    secret = DEVELOPMENT_SECRET.encode()
+    return send_edition(settings, store, issue, transport, messages, secret, limiter=limiter, total=total, **options)
 
 
 def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> None:
     _import(run)
-    settings, issue, messages = _prepared(publication)
+    prepared = _prepared(publication)
+    settings, issue, _ = prepared
     with open_store(settings.database_url) as store:
         record_unsubscribe(store, subscriber_by_email(store, "bob.jones@example.com").id, "page")
         late = subscriber_by_email(store, "eun.han@example.com")  # the last in the send order
@@ -108,17 +126,7 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
 
         transport.send = send_then_unsubscribe
         reported: list[int] = []
-        outcome = send_edition(
-            settings,
-            store,
-            issue,
-            transport,
-            messages,
-            DEVELOPMENT_SECRET.encode(),
-            limiter=RateLimiter(None),
-            total=total,
-            on_progress=lambda p: reported.append(p.done),
-        )
+        outcome = _send(prepared, store, transport, total, on_progress=lambda p: reported.append(p.done))
         counts = delivery_counts(store, ISSUE)
     names = {p.name for p in _outbox(publication).glob("*.eml")}
     assert total == 9  # bob had left before the snapshot
@@ -130,20 +138,16 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
 
 def test_stop_then_resume_sends_the_rest_once(publication: Path, run, tmp_path: Path) -> None:
     _import(run, rows=30, tmp=tmp_path)
-    settings, issue, messages = _prepared(publication)
+    prepared = _prepared(publication)
+    settings, issue, _ = prepared
     with open_store(settings.database_url) as store:
         total = start_send(store, issue, settings, resend=False)
         stop = threading.Event()
-        transport = FileTransport(_outbox(publication))
-        first = send_edition(
-            settings,
+        first = _send(
+            prepared,
             store,
-            issue,
-            transport,
-            messages,
-            DEVELOPMENT_SECRET.encode(),
-            limiter=RateLimiter(None),
-            total=total,
+            FileTransport(_outbox(publication)),
+            total,
             stop=stop,
             on_progress=lambda p: stop.set() if p.sent == 12 else None,
         )
@@ -313,19 +317,11 @@ def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Pa
     from tests.transports.test_ses import FaultProxy
 
     _import(run, rows=6, tmp=tmp_path)
-    settings, issue, messages = _prepared(publication)
+    prepared = _prepared(publication)
+    settings, issue, _ = prepared
     with open_store(settings.database_url) as store:
         total = start_send(store, issue, settings, resend=False)
-        capped = send_edition(
-            settings,
-            store,
-            issue,
-            FileTransport(_outbox(publication)),
-            messages,
-            b"s" * 20,
-            limiter=RateLimiter(None, cap=2),
-            total=total,
-        )
+        capped = _send(prepared, store, FileTransport(_outbox(publication)), total, limiter=RateLimiter(None, cap=2))
         assert capped.stopped == "the 24-hour sending quota is used up" and capped.progress.sent == 2
         assert delivery_counts(store, ISSUE)["pending"] == 4
 
@@ -338,9 +334,7 @@ def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Pa
                 endpoint_url=proxy.url,
                 config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
             )
-            paused = send_edition(
-                settings, store, issue, SesTransport(client), messages, b"s" * 20, limiter=RateLimiter(None), total=4
-            )
+            paused = _send(prepared, store, SesTransport(client), 4)
         finally:
             proxy.close()
         assert paused.progress.sent == 1 and len(sent) == 1
