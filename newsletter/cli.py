@@ -359,17 +359,7 @@ def subscribers_count(ctx: click.Context) -> None:
 @click.option("--resend", is_flag=True, help="Send an issue that was sent already to everyone again.")
 @click.pass_context
 @reports_errors
-def send(
-    ctx: click.Context,
-    issue: str,
-    transport_name: str | None,
-    yes: bool,
-    test_address: str | None,
-    dry_run: bool,
-    rate: float | None,
-    allow_partial: bool,
-    resend: bool,
-) -> None:
+def send(ctx: click.Context, issue: str, **options: Any) -> None:
     """Send ISSUE to every active subscriber, each in their language's edition; resumable.
 
     Killed or stopped (Ctrl-C) at any point, the same command sends only what was not sent.
@@ -377,17 +367,7 @@ def send(
     """
     from .cli_send import run_send
 
-    run_send(
-        settings_of(ctx),
-        issue,
-        transport_name=transport_name,
-        yes=yes,
-        test_address=test_address,
-        dry_run=dry_run,
-        rate=rate,
-        allow_partial=allow_partial,
-        resend=resend,
-    )
+    run_send(settings_of(ctx), issue, **options)  # the options, named and typed, are run_send's arguments
 
 
 @cli.command()

@@ -14,12 +14,14 @@ import click
 
 from .config import Settings
 from .errors import NewsletterError
-from .issues import find_issue
+from .issues import Issue, find_issue
+from .messages import MessageTemplate
 from .ratelimit import RateLimiter
 from .render.templates import load_templates
 from .sending import (
     Progress,
     SendError,
+    SendOutcome,
     build_templates,
     messages_left,
     preview_audience,
@@ -28,9 +30,9 @@ from .sending import (
     start_send,
 )
 from .sending import dry_run as build_all
-from .store import delivery_counts, open_store
+from .store import Store, delivery_counts, open_store
 from .tokens import secret_key
-from .transports import open_transport
+from .transports import Transport, open_transport
 
 UNLIMITED_RATE_GUESS = 1500  # messages/s the file transport writes here (bench/send_file.py)
 
@@ -125,45 +127,59 @@ def run_send(
             click.confirm("Send now?", abort=True)
         total = start_send(store, issue, settings, resend=resend)
         limiter = RateLimiter(per_second, cap=cap)
-        stop = threading.Event()
-        previous = signal.getsignal(signal.SIGINT)
-
-        def on_interrupt(_signum: int, _frame: Any) -> None:
-            if stop.is_set():
-                raise KeyboardInterrupt
-            stop.set()
-            click.echo("\nStopping after the message in flight (Ctrl-C again to stop at once) …", err=True)
-
-        signal.signal(signal.SIGINT, on_interrupt)
-        try:
-            with click.progressbar(
-                length=total,
-                label="Sending",
-                show_eta=True,
-                show_pos=True,
-                item_show_func=lambda p: p,
-                file=sys.stderr,
-            ) as bar:
-
-                def update(progress: Progress) -> None:
-                    bar.update(1, f"sent {progress.sent:,} · failed {progress.failed:,} · {progress.rate:,.1f}/s")
-
-                outcome = send_edition(
-                    settings,
-                    store,
-                    issue,
-                    transport,
-                    messages,
-                    secret,
-                    limiter=limiter,
-                    total=total,
-                    stop=stop,
-                    on_progress=update,
-                )
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        p = outcome.progress
+        outcome = _send_with_progress_bar(settings, store, issue, transport, messages, secret, limiter, total)
         final = delivery_counts(store, issue.slug)
+    _report(outcome, final, issue.slug, total)
+
+
+def _send_with_progress_bar(
+    settings: Settings,
+    store: Store,
+    issue: Issue,
+    transport: Transport,
+    messages: dict[str, MessageTemplate],
+    secret: bytes,
+    limiter: RateLimiter,
+    total: int,
+) -> SendOutcome:
+    """send_edition behind a progress bar; the first Ctrl-C stops after the message in flight, a second at once."""
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("\nStopping after the message in flight (Ctrl-C again to stop at once) …", err=True)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with click.progressbar(
+            length=total, label="Sending", show_eta=True, show_pos=True, item_show_func=lambda p: p, file=sys.stderr
+        ) as bar:
+
+            def update(progress: Progress) -> None:
+                bar.update(1, f"sent {progress.sent:,} · failed {progress.failed:,} · {progress.rate:,.1f}/s")
+
+            return send_edition(
+                settings,
+                store,
+                issue,
+                transport,
+                messages,
+                secret,
+                limiter=limiter,
+                total=total,
+                stop=stop,
+                on_progress=update,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _report(outcome: SendOutcome, final: dict[str, int], slug: str, total: int) -> None:
+    """The summary line; an error (exit 1) when the run stopped early, or left failures or deferrals."""
+    p = outcome.progress
     click.echo(
         f"Sent {p.sent:,}, failed {p.failed:,}, deferred {p.deferred:,}, skipped {p.skipped:,} in "
         f"{_duration(p.elapsed)} ({p.rate:,.1f}/s). Send log: "
@@ -174,15 +190,13 @@ def run_send(
         raise SendError(
             "send",
             f"stopped after {p.done:,} of {total:,}: {outcome.stopped}",
-            f"run 'newsletter send {issue.slug}' again to resume; {left:,} left",
+            f"run 'newsletter send {slug}' again to resume; {left:,} left",
         )
     if p.failed:
-        raise NewsletterError(
-            issue.slug, f"{p.failed:,} message(s) failed for good", f"see 'newsletter status {issue.slug}'"
-        )
+        raise NewsletterError(slug, f"{p.failed:,} message(s) failed for good", f"see 'newsletter status {slug}'")
     if left:
         raise NewsletterError(
-            issue.slug,
+            slug,
             f"{left:,} message(s) deferred by the server",
-            f"run 'newsletter send {issue.slug}' again later to retry them",
+            f"run 'newsletter send {slug}' again later to retry them",
         )
