@@ -95,9 +95,12 @@ def test_schema_is_versioned_and_reopening_keeps_data(database_url: str) -> None
             assert conn.execute(sa.text("SELECT version FROM newsletter_schema")).scalar_one() == SCHEMA_VERSION
 
 
-def test_bad_database_url_is_one_line() -> None:
-    with pytest.raises(StoreError, match="is not a database URL"):
-        open_store("nonsense")
+def test_bad_database_url_is_one_line(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", "nonsense")
+    result = run("subscribers", "count")
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: ") and "is not a database URL" in result.stderr
 
 
 def test_unconfirmed_sign_ups_are_purged(store) -> None:
