@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -111,7 +112,7 @@ def parse_envelope(outer: Any) -> list[Event]:
 
 def apply_events(store: Store, events: Iterable[Event], transient_limit: int = TRANSIENT_LIMIT) -> dict[str, int]:
     """Record each event (suppressing its address as needed); returns how many ended which way."""
-    outcome: dict[str, int] = {}
+    outcome: Counter[str] = Counter()
     for event in events:
         result = record_event(
             store,
@@ -122,7 +123,7 @@ def apply_events(store: Store, events: Iterable[Event], transient_limit: int = T
             occurred_at=event.occurred_at,
             transient_limit=transient_limit,
         )
-        outcome[result] = outcome.get(result, 0) + 1
+        outcome[result] += 1
     return outcome
 
 
@@ -141,7 +142,7 @@ def poll_queue(
     A message is deleted after its events are committed; one that cannot be read is left in the queue
     (its redrive policy moves it to a dead-letter queue) and counted as `unreadable`.
     """
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     while True:
         answer = client.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1 if once else wait_seconds
@@ -149,20 +150,18 @@ def poll_queue(
         messages = answer.get("Messages", [])
         if not messages and once:
             return totals
-        batch: dict[str, int] = {}
+        batch: Counter[str] = Counter()
         for message in messages:
             try:
                 events = parse_notification(message["Body"])
             except NotificationError as err:
                 log.warning("queue message %s left in the queue: %s", message.get("MessageId"), err)
-                batch["unreadable"] = batch.get("unreadable", 0) + 1
+                batch["unreadable"] += 1
                 continue
-            for key, count in apply_events(store, events, transient_limit).items():
-                batch[key] = batch.get(key, 0) + count
+            batch.update(apply_events(store, events, transient_limit))
             client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])  # after commit
-            batch["messages"] = batch.get("messages", 0) + 1
-        for key, count in batch.items():
-            totals[key] = totals.get(key, 0) + count
+            batch["messages"] += 1
+        totals.update(batch)
         if on_batch and batch:
             on_batch(batch)
 
