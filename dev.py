@@ -65,8 +65,10 @@ def test(*args: str) -> None:
 
 
 def lint() -> None:
+    """ruff (lint and format) over the code, and mypy over the package (settings in pyproject.toml)."""
     run(BIN / "ruff", "check", "newsletter", "tests", "bench", "dev.py")
     run(BIN / "ruff", "format", "--check", "newsletter", "tests", "bench", "dev.py")
+    run(BIN / "mypy")
 
 
 def bench() -> None:

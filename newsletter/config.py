@@ -141,11 +141,12 @@ class _Reader:
         value = self.table.get(key)
         if value is None and not required:
             return None
-        from email.headerregistry import HeaderRegistry  # only here: it costs a tenth of the start-up
+        from email.headerregistry import AddressHeader, HeaderRegistry  # only here: a tenth of the start-up
 
         text = self.string(key)
         try:
             header = HeaderRegistry()("To", text)
+            assert isinstance(header, AddressHeader)
             (address,) = header.addresses
         except (ValueError, IndexError, TypeError) as err:
             raise self.fail(key, f"{text!r} is not one email address", "use 'Name <a@b.org>'") from err

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from .config import LANGUAGE_PATTERN, Settings
 from .errors import IssueError
-from .render.markdown import Body, Section, render_body
+from .markdown import Body, Section, render_body
 
 FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -272,12 +272,22 @@ def find_issue_files(settings: Settings) -> list[Path]:
 
 
 class Versioned(Protocol):
-    """What grouping needs of an edition (Edition, or the site builder's lighter record of one)."""
+    """What grouping needs of an edition (Edition, or the site builder's lighter record of one).
 
-    slug: str
-    lang: str
-    path: str
-    date: dt.date
+    Read-only members, so frozen dataclasses meet it.
+    """
+
+    @property
+    def slug(self) -> str: ...
+
+    @property
+    def lang(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def date(self) -> dt.date: ...
 
 
 V = TypeVar("V", bound=Versioned)

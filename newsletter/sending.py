@@ -175,9 +175,10 @@ def send_edition(
     return SendOutcome(run.progress, stopped)
 
 
-def edition_language(messages: dict[str, MessageTemplate], lang: str, settings: Settings) -> str:
-    """The edition a subscriber reading `lang` gets: theirs, or the default language's when it is missing."""
-    return lang if lang in messages else settings.language
+def edition_language(messages: dict[str, MessageTemplate], lang: str | None, settings: Settings) -> str:
+    """The edition a subscriber reading `lang` gets: theirs, or the default language's when they have none
+    or it is missing."""
+    return lang if lang is not None and lang in messages else settings.language
 
 
 @dataclass

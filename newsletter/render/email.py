@@ -18,7 +18,7 @@ from premailer import Premailer
 from ..config import Settings
 from ..errors import TemplateError
 from ..issues import Edition, read_body_source
-from .markdown import Section, display_width, render_text
+from ..markdown import Section, display_width, render_text
 from .templates import Templates
 
 UNSUBSCRIBE_TOKEN = "__UNSUBSCRIBE_TOKEN__"  # ASCII and URL-safe: survives every renderer untouched

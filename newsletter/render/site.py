@@ -471,9 +471,9 @@ def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / path, target)
     for gone in set(previous_pages) - set(builder.new_keys):
-        path = out / gone
-        path.unlink(missing_ok=True)
-        for parent in path.parents:
+        gone_path = out / gone
+        gone_path.unlink(missing_ok=True)
+        for parent in gone_path.parents:
             if parent == out or any(parent.iterdir()):
                 break
             parent.rmdir()

@@ -165,7 +165,7 @@ def audience_preview(store: Store, issue: str, editions: Collection[str], defaul
         deliveries.c.state.in_([DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED]),
     )
     with store.engine.connect() as conn:
-        per_edition = dict(
+        per_edition: dict[str, int] = dict(
             conn.execute(
                 sa.select(lang_case, sa.func.count())
                 .where(subscribers.c.status == SubscriberStatus.ACTIVE, ~sa.exists(done))

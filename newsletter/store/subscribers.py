@@ -42,6 +42,13 @@ def _subscriber(row: Any) -> Subscriber:
     )
 
 
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT made."""
+    key = result.inserted_primary_key
+    assert key is not None, "an INSERT of one row has a primary key"
+    return int(key[0])
+
+
 def is_suppressed(conn: Connection, email: str) -> bool:
     return (
         conn.execute(sa.select(suppressions.c.reason).where(suppressions.c.email_hash == email_hash(email))).first()
@@ -80,7 +87,7 @@ def add_subscriber(
                 attributes=attributes or {},
             )
         )
-        subscriber_id = result.inserted_primary_key[0]
+        subscriber_id = _inserted_id(result)
         return _subscriber(conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).one())
 
 
@@ -235,7 +242,7 @@ def request_subscription(store: Store, email: str, lang: str | None, consent: st
                     attributes={"consent": consent, "consent_at": stamp.isoformat()},
                 )
             )
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == result.inserted_primary_key[0])).one()
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == _inserted_id(result))).one()
             return _subscriber(row), True
         if existing.status in {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}:
             return existing, False

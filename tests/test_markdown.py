@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from newsletter.render.markdown import display_width, render_body, render_text, slugify, wrap
+from newsletter.markdown import display_width, render_body, render_text, slugify, wrap
 
 BODY = """Intro with a [link](https://example.com/a) and `code`.
 

@@ -141,12 +141,14 @@ def render_body(source: str, first_line: int = 1) -> Body:
     sections = []
     line, counted_to = first_line, 0
     for part in parts[1:]:
-        title = _plain(part.heading)
+        heading = part.heading
+        assert heading is not None, "every part after the intro starts at its heading"
+        title = _plain(heading)
         anchor = slugify(title)
         used[anchor] = used.get(anchor, 0) + 1
         if used[anchor] > 1:
             anchor = f"{anchor}-{used[anchor]}"
-        start = part.heading.srcmap[0]
+        start = heading.srcmap[0]
         line += data.count(b"\n", counted_to, start)
         counted_to = start
         sections.append(
