@@ -1,4 +1,4 @@
-"""The send loop: snapshot the audience into the send log, then rate-limit, personalise, hand over, record.
+"""The send loop: snapshot the audience into the send log, then rate-limit, claim, personalise, hand over, record.
 
 It talks to the store only through store.py and to the peer only through the Transport protocol, so the
 same loop runs against SQLite + files and PostgreSQL + SES. Every message is claimed in the log before it
@@ -154,8 +154,9 @@ def send_edition(
 ) -> SendOutcome:
     """Hand every pending message of `issue` to `transport`, recording each in the send log.
 
-    Each delivery is claimed (the last look at the subscriber) before its message leaves and recorded
-    after; a transport error stops the run with that message back in `pending`.
+    Each delivery waits for its rate-limit slot, is then claimed (the last look at the subscriber) just
+    before its message leaves, and is recorded after; a transport error stops the run with that message
+    back in `pending`.
     """
     run = _SendRun(settings, issue, transport, messages, secret, limiter, SendLog(store), Progress(total=total))
     stopped: str | None = None
@@ -199,9 +200,17 @@ class _SendRun:
         self.sender = self.settings.from_address.addr_spec
 
     def send_one(self, delivery: Delivery) -> str | None:
-        """Claim, personalise, hand over and record one delivery, counting it; returns why the whole run
-        must stop, or None."""
+        """Wait for a slot, claim, personalise, hand over and record one delivery, counting it; returns why
+        the whole run must stop, or None.
+
+        The claim (the last look at the subscriber) comes after the rate-limit wait, so an unsubscribe
+        recorded while this message waited for its slot is honoured; a skipped delivery still used a slot.
+        """
         log, progress = self.log, self.progress
+        try:
+            self.limiter.acquire()  # before the claim: the wait must not sit between the last look and the send
+        except QuotaExhausted:
+            return "the 24-hour sending quota is used up"  # not claimed: it stays in the log to send later
         if not log.claim(delivery.id, self.transport.name):
             progress.skipped += 1
             return None
@@ -215,11 +224,6 @@ class _SendRun:
             progress.failed += 1
             return None
         outgoing = OutgoingMessage(self.sender, delivery.email, raw, self.issue.slug, delivery.lang)
-        try:
-            self.limiter.acquire()  # right before the hand-over, so the peer sees the spacing we keep
-        except QuotaExhausted:
-            log.record(delivery.id, DeliveryState.PENDING)  # it did not leave
-            return "the 24-hour sending quota is used up"
         try:
             result = self.transport.send(outgoing)
         except TransportError as err:

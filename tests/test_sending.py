@@ -22,8 +22,15 @@ from newsletter.issues import Issue, find_issue
 from newsletter.messages import MessageTemplate
 from newsletter.ratelimit import QuotaExhausted, RateLimiter
 from newsletter.render.templates import load_templates
-from newsletter.sending import build_templates, send_edition, start_send
-from newsletter.store import DeliveryState, delivery_counts, open_store, record_unsubscribe, subscriber_by_email
+from newsletter.sending import TO_SEND, build_templates, send_edition, start_send
+from newsletter.store import (
+    DeliveryState,
+    delivery_counts,
+    next_deliveries,
+    open_store,
+    record_unsubscribe,
+    subscriber_by_email,
+)
 from newsletter.tokens import DEVELOPMENT_SECRET, verify_unsubscribe_token
 from newsletter.transports.file import FileTransport, file_name
 from tests.conftest import REPO, wait_until, write_issue
@@ -134,6 +141,38 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
     assert "eun.han@example.com" not in calls
     assert counts["skipped"] == 1 and outcome.progress.skipped == 1 and counts["sent"] == len(names) == 8
     assert reported == list(range(1, 10))  # the progress bar moves for every delivery, the skipped one too
+
+
+def test_an_unsubscribe_recorded_during_the_rate_limit_wait_is_honoured(publication: Path, run) -> None:
+    """The last look at the subscriber comes after the wait for the rate-limit slot, right before the hand-over."""
+    _import(run)
+    prepared = _prepared(publication)
+    settings, issue, _ = prepared
+    with open_store(settings.database_url) as store:
+        total = start_send(store, issue, settings, resend=False)
+        second = next_deliveries(store, ISSUE, 0, 2, TO_SEND)[1]  # the first message that has to wait
+        now = [0.0]
+        waits: list[float] = []
+
+        def sleep(seconds: float) -> None:  # the wait for the slot: the subscriber leaves meanwhile
+            if not waits:
+                record_unsubscribe(store, second.subscriber_id, "one-click")
+            waits.append(seconds)
+            now[0] += seconds
+
+        transport = FileTransport(_outbox(publication))
+        handed_over: list[str] = []
+        original = transport.send
+        transport.send = lambda message: handed_over.append(message.recipient) or original(message)
+        limiter = RateLimiter(0.5, clock=lambda: now[0], sleep=sleep)
+        outcome = _send(prepared, store, transport, total, limiter=limiter)
+        counts = delivery_counts(store, ISSUE)
+        states = {d.subscriber_id: d.state for d in next_deliveries(store, ISSUE, 0, 100, tuple(DeliveryState))}
+    assert waits and waits[0] == pytest.approx(2.0)  # --rate 0.5: the second message waited 2 s
+    assert second.email not in handed_over and len(handed_over) == total - 1
+    assert not (_outbox(publication) / file_name(second.email)).exists()
+    assert states[second.subscriber_id] == DeliveryState.SKIPPED
+    assert counts["skipped"] == outcome.progress.skipped == 1 and counts["sent"] == total - 1
 
 
 def test_stop_then_resume_sends_the_rest_once(publication: Path, run, tmp_path: Path) -> None:
