@@ -1,0 +1,92 @@
+"""The package's shape, kept by test: which layer may import which (docs/design.md, each package's docstring).
+
+Every import in every module counts, the ones inside functions too, so a lazy import cannot hide a break.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
+
+# layer → the modules of ours it must never import (a name covers the module and everything below it)
+FORBIDDEN = {
+    # The model: issue files, their Markdown, settings, errors, tokens. It knows no renderer, store or peer.
+    "newsletter.config": ("render", "store", "transports", "sending", "web", "events", "cli", "issues", "markdown"),
+    "newsletter.errors": ("render", "store", "transports", "sending", "web", "events", "cli", "config", "issues"),
+    "newsletter.tokens": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
+    "newsletter.markdown": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
+    "newsletter.issues": ("render", "store", "transports", "sending", "web", "events", "cli"),
+    # Renderers turn editions into bytes: no store, no peer, no sending, no web app.
+    "newsletter.render": ("store", "transports", "sending", "web", "events", "cli", "cli_send", "subscriber_csv"),
+    # Transports get bytes and report what the peer said: they never render and never touch the store.
+    "newsletter.transports": ("render", "store", "sending", "web", "events", "cli", "messages", "issues", "markdown"),
+    # The store keeps subscribers and the send log: no renderer, no peer.
+    "newsletter.store": ("render", "transports", "sending", "web", "events", "cli", "messages", "issues", "markdown"),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, source: str | None = None) -> set[str]:
+    """Absolute names of every module `path` (or `source` as if it were there) imports, relative ones resolved."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    text = path.read_text(encoding="utf-8") if source is None else source
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            found.add(stem)
+            found.update(f"{stem}.{alias.name}" for alias in node.names)  # `from . import x` imports x
+    return found
+
+
+def layer_of(name: str) -> str | None:
+    return next((layer for layer in FORBIDDEN if name == layer or name.startswith(layer + ".")), None)
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_layer_named_in_the_rules_exists() -> None:
+    names = {module_name(path) for path in MODULES}
+    for layer in FORBIDDEN:
+        assert layer in names, f"{layer} is named in the package rules but does not exist"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_module_keeps_its_layer_rules(path: Path) -> None:
+    name = module_name(path)
+    layer = layer_of(name)
+    if layer is None:
+        return
+    breaks = sorted(
+        imported
+        for imported in imported_modules(path)
+        for banned in FORBIDDEN[layer]
+        if imported == f"newsletter.{banned}" or imported.startswith(f"newsletter.{banned}.")
+    )
+    assert not breaks, f"{name} ({layer}) must not import {', '.join(breaks)}"
+
+
+def test_the_rule_checker_sees_a_break() -> None:
+    """The checker itself: a lazy, relative import of the store from a renderer is found."""
+    assert "newsletter.issues" in imported_modules(PACKAGE / "render" / "email.py")
+    probe = PACKAGE / "render" / "probe.py"  # never written: its source is given
+    assert "newsletter.store" in imported_modules(probe, "def f():\n    from ..store import open_store\n")
+    assert "newsletter.transports" in imported_modules(probe, "from .. import transports\n")
+    assert layer_of(module_name(probe)) == "newsletter.render"
