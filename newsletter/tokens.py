@@ -46,10 +46,13 @@ def _signature(secret: bytes, purpose: str, list_id: str, body: str) -> str:
 
 
 def _base36(number: int, width: int) -> str:
+    if number < 0:
+        raise ValueError(f"{number} is negative; tokens hold only numbers from 0")
     digits = []
-    while number:
-        number, rest = divmod(number, 36)
-        digits.append(ALPHABET[rest])
+    rest = number
+    while rest:
+        rest, digit = divmod(rest, 36)
+        digits.append(ALPHABET[digit])
     text = "".join(reversed(digits)) or "0"
     if len(text) > width:
         raise ValueError(f"{number} does not fit in {width} base-36 digits")

@@ -49,3 +49,14 @@ def test_real_transports_need_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "short")
     with pytest.raises(ConfigError, match="shorter than 16"):
         secret_key("ses")
+
+
+@pytest.mark.parametrize("number", [36**8, 36**8 + 12345, 10**15])
+def test_a_number_too_large_is_named_in_the_error(number: int) -> None:
+    with pytest.raises(ValueError, match=rf"^{number} does not fit in 8 base-36 digits$"):
+        unsubscribe_token(SECRET, "l", number)
+
+
+def test_a_negative_number_is_refused() -> None:
+    with pytest.raises(ValueError, match="^-1 is negative"):
+        unsubscribe_token(SECRET, "l", -1)
