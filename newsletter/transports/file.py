@@ -1,7 +1,8 @@
-"""The file transport: one .eml per recipient under outbox/<slug>/, written atomically.
+"""The file transport: one .eml per recipient under outbox/<slug>/, written atomically and privately.
 
 The file name comes from the recipient's address, so however often a send is resumed, one person
-never has two files. The default transport: the main job works with no mail account.
+never has two files. The default transport: the main job works with no mail account. Messages are
+0600 and the folders it creates 0700, whatever the umask: they hold subscribers' addresses and links.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from .base import OutgoingMessage, SendResult, SendStatus
+
+TEMPORARY = re.compile(r"^\..+\.(\d+)(-[a-z0-9_]+)?\.tmp$")  # .<file name>.<pid>-<random>.tmp (older: no -<random>)
 
 
 def file_name(recipient: str) -> str:
@@ -21,22 +25,55 @@ def file_name(recipient: str) -> str:
     return f"{readable}-{digest}.eml"
 
 
+def make_private_folder(folder: Path) -> None:
+    """Create `folder` and its missing parents 0700 (an existing folder is left as it is)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:  # another thread or process made it meanwhile
+            continue
+        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 class FileTransport:
-    """Writes each message to `folder` instead of sending it."""
+    """Writes each message to `folder` instead of sending it.
+
+    Safe to share between threads and processes: every write has a temporary file of its own
+    (mkstemp), and close() removes only the leftovers of processes that no longer run.
+    """
 
     name = "file"
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_folder(folder)
 
     def send(self, message: OutgoingMessage) -> SendResult:
         path = self.folder / file_name(message.recipient)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(message.raw)
-        os.replace(temporary, path)  # atomic: a reader sees the whole message or none
+        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:  # mkstemp creates it 0600
+                out.write(message.raw)
+            os.replace(temporary, path)  # atomic: a reader sees the whole message or none
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         return SendResult(SendStatus.SENT, message_id=str(path))
 
     def close(self) -> None:
-        for leftover in self.folder.glob(".*.tmp"):  # from a process killed mid-write
-            leftover.unlink(missing_ok=True)
+        """Remove temporary files left by processes killed mid-write; never one still being written."""
+        for leftover in self.folder.glob(".*.tmp"):
+            match = TEMPORARY.match(leftover.name)
+            if match and not _process_alive(int(match.group(1))):
+                leftover.unlink(missing_ok=True)
