@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .config import Settings, find_root, load_settings
+from .config import TRANSPORTS, Settings, find_root, load_settings
 from .errors import NewsletterError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -348,7 +348,7 @@ def subscribers_count(ctx: click.Context) -> None:
 @click.option(
     "--transport",
     "transport_name",
-    type=click.Choice(["file", "smtp", "ses"]),
+    type=click.Choice(TRANSPORTS),
     help="Where messages go [transport in the settings, file by default].",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -372,20 +372,33 @@ def send(ctx: click.Context, issue: str, **options: Any) -> None:
 
 @cli.command()
 @click.argument("issue")
+@click.option(
+    "--problems", default=20, show_default=True, type=click.IntRange(min=0), help="List this many failed or deferred."
+)
 @click.pass_context
 @reports_errors
-def status(ctx: click.Context, issue: str) -> None:
-    """Show how far the send of ISSUE got: messages per state. Example: newsletter status 2023-09-25-top-ml-papers"""
+def status(ctx: click.Context, issue: str, problems: int) -> None:
+    """Show how far the send of ISSUE got: messages per state, then the failed and deferred ones with the
+    server's words. Example: newsletter status 2023-09-25-top-ml-papers
+    """
     from .issues import find_issue
-    from .store import delivery_counts
+    from .store import DeliveryState, delivery_counts, delivery_problems
 
     settings = settings_of(ctx)
     found = find_issue(settings, issue)
     with _store(settings) as store:
         counts = delivery_counts(store, found.slug)
+        listed = delivery_problems(store, found.slug, problems) if problems else []
     for state, count in counts.items():
         click.echo(f"{state:<9}{count:>9,}")
     click.echo(f"{'total':<9}{sum(counts.values()):>9,}")
+    unsent = counts[DeliveryState.FAILED] + counts[DeliveryState.DEFERRED]
+    if listed:
+        click.echo(
+            f"\nNot sent ({len(listed):,} of {unsent:,}; failed is for good, deferred is retried by a resumed send):"
+        )
+        for problem in listed:
+            click.echo(f"{problem.state:<9}{problem.email}\t{problem.error or '-'}")
 
 
 # ---------------------------------------------------------------- the web app and events

@@ -47,14 +47,8 @@ class StoreError(NewsletterError):
 
 
 class TransportError(NewsletterError):
-    """A transport could not hand over a message.
-
-    `permanent` is True when retrying cannot help (the recipient or message was refused).
-    """
-
-    def __init__(self, where: str, message: str, hint: str = "", *, permanent: bool = False) -> None:
-        self.permanent = permanent
-        super().__init__(where, message, hint)
+    """The whole send must stop: no connection, bad credentials, a paused account. The message in hand stays
+    pending. One refused message is not an error but a SendResult (FAILED or DEFERRED)."""
 
 
 class MissingExtraError(NewsletterError):

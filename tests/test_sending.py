@@ -248,6 +248,10 @@ def test_smtp_send_with_refusals(
     assert result.exit_code == 1
     assert "Sent 2, failed 1, deferred 1" in result.stdout
     assert result.stderr.endswith(f"Error: {ISSUE}: 1 message(s) failed for good (see 'newsletter status {ISSUE}')\n")
+    shown = run("status", ISSUE).stdout  # the hint's promise: status names who failed, and why
+    assert "Not sent (2 of 2; failed is for good, deferred is retried by a resumed send):" in shown
+    assert "failed   reject.me@example.com\tSMTP 550 5.1.1 <reject.me@example.com>: Recipient address rejected" in shown
+    assert "deferred defer.me@example.com\tSMTP 451 4.3.0 Mailbox temporarily unavailable" in shown
     received = {
         e.rcpt_tos[0]: BytesParser(policy=policy.default).parsebytes(e.original_content) for e in handler.envelopes
     }

@@ -22,10 +22,12 @@ from .database import (
 )
 from .deliveries import (
     AudiencePreview,
+    DeliveryProblem,
     SendLog,
     audience_preview,
     claim_delivery,
     delivery_counts,
+    delivery_problems,
     next_deliveries,
     reset_for_resend,
     snapshot_audience,
@@ -54,6 +56,7 @@ __all__ = [
     "AudiencePreview",
     "SCHEMA_VERSION",
     "Delivery",
+    "DeliveryProblem",
     "DeliveryState",
     "ImportCounts",
     "SendLog",
@@ -67,6 +70,7 @@ __all__ = [
     "count_subscribers",
     "deliveries",
     "delivery_counts",
+    "delivery_problems",
     "email_hash",
     "email_key",
     "events",

@@ -182,3 +182,25 @@ def audience_preview(store: Store, issue: str, editions: Collection[str], defaul
     }
     left_out["already sent"] = already
     return AudiencePreview(per_edition, left_out)
+
+
+@dataclass(frozen=True)
+class DeliveryProblem:
+    """A message of a send that did not go out: to whom, where it stands, and the peer's words."""
+
+    email: str
+    state: DeliveryState
+    error: str
+
+
+def delivery_problems(store: Store, issue: str, limit: int = 20) -> list[DeliveryProblem]:
+    """The first `limit` failed or deferred deliveries of `issue`, in send order, with their errors."""
+    query = (
+        sa.select(subscribers.c.email, deliveries.c.state, deliveries.c.error)
+        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+        .where(deliveries.c.issue == issue, deliveries.c.state.in_([DeliveryState.FAILED, DeliveryState.DEFERRED]))
+        .order_by(deliveries.c.id)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        return [DeliveryProblem(r.email, DeliveryState(r.state), r.error or "") for r in conn.execute(query)]

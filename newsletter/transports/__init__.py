@@ -5,7 +5,7 @@ Rule: transports never render and never touch the store; they get bytes and repo
 
 from __future__ import annotations
 
-from ..config import Settings
+from ..config import TRANSPORTS, Settings
 from ..errors import ConfigError
 from .base import OutgoingMessage, SendResult, SendStatus, Transport
 
@@ -26,4 +26,4 @@ def open_transport(name: str, settings: Settings, *, slug: str) -> Transport:
         from .ses import SesTransport
 
         return SesTransport.from_settings(settings)
-    raise ConfigError("--transport", f"'{name}' is not a transport", "use file, smtp or ses")
+    raise ConfigError("--transport", f"'{name}' is not a transport", f"use {', '.join(TRANSPORTS)}")
