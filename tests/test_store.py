@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -124,3 +129,71 @@ def test_an_old_schema_upgrades_itself(database_url: str) -> None:
         with store.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version FROM newsletter_schema")).scalar_one() == 2
             assert sa.inspect(conn).has_table("events")
+
+
+# ---------------------------------------------------------------- private files, locks, refused values
+
+
+@pytest.fixture
+def umask_022():
+    """The usual default umask, under which plain creation makes files 0644 and folders 0755."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_sqlite_store_and_its_wal_files_are_private(tmp_path: Path, umask_022) -> None:
+    path = tmp_path / "publication" / "subscribers" / "subscribers.db"
+    with open_store(f"sqlite:///{path}") as store:
+        add_subscriber(store, "kim@example.com")  # a write: the -wal and -shm files exist while it is open
+        files = [path, path.with_name("subscribers.db-wal"), path.with_name("subscribers.db-shm")]
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+    assert _mode(path.parent) == 0o700 and _mode(path.parent.parent) == 0o700
+
+
+def test_an_existing_store_that_others_could_read_is_tightened(tmp_path: Path, umask_022) -> None:
+    path = tmp_path / "subscribers.db"
+    with open_store(f"sqlite:///{path}") as store:
+        add_subscriber(store, "kim@example.com")
+    os.chmod(path, 0o664)
+    with open_store(f"sqlite:///{path}") as store:
+        add_subscriber(store, "lee@example.com")
+        assert _mode(path) == 0o660  # others lose access; a group the owner chose keeps it
+        assert _mode(path.with_name("subscribers.db-wal")) == 0o660
+
+
+def test_a_write_lock_held_too_long_is_one_store_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import newsletter.store.database as database
+
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "subscribers.db"
+    with open_store(f"sqlite:///{path}") as store:
+        other = sqlite3.connect(path, isolation_level=None)  # another process's connection, as SQLite sees it
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError) as raised:
+                add_subscriber(store, "kim@example.com")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert str(raised.value) == (
+            f"{path}: the database is locked by another process (wait for it to finish, or stop it)"
+        )
+        assert add_subscriber(store, "kim@example.com").email == "kim@example.com"  # free again: it works
+
+
+def test_a_value_the_database_refuses_is_one_store_error(store) -> None:
+    # Only PostgreSQL enforces the String(200); SQLite keeps it, so both must at least not leak a driver error.
+    try:
+        add_subscriber(store, "long@example.com", name="x" * 201)
+    except StoreError as err:
+        assert store.engine.dialect.name == "postgresql"
+        assert str(err).endswith(
+            "refused a value: value too long for type character varying(200) (shorten or correct it)"
+        )
+    else:
+        assert store.engine.dialect.name == "sqlite"

@@ -9,6 +9,8 @@ import contextlib
 import datetime as dt
 import enum
 import hashlib
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -180,20 +182,67 @@ class Store:
             yield conn
 
 
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite write waits for another process's write to end
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: the pragmas below may wait for a lock too
     cursor.execute("PRAGMA journal_mode=WAL")  # readers (the web app) never block the sender
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Make the SQLite file private before SQLite opens it: missing folders 0700, a new file 0600.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they are private too. An existing
+    database (or -wal/-shm) that others may read is tightened: their permissions go, the owner's and
+    group's stay (a group shared on purpose keeps working).
+    """
+    missing = [p for p in path.parents if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process
+            continue
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # 0600 & ~umask: the umask cannot widen it
+    except FileExistsError:
+        pass
+    for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(existing.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o007:
+            os.chmod(existing, mode & ~0o007)
+
+
+def _store_errors(where: str) -> Callable[[Any], None]:
+    """An engine `handle_error` hook: the database errors a user can act on become one-line StoreErrors."""
+
+    def handle(context: Any) -> None:
+        error = context.sqlalchemy_exception
+        detail = str(context.original_exception).strip().splitlines()[0] if str(context.original_exception) else ""
+        if isinstance(error, sa.exc.OperationalError) and "database is locked" in detail:
+            raise StoreError(
+                where, "the database is locked by another process", "wait for it to finish, or stop it"
+            ) from None
+        if isinstance(error, sa.exc.DataError):
+            raise StoreError(where, f"refused a value: {detail}", "shorten or correct it") from None
+
+    return handle
 
 
 def open_store(url: str) -> Store:
     """Connect to `url`, create or upgrade the schema, and return the Store."""
     try:
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        database = sa.engine.make_url(url).database if url.startswith("sqlite:") else None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _private_sqlite_file(Path(database))
         engine = sa.create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     except ModuleNotFoundError as err:
         if "psycopg" in str(err):
@@ -201,6 +250,8 @@ def open_store(url: str) -> Store:
         raise StoreError(_safe_url(url), f"cannot load the database driver: {err}", "install it") from None
     except sa.exc.ArgumentError as err:
         raise StoreError(_safe_url(url), f"is not a database URL: {err}", "use sqlite:///… or postgresql://…") from None
+    where = database or _safe_url(url)
+    sa.event.listen(engine, "handle_error", _store_errors(where))
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     try:
