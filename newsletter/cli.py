@@ -469,6 +469,24 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+DEBUG_ENV = "NEWSLETTER_DEBUG"
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(obj={})
+    """Console-script entry point. A failure no command foresaw is still one line, exit 1 (a bug of ours: set
+    NEWSLETTER_DEBUG=1 for its traceback); errors the commands know are reported by `reports_errors`."""
+    import os
+    import sys
+
+    try:
+        cli(obj={}, standalone_mode=True)
+    except Exception as err:  # click's own exits and aborts never get here: standalone mode handles them
+        if os.environ.get(DEBUG_ENV):
+            raise
+        text = str(err).splitlines()[0] if str(err) else ""
+        click.echo(
+            f"Error: newsletter: unexpected {type(err).__name__}{': ' + text if text else ''} "
+            f"(a bug: run again with {DEBUG_ENV}=1 and report the traceback)",
+            err=True,
+        )
+        sys.exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 
@@ -120,3 +121,29 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
     for name, command in _commands(cli):
         assert command.help and len(command.help) > 20, name
         assert f"newsletter {name}" in readme, f"README.md does not show 'newsletter {name}'"
+
+
+def test_an_unforeseen_failure_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """The last net of main(): a crash no command foresaw (here a module that fails to import) is one line, exit 1."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import newsletter.render.site as site\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise RuntimeError('simulated defect\\nsecond line')\n"
+        "site.build_site = broken\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop("NEWSLETTER_DEBUG", None)
+    command = [sys.executable, "-m", "newsletter", "--root", str(REPO), "build", "--out", str(tmp_path / "site")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: newsletter: unexpected RuntimeError: simulated defect "
+        "(a bug: run again with NEWSLETTER_DEBUG=1 and report the traceback)\n"
+    )
+    debug = subprocess.run(command, capture_output=True, text=True, env={**env, "NEWSLETTER_DEBUG": "1"}, timeout=120)
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "simulated defect" in debug.stderr
