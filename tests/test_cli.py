@@ -124,7 +124,7 @@ def test_every_command_has_help_and_is_in_the_readme() -> None:
 
 
 def test_an_unforeseen_failure_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
-    """The last net of main(): a crash no command foresaw (here a module that fails to import) is one line, exit 1."""
+    """The last net of main(): a crash no command foresaw (here a build that raises RuntimeError) is one line."""
     import subprocess
     import sys
 
