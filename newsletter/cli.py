@@ -193,7 +193,7 @@ def subscribers() -> None:
 def subscribers_add(ctx: click.Context, email: str, name: str, lang: str | None) -> None:
     """Add one active subscriber. Example: newsletter subscribers add kim@example.com --lang ko"""
     from .store import add_subscriber
-    from .subscriber_csv import normalise_address
+    from .subscriber_csv import NAME_LIMIT, normalise_address
 
     settings = settings_of(ctx)
     try:
@@ -204,6 +204,10 @@ def subscribers_add(ctx: click.Context, email: str, name: str, lang: str | None)
         raise click.BadParameter(f"'{lang}' is not one of {', '.join(settings.all_languages)}", param_hint="--lang")
     if any(ch in name for ch in "\r\n\0"):
         raise click.BadParameter("the name must be one line", param_hint="--name")
+    if len(name) > NAME_LIMIT:
+        raise click.BadParameter(
+            f"the name is {len(name):,} characters long (at most {NAME_LIMIT})", param_hint="--name"
+        )
     with _store(settings) as store:
         subscriber = add_subscriber(store, address, name=name, lang=lang, source="cli")
     click.echo(f"Added {subscriber.email} ({subscriber.status})")
@@ -251,7 +255,9 @@ def subscribers_export(ctx: click.Context, file: Path | None, status: str | None
 
     Example: newsletter subscribers export backup.csv
     """
+    import os
     import sys
+    import tempfile
 
     from .store import SubscriberStatus
     from .subscriber_csv import export_subscribers
@@ -261,10 +267,15 @@ def subscribers_export(ctx: click.Context, file: Path | None, status: str | None
         if file is None:
             export_subscribers(store, sys.stdout, SubscriberStatus(status) if status else None)
             return
-        temporary = file.with_name(f".{file.name}.tmp")
-        with temporary.open("w", encoding="utf-8", newline="") as handle:
-            count = export_subscribers(store, handle, SubscriberStatus(status) if status else None)
-        temporary.replace(file)
+        # Private (0600, like the store) and a temporary name of its own; the file appears whole or not at all.
+        handle, temporary = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+        try:
+            with open(handle, "w", encoding="utf-8", newline="") as out:
+                count = export_subscribers(store, out, SubscriberStatus(status) if status else None)
+            os.replace(temporary, file)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
     click.echo(f"Exported {count} subscriber(s) to {file}", err=True)
 
 

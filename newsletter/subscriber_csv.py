@@ -10,16 +10,29 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
+import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
 from .config import LANGUAGE_PATTERN
 from .errors import NewsletterError
-from .store import ImportCounts, Store, SubscriberStatus, email_key, insert_subscribers, iter_subscribers
+from .store import (
+    ImportCounts,
+    Store,
+    SubscriberStatus,
+    email_key,
+    insert_subscribers,
+    iter_subscribers,
+    metadata,
+)
 
+_COLUMNS = metadata.tables["subscribers"].c
+NAME_LIMIT = cast(sa.String, _COLUMNS.name.type).length or 200  # characters the store keeps (PostgreSQL refuses more)
+SOURCE_LIMIT = cast(sa.String, _COLUMNS.source.type).length or 200
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: spreadsheets run these
 EXPORT_COLUMNS = [
     "email",
@@ -63,15 +76,62 @@ def read_rows(path: Path, report: ImportReport, languages: tuple[str, ...]) -> l
             where, f"is not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})", "save it as UTF-8 CSV"
         ) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    fields = [name.strip().lower() for name in (reader.fieldnames or [])]
+    return _good_rows(_records(reader, where), reader, where, report, languages)
+
+
+def _records(reader: csv.DictReader[str], where: str) -> Iterator[dict[Any, Any]]:
+    """The reader's rows; a csv error (such as a cell over the field limit) stops the import, naming the
+    first line after the last row read."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise NewsletterError(f"{where}:{start}", *_csv_problem(err)) from None
+
+
+def _csv_problem(err: csv.Error) -> tuple[str, str]:
+    """(what, what to do) for an error of Python's csv reader."""
+    if "field larger than field limit" in str(err):
+        return (
+            f"a cell is longer than {csv.field_size_limit():,} characters",
+            "look for a quote that is opened and never closed",
+        )
+    return f"is not valid CSV: {err}", "save it again as CSV from your spreadsheet"
+
+
+def _blank(record: dict[Any, Any]) -> bool:
+    """A line of nothing but spaces or separators: skipped like an empty line."""
+    cells: list[Any] = []
+    for value in record.values():  # cells past the header come as one list
+        cells.extend(value if isinstance(value, list) else [value or ""])
+    return all(not str(cell).strip() for cell in cells)
+
+
+def _good_rows(
+    records: Iterator[dict[Any, Any]],
+    reader: csv.DictReader[str],
+    where: str,
+    report: ImportReport,
+    languages: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    try:
+        header = reader.fieldnames
+    except csv.Error as err:
+        raise NewsletterError(f"{where}:1", *_csv_problem(err)) from None
+    fields = [name.strip().lower() for name in (header or [])]
     if "email" not in fields:
         raise NewsletterError(f"{where}:1", "has no 'email' column", "put a header row first: email,name,lang")
     reader.fieldnames = fields
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for record in reader:
-        report.rows += 1
+    for record in records:
         line = reader.line_num
+        if _blank(record):
+            continue
+        report.rows += 1
         if None in record:  # more cells than headers
             report.problems.append(f"{where}:{line}: more cells than columns (quote cells that contain commas)")
             continue
@@ -84,6 +144,11 @@ def read_rows(path: Path, report: ImportReport, languages: tuple[str, ...]) -> l
         name = (record.get("name") or "").strip()
         if any(ch in name for ch in "\r\n\0"):
             report.problems.append(f"{where}:{line}: the name contains a line break")
+            continue
+        if len(name) > NAME_LIMIT:
+            report.problems.append(
+                f"{where}:{line}: the name is {len(name):,} characters long (shorten it to {NAME_LIMIT} at most)"
+            )
             continue
         lang = (record.get("lang") or "").strip() or None
         if lang is not None and (not LANGUAGE_PATTERN.match(lang) or lang not in languages):
@@ -107,7 +172,7 @@ def import_subscribers(
     rows = read_rows(path, report, languages)
     if report.problems and not skip_invalid:
         return report
-    report.counts = insert_subscribers(store, rows, source=f"import:{path.name}")
+    report.counts = insert_subscribers(store, rows, source=f"import:{path.name}"[:SOURCE_LIMIT])
     return report
 
 

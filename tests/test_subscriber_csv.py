@@ -85,3 +85,87 @@ def test_add_list_remove_count(run) -> None:
     missing = run("subscribers", "remove", "kim@example.com")
     assert missing.exit_code == 1
     assert "active" in run("subscribers", "count").output
+
+
+def test_lines_of_only_spaces_or_separators_are_blank(run, tmp_path: Path) -> None:
+    path = _csv(tmp_path, "email,name,lang\n   \na@example.com,A,en\n,,\n , ,\t\n\n,\nb@example.com,B,\n  ,  ,  ,  \n")
+    result = run("subscribers", "import", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("Imported 2 new subscriber(s) from 2 row(s)")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('email,name\na@example.com,"' + "x" * 140_000 + '"\n', 2),  # one huge quoted cell
+        ("email,name\na@example.com,A\nb@example.com," + "y" * 140_000 + "\n", 3),  # one huge plain cell
+        ('email,name\na@example.com,"never closed\n' + "z,\n" * 50_000, 2),  # a quote left open
+        ("email" + "e" * 140_000 + ",name\n", 1),  # in the header
+    ],
+)
+def test_a_cell_over_the_field_limit_is_one_line(run, tmp_path: Path, text: str, line: int) -> None:
+    path = _csv(tmp_path, text)
+    result = run("subscribers", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {path}:{line}: a cell is longer than 131,072 characters (look for a quote that is opened and never closed)\n"
+    )
+    assert run("subscribers", "count").output.splitlines()[-1].split() == ["total", "0"]
+
+
+def test_names_longer_than_the_store_keeps_are_refused_on_every_database(
+    run, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    longest_ko, longest_en = "한" * 200, "n" * 200
+    path = _csv(
+        tmp_path,
+        f"email,name\nko@example.com,{longest_ko}\nlong@example.com,{'x' * 201}\nen@example.com,{longest_en}\n"
+        f"huge@example.com,{'가' * 10_000}\n",
+    )
+    result = run("subscribers", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"{path}:3: the name is 201 characters long (shorten it to 200 at most)\n"
+        f"{path}:5: the name is 10,000 characters long (shorten it to 200 at most)\n"
+        f"Error: {path}: 2 bad row(s) of 4; nothing imported (fix them, or pass --skip-invalid to import the good rows)\n"
+    )
+    assert run("subscribers", "import", str(path), "--skip-invalid").exit_code == 0
+    too_long = run("subscribers", "add", "add@example.com", "--name", "x" * 201)
+    assert too_long.exit_code == 2
+    assert "Invalid value for --name: the name is 201 characters long (at most 200)" in too_long.stderr
+    assert run("subscribers", "add", "add@example.com", "--name", "가" * 200).exit_code == 0
+    with open_store(database_url) as store:
+        assert subscriber_by_email(store, "ko@example.com").name == longest_ko
+        assert subscriber_by_email(store, "en@example.com").name == longest_en
+        assert subscriber_by_email(store, "long@example.com") is None
+        assert subscriber_by_email(store, "add@example.com").name == "가" * 200
+
+
+def test_an_import_from_a_long_file_name_fits_the_store(
+    run, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    path = tmp_path / ("s" * 240 + ".csv")  # 244 bytes: a file system allows 255, the source column 200
+    path.write_text("email\na@example.com\n", encoding="utf-8")
+    result = run("subscribers", "import", str(path))
+    assert result.exit_code == 0, result.stderr
+    with open_store(database_url) as store:
+        assert subscriber_by_email(store, "a@example.com").source == ("import:" + "s" * 240)[:200]
+
+
+def test_export_is_private_whatever_the_umask(run, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    assert run("subscribers", "add", "kim@example.com").exit_code == 0
+    out = tmp_path / "backup.csv"
+    old = os.umask(0o022)
+    try:
+        assert run("subscribers", "export", str(out)).exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_text(encoding="utf-8").splitlines()[1].startswith("kim@example.com,")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
