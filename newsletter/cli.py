@@ -442,7 +442,8 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy:
 def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
     """Apply SES bounces and complaints from an SQS queue: the addresses are never mailed again.
 
-    Permanent bounces mark an address bounced, complaints complained, transient bounces are counted.
+    Permanent bounces mark an address bounced, complaints complained, transient bounces are counted. With
+    [tool.newsletter.ses] topic_arn set, a message another SNS topic sent is left in the queue (refused).
     Example: newsletter events --once
     """
     from .events import poll_queue
@@ -461,7 +462,13 @@ def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
     with _store(settings) as store:
         try:
             totals = poll_queue(
-                store, client, url, once=once, transient_limit=settings.ses.transient_bounces, on_batch=report
+                store,
+                client,
+                url,
+                once=once,
+                transient_limit=settings.ses.transient_bounces,
+                topics=settings.ses.topic_arns,
+                on_batch=report,
             )
         except KeyboardInterrupt:
             return

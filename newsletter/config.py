@@ -6,10 +6,12 @@ Every error names the file and the key. Nothing here touches issues, templates o
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "pyproject.toml"
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+LANGUAGE_LIMIT = 20  # characters of a code the store keeps per subscriber
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,14 @@ class SmtpSettings:
     timeout: float = 30.0
 
 
+# arn:<partition>:sns:<region>:<12-digit account>:<topic name>, in the partitions whose SNS hosts are
+# sns.<region>.amazonaws.com (aws, aws-us-gov) and sns.<region>.amazonaws.com.cn (aws-cn).
+SNS_TOPIC_ARN = re.compile(
+    r"^arn:(?:aws:sns:(?!cn-|us-gov-)|aws-cn:sns:(?=cn-)|aws-us-gov:sns:(?=us-gov-))"
+    r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}:[0-9]{12}:(?=[A-Za-z0-9_.-]{1,256}\Z)[A-Za-z0-9_-]+(?:\.fifo)?\Z"
+)
+
+
 @dataclass(frozen=True)
 class SesSettings:
     """`[tool.newsletter.ses]`: region and configuration set (credentials come from boto3's usual chain)."""
@@ -53,7 +64,9 @@ class SesSettings:
     configuration_set: str = ""
     endpoint_url: str = ""  # only for tests and local stand-ins (NEWSLETTER_SES_ENDPOINT_URL)
     queue_url: str = ""  # the SQS queue that receives SES bounce and complaint notifications
-    topic_arn: str = ""  # the SNS topic the web app accepts notifications from (empty: any verified topic)
+    # The SNS topics whose notifications are applied (`topic_arn`, one ARN or a list). None: the web app's
+    # /ses/notifications refuses every message, and `newsletter events` applies every SNS-wrapped one.
+    topic_arns: tuple[str, ...] = ()
     transient_bounces: int = 3  # transient bounces before an address counts as bounced
 
 
@@ -131,6 +144,20 @@ class _Reader:
             raise self.fail(key, "contains a line break", "write it on one line")
         return value.strip()
 
+    def overridable(
+        self, key: str, env: str, default: str | None = None
+    ) -> tuple[str, Callable[[str, str], ConfigError]]:
+        """A string setting that the environment variable `env` overrides when set: (its value, how to report
+        a problem with it: naming the variable or the key, wherever the value came from)."""
+        value = os.environ.get(env, "")
+        if not value:
+            return self.string(key, default), lambda message, hint: self.fail(key, message, hint)
+        if not value.strip() or any(not ch.isprintable() for ch in value):
+            raise ConfigError(
+                env, f"{value!r} is empty or holds a line break or control character", "set it on one line"
+            )
+        return value.strip(), lambda message, hint: ConfigError(env, message, hint)
+
     def positive_int(self, key: str, default: int) -> int:
         value = self.table.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -179,17 +206,14 @@ def load_settings(root: Path) -> Settings:
         raise ConfigError(str(path), "has no [tool.newsletter] table", "add one (see README)")
     read = _Reader(table, f"{CONFIG_FILE} [tool.newsletter]")
 
-    base_url = os.environ.get("NEWSLETTER_BASE_URL") or read.string("base_url")
-    parts = urlsplit(base_url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise read.fail("base_url", f"{base_url!r} is not an absolute URL", "use https://host/path")
+    base_url = _base_url(read)
 
     language = read.string("language", "en")
     languages = table.get("languages", [])
     if not isinstance(languages, list) or not all(isinstance(x, str) for x in languages):
         raise read.fail("languages", f"{languages!r} is not a list of codes", 'use ["en"]')
     for code in (language, *languages):
-        if not LANGUAGE_PATTERN.match(code):
+        if not LANGUAGE_PATTERN.match(code) or len(code) > LANGUAGE_LIMIT:
             raise read.fail("languages", f"{code!r} is not a BCP 47 language code", "use ko, en, …")
 
     feed_size = read.positive_int("feed_size", 20)
@@ -257,12 +281,23 @@ def load_settings(root: Path) -> Settings:
     )
 
 
+def _base_url(read: _Reader) -> str:
+    """NEWSLETTER_BASE_URL, else `base_url`: an absolute http(s) URL."""
+    url, fail = read.overridable("base_url", "NEWSLETTER_BASE_URL")
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # both check what they parse
+    except ValueError as err:  # an unclosed [IPv6 bracket, a port out of range
+        raise fail(f"{url!r} is not a URL: {err}", "use https://host/path") from None
+    if parts.scheme not in {"http", "https"} or not host or any(ch.isspace() for ch in url):
+        raise fail(f"{url!r} is not an absolute URL", "use https://host/path")
+    return url
+
+
 def _database_url(read: _Reader, root: Path) -> str:
     """NEWSLETTER_DATABASE_URL, else `database_url`, else the SQLite file in subscribers/; relative
     SQLite paths are relative to the publication."""
-    url = os.environ.get("NEWSLETTER_DATABASE_URL") or read.string(
-        "database_url", "sqlite:///subscribers/subscribers.db"
-    )
+    url, _ = read.overridable("database_url", "NEWSLETTER_DATABASE_URL", "sqlite:///subscribers/subscribers.db")
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
         url = prefix + str(root / url[len(prefix) :])
@@ -270,9 +305,9 @@ def _database_url(read: _Reader, root: Path) -> str:
 
 
 def _transport(read: _Reader) -> str:
-    name = os.environ.get("NEWSLETTER_TRANSPORT") or read.string("transport", "file")
+    name, fail = read.overridable("transport", "NEWSLETTER_TRANSPORT", "file")
     if name not in TRANSPORTS:
-        raise read.fail("transport", f"'{name}' is not a transport", "use file, smtp or ses")
+        raise fail(f"'{name}' is not a transport", "use file, smtp or ses")
     return name
 
 
@@ -280,7 +315,7 @@ def _rate(read: _Reader) -> float | None:
     value = read.table.get("rate")
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise read.fail("rate", f"{value!r} is not a positive number of messages per second", "use 14")
     return float(value)
 
@@ -288,13 +323,26 @@ def _rate(read: _Reader) -> float | None:
 def _smtp(table: dict[str, Any], path: Path) -> SmtpSettings:
     sub = table.get("smtp", {})
     read = _Reader(sub if isinstance(sub, dict) else {}, f"{CONFIG_FILE} [tool.newsletter.smtp]")
-    port = read.positive_int("port", 587)
     security = read.string("security", "starttls")
     if security not in {"starttls", "tls", "none"}:
         raise read.fail("security", f"'{security}' is not starttls, tls or none", "use starttls")
-    host = os.environ.get("NEWSLETTER_SMTP_HOST") or read.string("host", "localhost")
-    port = int(os.environ.get("NEWSLETTER_SMTP_PORT") or port)
-    return SmtpSettings(host=host, port=port, security=security)
+    host, fail = read.overridable("host", "NEWSLETTER_SMTP_HOST", "localhost")
+    if any(ch.isspace() for ch in host) or len(host) > 253:
+        raise fail(f"{host!r} is not a host name", "use smtp.example.com or an IP address")
+    return SmtpSettings(host=host, port=_port(read), security=security)
+
+
+def _port(read: _Reader) -> int:
+    """NEWSLETTER_SMTP_PORT, else `port`: a TCP port number (the file's is checked either way)."""
+    port = read.positive_int("port", 587)
+    if port > 65535:
+        raise read.fail("port", f"{port!r} is not a port number", "use a number from 1 to 65535")
+    text = os.environ.get("NEWSLETTER_SMTP_PORT", "").strip()
+    if not text:
+        return port
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise ConfigError("NEWSLETTER_SMTP_PORT", f"{text!r} is not a port number", "use a number from 1 to 65535")
+    return int(text)
 
 
 def _ses(table: dict[str, Any], path: Path) -> SesSettings:
@@ -306,6 +354,23 @@ def _ses(table: dict[str, Any], path: Path) -> SesSettings:
         configuration_set=str(table.get("configuration_set", "")),
         endpoint_url=os.environ.get("NEWSLETTER_SES_ENDPOINT_URL", ""),
         queue_url=os.environ.get("NEWSLETTER_SES_QUEUE_URL") or str(table.get("queue_url", "")),
-        topic_arn=str(table.get("topic_arn", "")),
+        topic_arns=_topic_arns(read),
         transient_bounces=read.positive_int("transient_bounces", 3),
     )
+
+
+def _topic_arns(read: _Reader) -> tuple[str, ...]:
+    """`topic_arn`: one SNS topic ARN or a list of them; empty (or absent) means none."""
+    value = read.table.get("topic_arn", "")
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise read.fail("topic_arn", f"{value!r} is not an ARN or a list of ARNs", 'use "arn:aws:sns:…" or ["…", "…"]')
+    arns = tuple(v.strip() for v in values if v.strip())
+    for arn in arns:
+        if not SNS_TOPIC_ARN.match(arn):
+            raise read.fail(
+                "topic_arn",
+                f"{arn!r} is not an SNS topic ARN",
+                "use arn:aws:sns:<region>:<12-digit account>:<topic name>, as the SNS console shows it",
+            )
+    return arns

@@ -1,40 +1,43 @@
 """SES bounce and complaint notifications → Events → suppression in the store.
 
 Two ways in: `newsletter events` polls an SQS queue (SES configuration set → SNS topic → SQS), and the web
-app's `POST /ses/notifications` takes SNS HTTP deliveries, verifying each message's signature against a
-certificate that must come from an `sns.<region>.amazonaws.com` host. A queue message is deleted only
-after the store has committed what it said.
+app's `POST /ses/notifications` takes SNS HTTP deliveries, applied only when they come from a configured
+topic and carry SNS's signature (sns.py checks both). A queue message is deleted only after the store has
+committed what it said; a record of the wrong shape is refused whole, never half applied.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging
 import re
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from .config import Settings
+from .sns import (
+    NO_TOPIC,
+    NotificationError,
+    UntrustedNotification,
+    check_envelope,
+    check_sns_url,
+    fetch_url,
+    fetched,
+    verify_signature,
+)
 from .store import Store, record_event
 
+__all__ = ["Event", "NotificationError", "UntrustedNotification", "parse_notification", "poll_queue", "sns_handler"]
+
 log = logging.getLogger(__name__)
-SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 TRANSIENT_LIMIT = 3  # transient bounces before an address counts as bounced
-SIGNED_KEYS = {
-    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
-    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
-}
-
-
-class NotificationError(ValueError):
-    """A notification that cannot be read or trusted."""
+MAX_BODY = 256 * 1024  # SNS's own maximum message size
+# What the store's columns hold (events.feedback_id, events.subtype, subscribers.email).
+MAX_ID, MAX_SUBTYPE, MAX_EMAIL = 200, 60, 320
+UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # control characters; lone surrogates
 
 
 @dataclass(frozen=True)
@@ -49,62 +52,101 @@ class Event:
 
 
 def _when(value: Any) -> dt.datetime | None:
+    """An SES timestamp in UTC; None when there is none or it is not one."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
     try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
         return None
 
 
+def _table(record: dict[str, Any], key: str) -> dict[str, Any]:
+    value = record.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise NotificationError(f"the SES record's {key} is not an object but {type(value).__name__}")
+    return value
+
+
+def _text(table: dict[str, Any], key: str, limit: int) -> str:
+    """A string field that the store can hold: absent or null is empty; anything else is refused."""
+    value = table.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise NotificationError(f"the SES record's {key} is not a string but {type(value).__name__}")
+    if len(value) > limit or UNSTORABLE.search(value):
+        raise NotificationError(f"the SES record's {key} is over {limit} characters or holds a control character")
+    return value
+
+
+def _recipients(table: dict[str, Any], key: str) -> list[str]:
+    value = table.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise NotificationError(f"the SES record's {key} is not a list of objects")
+    return [email for r in value if (email := _text(r, "emailAddress", MAX_EMAIL))]
+
+
 def parse_ses_record(record: dict[str, Any]) -> list[Event]:
-    """Events of one SES record; both dialects (`eventType` and `notificationType`); others give none."""
-    kind = str(record.get("eventType") or record.get("notificationType") or "")
+    """Events of one SES record; both dialects (`eventType` and `notificationType`); other kinds give none.
+
+    A field of the wrong type or size (bouncedRecipients not a list, an emailAddress that is not a string, a
+    feedbackId of 1,000 characters, …) raises NotificationError for the whole record: nothing of it is applied.
+    """
+    kind = _text(record, "eventType", 40) or _text(record, "notificationType", 40)
+    if kind not in {"Bounce", "Complaint"}:
+        return []
+    mail = _table(record, "mail")
+    details = _table(record, kind.lower())
+    feedback_id = _text(details, "feedbackId", MAX_ID) or _text(mail, "messageId", MAX_ID)
+    if not feedback_id:
+        raise NotificationError(f"the SES {kind} has neither a feedbackId nor a mail.messageId")
     if kind == "Bounce":
-        bounce = record.get("bounce") or {}
         # A Transient bounce event is already final for that message (SES retried); it is counted.
-        permanent = bounce.get("bounceType") == "Permanent"
-        return [
-            Event(
-                "bounce-permanent" if permanent else "bounce-transient",
-                str(bounce.get("bounceSubType", "")),
-                str(r.get("emailAddress", "")),
-                str(bounce.get("feedbackId") or record.get("mail", {}).get("messageId", "")),
-                _when(bounce.get("timestamp")),
-            )
-            for r in bounce.get("bouncedRecipients") or []
-            if r.get("emailAddress")
-        ]
-    if kind == "Complaint":
-        complaint = record.get("complaint") or {}
-        return [
-            Event(
-                "complaint",
-                str(complaint.get("complaintFeedbackType") or complaint.get("complaintSubType") or ""),
-                str(r.get("emailAddress", "")),
-                str(complaint.get("feedbackId") or record.get("mail", {}).get("messageId", "")),
-                _when(complaint.get("timestamp")),
-            )
-            for r in complaint.get("complainedRecipients") or []
-            if r.get("emailAddress")
-        ]
-    return []
+        permanent = _text(details, "bounceType", 40) == "Permanent"
+        kind_name = "bounce-permanent" if permanent else "bounce-transient"
+        subtype = _text(details, "bounceSubType", MAX_SUBTYPE)
+        emails = _recipients(details, "bouncedRecipients")
+    else:
+        kind_name = "complaint"
+        subtype = _text(details, "complaintFeedbackType", MAX_SUBTYPE) or _text(
+            details, "complaintSubType", MAX_SUBTYPE
+        )
+        emails = _recipients(details, "complainedRecipients")
+    occurred_at = _when(details.get("timestamp"))
+    return [Event(kind_name, subtype, email, feedback_id, occurred_at) for email in emails]
 
 
-def parse_notification(body: str | bytes) -> list[Event]:
-    """Events in an SQS message body: an SNS envelope whose `Message` is the SES record as a string, or
-    (raw message delivery) the SES record itself."""
+def _json(text: str | bytes, what: str) -> Any:
     try:
-        outer = json.loads(body)
-    except ValueError as err:
-        raise NotificationError(f"not an SNS or SES JSON document: {err}") from None
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser goes
+        raise NotificationError(f"{what} is not JSON: {str(err)[:120]}") from None
+
+
+def parse_notification(body: str | bytes, topics: tuple[str, ...] = ()) -> list[Event]:
+    """Events in an SQS message body: an SNS envelope whose `Message` is the SES record as a string, or
+    (raw message delivery) the SES record itself. With `topics`, an envelope from another topic is refused
+    (UntrustedNotification); a raw record carries no topic, so the queue's access policy is all that guards it."""
+    outer = _json(body, "the queue message")
+    if isinstance(outer, dict) and "Message" in outer and topics and outer.get("TopicArn") not in topics:
+        raise UntrustedNotification(f"topic {str(outer.get('TopicArn'))[:80]!r} is not the configured topic_arn")
     return parse_envelope(outer)
 
 
 def parse_envelope(outer: Any) -> list[Event]:
     """Events in a decoded SNS envelope (or a bare SES record)."""
-    try:
-        record = json.loads(outer["Message"]) if isinstance(outer, dict) and "Message" in outer else outer
-    except (ValueError, TypeError) as err:
-        raise NotificationError(f"the SNS Message is not an SES JSON document: {err}") from None
+    if isinstance(outer, dict) and "Message" in outer:
+        if not isinstance(outer["Message"], str):
+            raise NotificationError("the SNS Message is not a string")
+        record = _json(outer["Message"], "the SNS Message")
+    else:
+        record = outer
     if not isinstance(record, dict):
         raise NotificationError("the SES record is not a JSON object")
     return parse_ses_record(record)
@@ -135,12 +177,14 @@ def poll_queue(
     once: bool = False,
     wait_seconds: int = 20,
     transient_limit: int = TRANSIENT_LIMIT,
+    topics: tuple[str, ...] = (),
     on_batch: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, int]:
     """Read the queue and apply what it says; with `once`, stop when it is empty. Returns the totals.
 
-    A message is deleted after its events are committed; one that cannot be read is left in the queue
-    (its redrive policy moves it to a dead-letter queue) and counted as `unreadable`.
+    A message is deleted after its events are committed. One that cannot be read (`unreadable`), or that an
+    SNS topic other than `topics` sent (`refused`), is left in the queue, for its redrive policy to move to
+    a dead-letter queue, and nothing of it is applied.
     """
     totals: Counter[str] = Counter()
     while True:
@@ -153,10 +197,10 @@ def poll_queue(
         batch: Counter[str] = Counter()
         for message in messages:
             try:
-                events = parse_notification(message["Body"])
+                events = parse_notification(message.get("Body", ""), topics)
             except NotificationError as err:
                 log.warning("queue message %s left in the queue: %s", message.get("MessageId"), err)
-                batch["unreadable"] += 1
+                batch["refused" if isinstance(err, UntrustedNotification) else "unreadable"] += 1
                 continue
             batch.update(apply_events(store, events, transient_limit))
             client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])  # after commit
@@ -169,76 +213,63 @@ def poll_queue(
 # ---------------------------------------------------------------- SNS over HTTP
 
 
-def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - the host is checked first
-        return answer.read()
-
-
-def _check_sns_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not SNS_HOST.match(parts.hostname or ""):
-        raise NotificationError(f"{url!r} is not on an sns.<region>.amazonaws.com host")
-
-
-def verify_sns_message(message: dict[str, Any], fetch: Callable[[str], bytes], cache: dict[str, Any]) -> None:
-    """Check an SNS message's signature (SignatureVersion 1: SHA1, 2: SHA256); raise NotificationError."""
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    kind = message.get("Type")
-    if kind not in SIGNED_KEYS:
-        raise NotificationError(f"unknown SNS message type {kind!r}")
-    version = str(message.get("SignatureVersion", ""))
-    algorithm = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(version)  # noqa: S303 - SNS version 1 is SHA1
-    if algorithm is None:
-        raise NotificationError(f"unknown SignatureVersion {version!r}")
-    cert_url = str(message.get("SigningCertURL", ""))
-    _check_sns_url(cert_url)  # before anything is fetched
-    if cert_url not in cache:
-        cache[cert_url] = x509.load_pem_x509_certificate(fetch(cert_url)).public_key()
-    canonical = "".join(f"{key}\n{message[key]}\n" for key in SIGNED_KEYS[kind] if key in message)
-    try:
-        signature = base64.b64decode(str(message.get("Signature", "")), validate=True)
-        cache[cert_url].verify(signature, canonical.encode(), padding.PKCS1v15(), algorithm)
-    except (InvalidSignature, ValueError) as err:
-        raise NotificationError("the signature does not match") from err
-
-
 def sns_handler(
     settings: Settings,
     *,
     store: Store,
-    fetch: Callable[[str], bytes] = _fetch,
+    fetch: Callable[[str], bytes] = fetch_url,
     transient_limit: int = TRANSIENT_LIMIT,
 ) -> Callable[[bytes, dict[str, str]], tuple[int, str]]:
-    """The web app's POST /ses/notifications: (HTTP status, text) for an SNS HTTP delivery."""
+    """The web app's POST /ses/notifications: (HTTP status, text) for an SNS HTTP delivery.
+
+    Only a message from a topic in `settings.ses.topic_arns`, signed by SNS, is confirmed or applied; with
+    no topic configured every message gets 403. Every refusal is a 4xx and one warning in the log.
+    """
+    topics = settings.ses.topic_arns
     certificates: dict[str, Any] = {}
+    if not topics:
+        log.warning("POST /ses/notifications will refuse every message: %s", NO_TOPIC)
+
+    def refuse(status: int, reason: str) -> tuple[int, str]:
+        log.warning("SNS message refused (%d): %s", status, reason)
+        return status, {400: "unreadable\n", 403: "refused\n", 413: "too large\n"}[status]
 
     def handle(body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        if len(body) > MAX_BODY:
+            return refuse(413, f"{len(body):,} bytes is more than SNS sends ({MAX_BODY:,})")
+        if not topics:
+            return refuse(403, NO_TOPIC)
         try:
-            message = json.loads(body)  # SNS posts JSON as text/plain
-            if not isinstance(message, dict):
-                raise NotificationError("not a JSON object")
-            verify_sns_message(message, fetch, certificates)
-        except (ValueError, NotificationError) as err:
-            log.warning("SNS message refused: %s", err)
-            return 403, "refused\n"
-        allowed = settings.ses.topic_arn
-        if allowed and message.get("TopicArn") != allowed:
-            return 403, "unknown topic\n"
-        if message["Type"] == "SubscriptionConfirmation":
-            _check_sns_url(str(message.get("SubscribeURL", "")))
-            fetch(str(message["SubscribeURL"]))
-            return 200, "subscribed\n"
-        if message["Type"] == "UnsubscribeConfirmation":
+            fields = check_envelope(_json(body, "the body"))  # SNS posts JSON as text/plain
+        except NotificationError as err:
+            return refuse(400, str(err))
+        try:
+            verify_signature(fields, fetch, certificates, topics)  # the topic first: others cost no request
+        except NotificationError as err:  # not from our topic, not signed by SNS, or the certificate unreachable
+            return refuse(403, str(err))
+        if fields["Type"] == "SubscriptionConfirmation":
+            return confirm(fields)
+        if fields["Type"] == "UnsubscribeConfirmation":
+            log.warning("SNS says topic %s unsubscribed this endpoint", fields["TopicArn"])
             return 200, "ok\n"
         try:
-            events = parse_envelope(message)
+            events = parse_envelope(fields)
         except NotificationError as err:
-            return 400, f"{err}\n"
+            return refuse(400, str(err))
         apply_events(store, events, transient_limit)
         return 200, "ok\n"
+
+    def confirm(fields: dict[str, str]) -> tuple[int, str]:
+        try:
+            check_sns_url(fields["SubscribeURL"], fields["TopicArn"], "SubscribeURL")
+        except NotificationError as err:
+            return refuse(403, str(err))
+        try:
+            fetched(fetch, fields["SubscribeURL"])
+        except NotificationError as err:  # a genuine request we could not answer: SNS may send it again
+            log.warning("SNS subscription to %s not confirmed: %s", fields["TopicArn"], err)
+            return 502, "could not confirm\n"
+        log.info("SNS subscription to %s confirmed", fields["TopicArn"])
+        return 200, "subscribed\n"
 
     return handle
