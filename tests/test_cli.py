@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import click
+import pytest
 
 from newsletter.cli import cli
 from tests.conftest import REPO
@@ -147,3 +148,83 @@ def test_an_unforeseen_failure_is_one_line_and_debug_shows_the_traceback(tmp_pat
     debug = subprocess.run(command, capture_output=True, text=True, env={**env, "NEWSLETTER_DEBUG": "1"}, timeout=120)
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "simulated defect" in debug.stderr
+
+
+ENV_PROBLEMS = [
+    ("NEWSLETTER_SMTP_PORT", "abc", "'abc' is not a port number (use a number from 1 to 65535)"),
+    ("NEWSLETTER_SMTP_PORT", "70000", "'70000' is not a port number (use a number from 1 to 65535)"),
+    ("NEWSLETTER_SMTP_PORT", "-1", "'-1' is not a port number (use a number from 1 to 65535)"),
+    ("NEWSLETTER_SMTP_PORT", "٣", "'٣' is not a port number (use a number from 1 to 65535)"),
+    (
+        "NEWSLETTER_SMTP_HOST",
+        "mail example",
+        "'mail example' is not a host name (use smtp.example.com or an IP address)",
+    ),
+    ("NEWSLETTER_BASE_URL", "http://[::1", "'http://[::1' is not a URL: Invalid IPv6 URL (use https://host/path)"),
+    (
+        "NEWSLETTER_BASE_URL",
+        "https://example.com:99999",
+        "'https://example.com:99999' is not a URL: Port out of range 0-65535 (use https://host/path)",
+    ),
+    ("NEWSLETTER_BASE_URL", "ftp://example.com", "'ftp://example.com' is not an absolute URL (use https://host/path)"),
+    (
+        "NEWSLETTER_BASE_URL",
+        "https://a.org/\nx",
+        "'https://a.org/\\nx' is empty or holds a line break or control character (set it on one line)",
+    ),
+    ("NEWSLETTER_TRANSPORT", "sms", "'sms' is not a transport (use file, smtp or ses)"),
+    ("NEWSLETTER_DATABASE_URL", "  ", "'  ' is empty or holds a line break or control character (set it on one line)"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "problem"), ENV_PROBLEMS)
+def test_a_bad_environment_override_is_one_line_naming_the_variable(
+    run, monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    result = run("subscribers", "count")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {name}: {problem}\n"
+
+
+def test_every_environment_override_read_by_the_settings_is_checked() -> None:
+    """The list above covers every NEWSLETTER_* variable config.py reads outside the SES part."""
+    source = (REPO / "newsletter" / "config.py").read_text(encoding="utf-8")
+    ses_part = source[source.index("def _ses(") :]
+    ses_part = ses_part[: ses_part.index("\ndef ", 1)]
+    read = set(re.findall(r'"(NEWSLETTER_[A-Z_]+)"', source.replace(ses_part, "")))
+    assert read == {name for name, _, _ in ENV_PROBLEMS}
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ('base_url = "http://[::1"', "base_url: 'http://[::1' is not a URL: Invalid IPv6 URL (use https://host/path)"),
+        ("rate = nan", "rate: nan is not a positive number of messages per second (use 14)"),
+        ("rate = inf", "rate: inf is not a positive number of messages per second (use 14)"),
+        (
+            'languages = ["en-aaaaaaaa-bbbbbbbb-cccccccc"]',
+            "languages: 'en-aaaaaaaa-bbbbbbbb-cccccccc' is not a BCP 47 language code (use ko, en, …)",
+        ),
+    ],
+)
+def test_a_bad_setting_in_the_file_is_one_line(publication: Path, run, setting: str, problem: str) -> None:
+    config = publication / "pyproject.toml"
+    key = setting.split(" = ")[0]
+    text = config.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.startswith(f"{key} = ")]
+    at = lines.index("[tool.newsletter]") + 1
+    config.write_text("\n".join([*lines[:at], setting, *lines[at:]]) + "\n", encoding="utf-8")
+    result = run("subscribers", "count")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: pyproject.toml [tool.newsletter] {problem}\n"
+
+
+def test_smtp_port_in_the_file_must_be_a_port(publication: Path, run) -> None:
+    config = publication / "pyproject.toml"
+    config.write_text(config.read_text(encoding="utf-8") + "\n[tool.newsletter.smtp]\nport = 70000\n", encoding="utf-8")
+    result = run("subscribers", "count")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: pyproject.toml [tool.newsletter.smtp] port: 70000 is not a port number (use a number from 1 to 65535)\n"
+    )
