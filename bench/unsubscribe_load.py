@@ -53,10 +53,22 @@ def main() -> None:
         tokens = [unsubscribe_token(secret, settings.list_id, n + 1) for n in range(args.subscribers)]
         port = free_port()
         env = {**os.environ}
-        env.pop("NEWSLETTER_SECRET_KEY", None)  # the file transport's development secret signs the tokens
+        env.pop("NEWSLETTER_SECRET_KEY", None)  # --dev: the public development secret signs and checks the tokens
         server_log = (folder / "server.log").open("wb")  # never a pipe: a full pipe would stall the server
         server = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "--root", str(folder), "serve", "--port", str(port), "--threads", "8"],
+            [
+                sys.executable,
+                "-m",
+                "newsletter",
+                "--root",
+                str(folder),
+                "serve",
+                "--dev",
+                "--port",
+                str(port),
+                "--threads",
+                "8",
+            ],
             stdout=server_log,
             stderr=server_log,
             env=env,

@@ -420,18 +420,28 @@ def status(ctx: click.Context, issue: str, problems: int) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="The port.")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="Worker threads.")
 @click.option("--trusted-proxy", metavar="ADDR", help="The reverse proxy whose X-Forwarded-For to believe.")
+@click.option(
+    "--dev",
+    "development",
+    is_flag=True,
+    help="Development mode: without NEWSLETTER_SECRET_KEY, check links with the public development secret "
+    "(loopback only; every page says so).",
+)
 @click.pass_context
 @reports_errors
-def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy: str | None) -> None:
+def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy: str | None, development: bool) -> None:
     """Run the web app under waitress: the archive, unsubscribe, subscribe, confirm, preferences, SNS events.
 
-    Example: newsletter serve --host 127.0.0.1 --port 8000 (put it behind an HTTPS reverse proxy)
+    Needs NEWSLETTER_SECRET_KEY (the sender's). Example: newsletter serve --host 127.0.0.1 --port 8000 (put it
+    behind an HTTPS reverse proxy); to try it locally: newsletter serve --dev
     """
     from .web import serve as run_server
+    from .web import serving_secret
 
     settings = settings_of(ctx)
-    click.echo(f"Serving on http://{host}:{port}/ (Ctrl-C to stop)")
-    run_server(settings, host=host, port=port, threads=threads, trusted_proxy=trusted_proxy)
+    serving_secret(host, development)  # refuses here, before the announcement, without a real secret
+    click.echo(f"Serving on http://{host}:{port}/{' in development mode' if development else ''} (Ctrl-C to stop)")
+    run_server(settings, host=host, port=port, threads=threads, trusted_proxy=trusted_proxy, development=development)
 
 
 @cli.command()

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import time
+from typing import NamedTuple
 
 from .errors import ConfigError
 
@@ -37,6 +38,21 @@ def secret_key(transport: str) -> tuple[bytes, bool]:
         SECRET_ENV,
         f"is not set; the {transport} transport sends real mail with links signed by it",
         "export NEWSLETTER_SECRET_KEY=<a long random string>",
+    )
+
+
+def server_secret_key(development: bool) -> bytes:
+    """The web app's signing secret: NEWSLETTER_SECRET_KEY, required unless `development` is asked for.
+
+    Only development mode falls back to the public development secret (which anyone can use to forge links).
+    """
+    value = os.environ.get(SECRET_ENV, "")
+    if value or development:
+        return secret_key("file")[0]
+    raise ConfigError(
+        SECRET_ENV,
+        "is not set; the web app would check links with the public development secret, so anyone could forge them",
+        "export NEWSLETTER_SECRET_KEY=<the sender's secret>, or try it locally with `newsletter serve --dev`",
     )
 
 
@@ -84,10 +100,17 @@ def confirm_token(secret: bytes, list_id: str, subscriber_id: int, issued_at: fl
     return _signature(secret, "confirm", list_id, body) + body
 
 
+class ConfirmToken(NamedTuple):
+    """What a valid confirmation token says."""
+
+    subscriber_id: int
+    issued_at: int  # Unix time, whole seconds
+
+
 def verify_confirm_token(
     secret: bytes, list_id: str, token: str, max_age: float, now: float | None = None
-) -> int | None:
-    """The subscriber id in a valid confirmation token younger than `max_age` seconds, else None."""
+) -> ConfirmToken | None:
+    """The subscriber and issue time of a valid confirmation token younger than `max_age` seconds, else None."""
     if not token or len(token) != SIGNATURE_CHARS + ID_CHARS + 7 or not token.isascii():
         return None
     signature, body = token[:SIGNATURE_CHARS], token[SIGNATURE_CHARS:]
@@ -98,4 +121,4 @@ def verify_confirm_token(
     issued = int(body[ID_CHARS:], 36)
     if (now if now is not None else time.time()) - issued > max_age:
         return None
-    return int(body[:ID_CHARS], 36)
+    return ConfirmToken(int(body[:ID_CHARS], 36), issued)

@@ -1,31 +1,38 @@
 """The web app (WSGI, Flask): one-click unsubscribe, double opt-in subscribe, preferences, SES notifications,
 and the built archive.
 
-RFC 8058 rules kept here: a GET never changes anything (mail scanners follow links); the one-click POST
+RFC 8058 rules kept here: only a POST changes anything (mail scanners follow links with GET and HEAD); every
+view branches on `request.method == "POST"`, other methods get 405 with an Allow header. The one-click POST
 needs no cookie, CSRF token or login, answers 200 with a short page (never a redirect) and is idempotent.
 Every page is escaped by Jinja, sends security headers, and never redirects to a URL from a request.
+Links are checked with NEWSLETTER_SECRET_KEY; the public development secret only in development mode, which
+serves only on a loopback address and says so on every page.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import resource
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from email import policy
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request, send_from_directory
+from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import PathConverter
 
 from .config import Settings
+from .confirmations import ConfirmationWorker
+from .errors import ConfigError
 from .render.templates import Templates, load_templates
 from .store import (
     Store,
     SubscriberStatus,
     confirm_subscription,
+    confirmation_is_current,
     get_subscriber,
     record_unsubscribe,
     request_subscription,
@@ -34,12 +41,10 @@ from .store import (
 )
 from .tokens import (
     MAX_TOKEN_LENGTH,
-    confirm_token,
-    secret_key,
+    server_secret_key,
     verify_confirm_token,
     verify_unsubscribe_token,
 )
-from .transports import OutgoingMessage, SendStatus, open_transport
 
 CONFIRM_MAX_AGE = 7 * 24 * 3600  # the confirmation link works for 7 days
 SECURITY_HEADERS = {
@@ -50,6 +55,21 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+DEVELOPMENT_HEADER = "X-Newsletter-Development"  # sent on every answer in development mode
+DEVELOPMENT_BANNER = (
+    '<p class="development-banner" role="alert"><strong>Development mode:</strong> links are checked with the '
+    "public development secret, so anyone can forge them. Never serve real subscribers like this.</p>"
+)
+CONFIRMATIONS = "newsletter.confirmations"  # app.extensions key of the ConfirmationWorker
+
+
+POST_ONLY = ("resubscribe", "ses/notifications")  # the archive's GET route must not match these
+
+
+class ArchivePath(PathConverter):
+    """A path under site/ that is not a POST-only route, so GET /resubscribe is a 405, not the archive's 404."""
+
+    regex = r"(?!(?:" + "|".join(POST_ONLY) + r")/?$)[^/].*?"
 
 
 class SlidingWindow:
@@ -84,15 +104,26 @@ def create_app(
     site_dir: Path | None = None,
     clock: Callable[[], float] = time.time,
     events_handler: Callable[[bytes, dict[str, str]], tuple[int, str]] | None = None,
+    secret: bytes | None = None,
+    development: bool = False,
+    sign_ups_per_client: int = 10,
 ) -> Flask:
-    """The WSGI app. `events_handler` takes SNS HTTP notifications (see events.py)."""
+    """The WSGI app. `events_handler` takes SNS HTTP notifications (see events.py).
+
+    `secret` signs and checks links (default: NEWSLETTER_SECRET_KEY, required unless `development`). The
+    app's ConfirmationWorker is in `app.extensions[CONFIRMATIONS]`, not started: `serve` starts it.
+    """
     templates = templates or load_templates(settings)
-    secret, _ = secret_key(settings.transport)
+    if secret is None:
+        secret = server_secret_key(development)
     site = (site_dir or settings.root / "site").resolve()
-    per_client = SlidingWindow(limit=10, seconds=600)  # sign-ups per client address per 10 minutes
+    per_client = SlidingWindow(limit=sign_ups_per_client, seconds=600)  # sign-ups per client per 10 minutes
     per_address = SlidingWindow(limit=3, seconds=24 * 3600)  # confirmation mails per address per day
+    confirmations = ConfirmationWorker(settings, store, templates, secret, clock=clock)
     app = Flask("newsletter", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.url_map.converters["archive"] = ArchivePath
+    app.extensions[CONFIRMATIONS] = confirmations
 
     def strings(lang: str | None) -> Any:
         return templates.strings_for(lang or settings.language, settings.language)
@@ -134,13 +165,19 @@ def create_app(
         token = request.args.get("token", "")
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None, error(400, best_language(), "error_bad_link")
+        issued: int | None = None
         if kind == "confirm":
-            subscriber_id = verify_confirm_token(secret, settings.list_id, token, CONFIRM_MAX_AGE, now=clock())
+            confirmation = verify_confirm_token(secret, settings.list_id, token, CONFIRM_MAX_AGE, now=clock())
+            subscriber_id, issued = confirmation if confirmation else (None, None)
+            g.confirm_issued = issued
         else:
             subscriber_id = verify_unsubscribe_token(secret, settings.list_id, token)
         subscriber = get_subscriber(store, subscriber_id) if subscriber_id is not None else None
         if subscriber is None:
             return None, error(400, best_language(), "error_bad_link")
+        if issued is not None and not confirmation_is_current(subscriber, issued):
+            # older than their unsubscribe (or than the row): an old link never undoes an unsubscribe
+            return None, error(400, subscriber.lang, "error_old_confirmation")
         return subscriber, None
 
     def best_language() -> str:
@@ -160,6 +197,10 @@ def create_app(
             response.headers.setdefault(name, value)
         if settings.base_url.startswith("https://"):
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        if development:
+            response.headers[DEVELOPMENT_HEADER] = "links use the public development secret"
+            if response.mimetype == "text/html" and response.status_code != 304:
+                _add_banner(response)
         return response
 
     def unsubscribe_page(subscriber: Any, state: str) -> Response:
@@ -177,7 +218,7 @@ def create_app(
         subscriber, problem = token_subscriber("unsubscribe")
         if problem:
             return problem
-        if request.method == "GET":  # never changes anything: scanners fetch every link
+        if request.method != "POST":  # GET and HEAD never change anything: scanners fetch every link
             state = "done" if subscriber.status == SubscriberStatus.UNSUBSCRIBED else "ask"
         else:
             # RFC 8058 §3.2: the body is List-Unsubscribe=One-Click (urlencoded or multipart); the page's
@@ -243,7 +284,7 @@ def create_app(
     @app.route("/subscribe", methods=["GET", "POST"])
     def subscribe() -> Response:
         lang = best_language()
-        if request.method == "GET":
+        if request.method != "POST":
             return subscribe_page(lang)
         from .subscriber_csv import normalise_address
 
@@ -259,40 +300,16 @@ def create_app(
             return subscribe_page(lang, 400, email=raw, problem=strings(lang).get("subscribe_invalid", ""))
         if not per_client.allow(request.remote_addr or "?"):
             return error(429, lang, "error_too_many")
-        subscriber, _ = request_subscription(store, email, lang, consent=f"web form, {settings.base_url}/subscribe")
-        if subscriber is not None and per_address.allow(email.lower()):
-            send_confirmation(subscriber.id, subscriber.email, subscriber.lang or lang)
-        # The same answer whether the address was new, known, or refused: no enumeration.
-        return subscribe_page(lang, state="sent")
-
-    def send_confirmation(subscriber_id: int, email: str, lang: str) -> None:
-        t = strings(lang)
-        wording = settings.for_language(lang)
-        url = settings.url(f"confirm?token={confirm_token(secret, settings.list_id, subscriber_id, clock())}")
-        message = EmailMessage(policy=policy.SMTP)
-        message["From"] = settings.from_address
-        message["To"] = email
-        message["Subject"] = t.get("confirm_mail_subject", "{title}").format(title=wording.title)
-        if settings.reply_to:
-            message["Reply-To"] = settings.reply_to
-        message["Auto-Submitted"] = "auto-replied"  # RFC 3834: a reply to the sign-up, not a newsletter
-        body = templates.render(
-            "web/confirm_email.txt.j2",
-            t=t,
-            site_title=wording.title,
-            confirm_url=url,
-            postal_address=settings.postal_address,
+        request_subscription(
+            store,
+            email,
+            lang,
+            consent=f"web form, {settings.base_url}/subscribe",
+            confirm=per_address.allow(email.lower()),
         )
-        message.set_content(body, cte="base64")
-        transport = open_transport(settings.transport, settings, slug="confirmations")
-        try:
-            result = transport.send(
-                OutgoingMessage(settings.from_address.addr_spec, email, message.as_bytes(), "confirmations", lang)
-            )
-        finally:
-            transport.close()
-        if result.status != SendStatus.SENT:
-            app.logger.warning("confirmation mail to subscriber %s not sent: %s", subscriber_id, result.error)
+        confirmations.wake()  # the mail goes out after this answer, from the worker thread
+        # The same answer, in the same time, whether the address was new, known, or refused: no enumeration.
+        return subscribe_page(lang, state="sent")
 
     @app.route("/confirm", methods=["GET", "POST"])
     def confirm() -> Response:
@@ -301,12 +318,15 @@ def create_app(
             return problem
         if subscriber.status in {SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}:
             return error(400, subscriber.lang, "error_bad_link")
-        if request.method == "GET" and subscriber.status != SubscriberStatus.ACTIVE:
+        if request.method != "POST" and subscriber.status != SubscriberStatus.ACTIVE:
             return page(
                 "confirm.html.j2", subscriber.lang, state="ask", email=subscriber.email, action=action("confirm")
             )
         if request.method == "POST":
-            subscriber = confirm_subscription(store, subscriber.id) or subscriber
+            confirmed, _ = confirm_subscription(store, subscriber.id, g.confirm_issued)
+            subscriber = confirmed or subscriber
+            if subscriber.status != SubscriberStatus.ACTIVE:  # unsubscribed after the link was made, just now
+                return error(400, subscriber.lang, "error_old_confirmation")
         return page("confirm.html.j2", subscriber.lang, state="done", email=subscriber.email, action=action("confirm"))
 
     @app.post("/ses/notifications")
@@ -317,7 +337,7 @@ def create_app(
         return Response(text, status=status, mimetype="text/plain")
 
     @app.get("/", defaults={"path": ""})
-    @app.get("/<path:path>")
+    @app.get("/<archive:path>")
     def archive(path: str) -> Response:
         target = site / path
         if path == "" or path.endswith("/") or target.is_dir():
@@ -336,14 +356,109 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
-        key = "error_too_many" if err.code == 429 else "error_bad_link"
-        return error(err.code or 400, best_language(), key)
+        key = {429: "error_too_many", 405: "error_method", 413: "error_too_large"}.get(
+            err.code or 400, "error_bad_link"
+        )
+        response = error(err.code or 400, best_language(), key)
+        for name, value in err.get_headers():  # 405 keeps its Allow header
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     return app
 
 
-def serve(settings: Settings, *, host: str, port: int, threads: int = 8, trusted_proxy: str | None = None) -> None:
-    """Run the app under waitress (a production WSGI server) until interrupted."""
+def _add_banner(response: Response) -> None:
+    """Put the development banner right after the page's <body> tag (the web pages and the archive's)."""
+    response.direct_passthrough = False
+    html = response.get_data()
+    start = html.find(b"<body")
+    end = html.find(b">", start) if start >= 0 else -1
+    banner = DEVELOPMENT_BANNER.encode()
+    response.set_data(html[: end + 1] + banner + html[end + 1 :] if end >= 0 else banner + html)
+
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+CONNECTION_LIMIT = 1000  # open connections waitress keeps; slow clients beyond this wait in the backlog
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (127.0.0.0/8, ::1) or localhost."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def waitress_options(host: str, port: int, threads: int, trusted_proxy: str | None = None) -> dict[str, Any]:
+    """waitress's settings: slow or idle clients cost a socket each, never a worker thread or the server.
+
+    Headers and bodies are read by waitress's event loop before a thread sees the request, so a client that
+    sends a byte every few seconds holds only a connection: allow many (poll(), not select()'s 1024 limit),
+    close idle ones after 30 s, and cap header and body sizes. A reverse proxy adds total timeouts (README).
+    """
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "threads": threads,
+        "ident": "newsletter",
+        "connection_limit": _connection_limit(CONNECTION_LIMIT),
+        "asyncore_use_poll": True,
+        "channel_timeout": 30,  # seconds a connection may send nothing (default 120)
+        "cleanup_interval": 5,  # how often idle connections are looked for (default 30)
+        "backlog": 2048,
+        "max_request_header_size": 32 * 1024,  # default 256 KB
+        "max_request_body_size": 1024 * 1024,  # the app refuses more than 64 KB anyway (413)
+    }
+    if trusted_proxy:
+        options |= {
+            "trusted_proxy": trusted_proxy,
+            "trusted_proxy_headers": "x-forwarded-for x-forwarded-proto",
+            "clear_untrusted_proxy_headers": True,
+        }
+    return options
+
+
+def _connection_limit(wanted: int) -> int:
+    """`wanted`, after raising the open-files limit to fit it (and the store's files) if the system allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + 100
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return wanted if soft == resource.RLIM_INFINITY else max(10, min(wanted, soft - 100))
+
+
+def serving_secret(host: str, development: bool) -> bytes:
+    """The secret `serve` checks links with: NEWSLETTER_SECRET_KEY, or in development mode (loopback only)
+    the public development secret. Raises ConfigError, before anything starts, for anything else."""
+    if development and not is_loopback(host):
+        raise ConfigError(
+            "--dev",
+            f"serves only on a loopback address, not {host} (its links can be forged by anyone)",
+            "use --host 127.0.0.1, or set NEWSLETTER_SECRET_KEY and leave out --dev",
+        )
+    return server_secret_key(development)
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    threads: int = 8,
+    trusted_proxy: str | None = None,
+    development: bool = False,
+) -> None:
+    """Run the app and its confirmation worker under waitress (a production WSGI server) until interrupted.
+
+    Without NEWSLETTER_SECRET_KEY it refuses to start; `development` allows the public development secret,
+    on a loopback address only (see serving_secret).
+    """
+    secret = serving_secret(host, development)
     try:
         import waitress
     except ModuleNotFoundError:
@@ -355,12 +470,11 @@ def serve(settings: Settings, *, host: str, port: int, threads: int = 8, trusted
 
     store = open_store(settings.database_url)
     handler = sns_handler(settings, store=store, transient_limit=settings.ses.transient_bounces)
-    app = create_app(settings, store, events_handler=handler)
-    options: dict[str, Any] = {"host": host, "port": port, "threads": threads, "ident": "newsletter"}
-    if trusted_proxy:
-        options |= {
-            "trusted_proxy": trusted_proxy,
-            "trusted_proxy_headers": "x-forwarded-for x-forwarded-proto",
-            "clear_untrusted_proxy_headers": True,
-        }
-    waitress.serve(app, **options)
+    app = create_app(settings, store, events_handler=handler, secret=secret, development=development)
+    worker = app.extensions[CONFIRMATIONS]
+    worker.start()  # first sends what an earlier run left due
+    try:
+        waitress.serve(app, **waitress_options(host, port, threads, trusted_proxy))
+    finally:
+        worker.stop()
+        store.close()

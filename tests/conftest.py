@@ -245,9 +245,10 @@ def web(publication: Path, run):
         return SNS_CERTIFICATE[0] if url.endswith(".pem") else b"<ConfirmSubscriptionResponse/>"
 
     handler = sns_handler(settings, store=store, fetch=fetch)
-    app = create_app(settings, store, clock=lambda: clock[0], events_handler=handler)
+    app = create_app(settings, store, clock=lambda: clock[0], events_handler=handler, secret=WEB_SECRET)
     server = WebServer(app)
     server.fetched = fetched
+    server.app = app
     try:
         yield server, store, settings, clock
     finally:
@@ -255,6 +256,7 @@ def web(publication: Path, run):
         store.close()
 
 
+WEB_SECRET = b"the-web-fixture-secret-for-tests"  # the `web` app's NEWSLETTER_SECRET_KEY
 SNS_CERTIFICATE: list[bytes] = []  # the PEM the web fixture's fetch returns (tests sign with its key)
 
 

@@ -6,9 +6,11 @@ import pytest
 
 from newsletter.errors import ConfigError
 from newsletter.tokens import (
+    DEVELOPMENT_SECRET,
     TOKEN_LENGTH,
     confirm_token,
     secret_key,
+    server_secret_key,
     unsubscribe_token,
     verify_confirm_token,
     verify_unsubscribe_token,
@@ -36,7 +38,7 @@ def test_tampered_foreign_and_malformed_tokens_fail() -> None:
 
 def test_confirm_tokens_expire() -> None:
     token = confirm_token(SECRET, "l", 7, issued_at=1_000_000)
-    assert verify_confirm_token(SECRET, "l", token, max_age=7 * 86400, now=1_000_000 + 86400) == 7
+    assert verify_confirm_token(SECRET, "l", token, max_age=7 * 86400, now=1_000_000 + 86400) == (7, 1_000_000)
     assert verify_confirm_token(SECRET, "l", token, max_age=7 * 86400, now=1_000_000 + 8 * 86400) is None
     assert verify_unsubscribe_token(SECRET, "l", token) is None  # one purpose never stands for another
 
@@ -60,3 +62,13 @@ def test_a_number_too_large_is_named_in_the_error(number: int) -> None:
 def test_a_negative_number_is_refused() -> None:
     with pytest.raises(ValueError, match="^-1 is negative"):
         unsubscribe_token(SECRET, "l", -1)
+
+
+def test_the_web_app_never_falls_back_to_the_development_secret_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY: is not set; .* anyone could forge them"):
+        server_secret_key(development=False)
+    assert server_secret_key(development=True) == DEVELOPMENT_SECRET.encode()
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-real-secret-of-some-length")
+    assert server_secret_key(development=False) == b"a-real-secret-of-some-length"
+    assert server_secret_key(development=True) == b"a-real-secret-of-some-length"

@@ -11,9 +11,22 @@ import pytest
 import requests
 
 from newsletter.store import SubscriberStatus, add_subscriber, get_subscriber, record_unsubscribe, subscriber_by_email
-from newsletter.tokens import DEVELOPMENT_SECRET, confirm_token, unsubscribe_token
+from newsletter.tokens import confirm_token, unsubscribe_token
+from newsletter.web import CONFIRMATIONS
 
-SECRET = DEVELOPMENT_SECRET.encode()  # the file transport's; the web app uses the same
+from .conftest import WEB_SECRET
+
+SECRET = WEB_SECRET  # the `web` app's; the sends below sign with it too (NEWSLETTER_SECRET_KEY)
+
+
+@pytest.fixture(autouse=True)
+def secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", WEB_SECRET.decode())
+
+
+def send_due_confirmations(server) -> int:
+    """Run the app's confirmation worker once, as `serve`'s thread does after each sign-up."""
+    return server.app.extensions[CONFIRMATIONS].send_due()
 
 
 def _token(settings, subscriber_id: int) -> str:
@@ -124,6 +137,8 @@ def test_double_opt_in(web, publication: Path) -> None:
     first = requests.post(f"{server.url}/subscribe", data={"email": "new@example.com", "lang": "en"}, timeout=5)
     assert first.status_code == 200 and "Check your inbox" in first.text
     assert subscriber_by_email(store, "new@example.com").status == SubscriberStatus.PENDING
+    assert not (publication / "outbox" / "confirmations").exists()  # sent after the answer, by the worker
+    assert send_due_confirmations(server) == 1
     link = _confirmation_url(publication, "new@example.com")
     local = link.replace(settings.base_url, server.url)
     page = requests.get(local, timeout=5)
@@ -150,7 +165,7 @@ def test_confirmation_links_expire_after_seven_days(web) -> None:
 def test_sign_ups_are_rate_limited_per_address_and_per_client(
     web, publication: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import newsletter.web
+    import newsletter.confirmations
     from newsletter.transports import open_transport
 
     server, store, _, _ = web
@@ -162,9 +177,10 @@ def test_sign_ups_are_rate_limited_per_address_and_per_client(
         transport.send = lambda message: (mailed.append(message.recipient), original(message))[1]
         return transport
 
-    monkeypatch.setattr(newsletter.web, "open_transport", counting_transport)
+    monkeypatch.setattr(newsletter.confirmations, "open_transport", counting_transport)
     for _ in range(5):
         assert requests.post(f"{server.url}/subscribe", data={"email": "victim@example.com"}, timeout=5).ok
+        send_due_confirmations(server)
     assert mailed == ["victim@example.com"] * 3  # a form cannot bomb an inbox: 3 mails a day at most
     codes = [
         requests.post(f"{server.url}/subscribe", data={"email": f"x{n}@example.com"}, timeout=5).status_code
@@ -234,3 +250,153 @@ def test_unsubscribe_link_from_a_real_message_in_chromium(
         page.close()
     minji = subscriber_by_email(store, "minji.kim@example.com")
     assert minji.status == SubscriberStatus.UNSUBSCRIBED and minji.unsubscribe_method == "page"
+
+
+# ---------------------------------------------------------------- only a POST changes state
+
+METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "POST"]
+# route → the methods it takes (OPTIONS is answered by Flask for every route and changes nothing)
+ROUTES = {
+    "/unsubscribe": {"GET", "HEAD", "POST"},
+    "/resubscribe": {"POST"},
+    "/preferences": {"GET", "HEAD", "POST"},
+    "/subscribe": {"GET", "HEAD", "POST"},
+    "/confirm": {"GET", "HEAD", "POST"},
+    "/ses/notifications": {"POST"},
+    "/": {"GET", "HEAD"},
+    "/index.html": {"GET", "HEAD"},
+    "/feed.xml": {"GET", "HEAD"},
+}
+
+
+def _dump(store) -> list[tuple]:
+    import sqlalchemy as sa
+
+    from newsletter.store import subscribers
+
+    with store.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.select(subscribers).order_by(subscribers.c.id))]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_only_the_documented_posts_change_the_store(web, method: str) -> None:
+    server, store, settings, clock = web
+    kim = add_subscriber(store, "kim@example.com", lang="ko")
+    gone = add_subscriber(store, "gone@example.com", lang="en")
+    record_unsubscribe(store, gone.id, "page")
+    lee = add_subscriber(store, "lee@example.com", lang="ko")
+    pending = add_subscriber(store, "pending@example.com", status=SubscriberStatus.PENDING, source="web")
+    queries = {
+        "/unsubscribe": {"token": _token(settings, kim.id)},
+        "/preferences": {"token": _token(settings, lee.id)},
+        "/resubscribe": {"token": _token(settings, gone.id)},
+        "/confirm": {"token": confirm_token(SECRET, settings.list_id, pending.id, clock[0])},
+    }
+    # a body that would change something if the method were taken as a POST
+    forms = {
+        "/unsubscribe": {"List-Unsubscribe": "One-Click"},
+        "/preferences": {"action": "unsubscribe", "lang": "en"},
+        "/subscribe": {"email": "someone-new@example.com", "lang": "en"},
+    }
+    for path, allowed in ROUTES.items():
+        before = _dump(store)
+        answer = requests.request(
+            method,
+            server.url + path,
+            params=queries.get(path, {}),
+            data=forms.get(path, {}),
+            timeout=5,
+            allow_redirects=False,
+        )
+        after = _dump(store)
+        where = (method, path, answer.status_code)
+        if method == "OPTIONS":
+            assert answer.status_code == 200, where
+            assert set(answer.headers["Allow"].split(", ")) == allowed | {"OPTIONS"}, where
+        elif method in allowed:
+            assert answer.status_code in {200, 403}, where  # 403: the SNS endpoint without a topic
+        else:
+            assert answer.status_code == 405, where
+            assert set(answer.headers["Allow"].split(", ")) == allowed | {"OPTIONS"}, where
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", where
+        if method == "POST" and path in {"/unsubscribe", "/preferences", "/resubscribe", "/subscribe"}:
+            assert after != before, where  # the documented POSTs do change it
+        elif not (method == "POST" and path == "/confirm"):
+            assert after == before, where
+    if method == "POST":
+        assert get_subscriber(store, pending.id).status == SubscriberStatus.ACTIVE
+    else:
+        assert {get_subscriber(store, p.id).status for p in (kim, lee)} == {SubscriberStatus.ACTIVE}
+
+
+def test_head_of_an_unsubscribe_link_unsubscribes_nobody(web) -> None:
+    server, store, settings, _ = web
+    kim = add_subscriber(store, "kim@example.com", lang="ko")
+    answer = requests.head(f"{server.url}/unsubscribe", params={"token": _token(settings, kim.id)}, timeout=5)
+    assert answer.status_code == 200 and answer.text == ""
+    assert get_subscriber(store, kim.id).status == SubscriberStatus.ACTIVE
+
+
+# ---------------------------------------------------------------- no development secret in public
+
+
+def test_tokens_forged_with_the_public_development_secret_are_refused(web) -> None:
+    from newsletter.tokens import DEVELOPMENT_SECRET
+
+    server, store, settings, clock = web
+    forged = DEVELOPMENT_SECRET.encode()
+    people = [add_subscriber(store, f"p{n}@example.com") for n in range(20)]
+    pending = add_subscriber(store, "pending@example.com", status=SubscriberStatus.PENDING, source="web")
+    for person in people:
+        token = unsubscribe_token(forged, settings.list_id, person.id)
+        for path in ("/unsubscribe", "/preferences"):
+            for method in ("GET", "POST"):
+                answer = requests.request(
+                    method, f"{server.url}{path}?token={token}", data={"action": "unsubscribe"}, timeout=5
+                )
+                assert answer.status_code == 400 and person.email not in answer.text, (path, method)
+    confirm = confirm_token(forged, settings.list_id, pending.id, clock[0])
+    assert requests.post(f"{server.url}/confirm?token={confirm}", timeout=5).status_code == 400
+    assert all(get_subscriber(store, p.id).status == SubscriberStatus.ACTIVE for p in people)
+    assert get_subscriber(store, pending.id).status == SubscriberStatus.PENDING
+
+
+# ---------------------------------------------------------------- an old confirmation link
+
+
+def test_an_old_confirmation_link_does_not_undo_a_later_unsubscribe(web, publication: Path) -> None:
+    import time
+
+    server, store, settings, clock = web
+    clock[0] = time.time()  # the store records unsubscribes in real time; tokens are stamped by this clock
+    assert requests.post(f"{server.url}/subscribe", data={"email": "late@example.com", "lang": "en"}, timeout=5).ok
+    send_due_confirmations(server)
+    old_link = _confirmation_url(publication, "late@example.com").replace(settings.base_url, server.url)
+    assert requests.post(old_link, timeout=5).status_code == 200
+    late = subscriber_by_email(store, "late@example.com")
+    assert late.status == SubscriberStatus.ACTIVE
+    assert requests.post(f"{server.url}/unsubscribe?token={_token(settings, late.id)}", timeout=5).ok
+    for method in ("GET", "POST"):  # the old link, after the unsubscribe
+        answer = requests.request(method, old_link, timeout=5)
+        assert answer.status_code == 400 and "older than your unsubscribe" in answer.text, method
+    assert subscriber_by_email(store, "late@example.com").status == SubscriberStatus.UNSUBSCRIBED
+    # signing up again gets a new link, which works (even within the second of the unsubscribe)
+    assert requests.post(f"{server.url}/subscribe", data={"email": "late@example.com", "lang": "en"}, timeout=5).ok
+    assert send_due_confirmations(server) == 1
+    new_link = _confirmation_url(publication, "late@example.com").replace(settings.base_url, server.url)
+    assert new_link != old_link
+    assert requests.post(new_link, timeout=5).status_code == 200
+    assert subscriber_by_email(store, "late@example.com").status == SubscriberStatus.ACTIVE
+    assert requests.post(old_link, timeout=5).status_code == 200  # active already: the old link changes nothing
+
+
+def test_a_confirmation_link_older_than_its_row_confirms_nothing(web) -> None:
+    import time
+
+    server, store, settings, clock = web
+    clock[0] = time.time()
+    token = confirm_token(SECRET, settings.list_id, 1, clock[0] - 3600)  # made for an id before this row existed
+    row = add_subscriber(store, "reused@example.com", status=SubscriberStatus.PENDING, source="web")
+    assert row.id == 1
+    assert requests.post(f"{server.url}/confirm?token={token}", timeout=5).status_code == 400
+    assert get_subscriber(store, row.id).status == SubscriberStatus.PENDING

@@ -3,6 +3,7 @@
 Rule: nothing here renders or sends. Callers import from `newsletter.store`, never from its modules.
 """
 
+from . import database as _database
 from .database import (
     SCHEMA_VERSION,
     Delivery,
@@ -35,9 +36,13 @@ from .deliveries import (
 from .subscribers import (
     ImportCounts,
     add_subscriber,
+    claim_confirmations,
     confirm_subscription,
+    confirmation_is_current,
+    confirmation_issue_time,
     count_subscribers,
     find_subscriber,
+    finish_confirmation,
     get_subscriber,
     insert_subscribers,
     is_suppressed,
@@ -52,6 +57,10 @@ from .subscribers import (
     subscriber_by_email,
 )
 
+# Importing the `.subscribers` module above bound the package's name `subscribers` to that module; the name
+# exported here is the table, as `from newsletter.store import subscribers` expects.
+subscribers = _database.subscribers  # noqa: F811
+
 __all__ = [
     "AudiencePreview",
     "SCHEMA_VERSION",
@@ -65,8 +74,11 @@ __all__ = [
     "SubscriberStatus",
     "add_subscriber",
     "audience_preview",
+    "claim_confirmations",
     "claim_delivery",
     "confirm_subscription",
+    "confirmation_is_current",
+    "confirmation_issue_time",
     "count_subscribers",
     "deliveries",
     "delivery_counts",
@@ -75,6 +87,7 @@ __all__ = [
     "email_key",
     "events",
     "find_subscriber",
+    "finish_confirmation",
     "get_subscriber",
     "insert_subscribers",
     "is_suppressed",

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import MissingExtraError, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -66,6 +66,9 @@ subscribers = sa.Table(
     sa.Column("unsubscribe_method", sa.String(40)),  # one-click, page, cli, import, bounce, complaint
     sa.Column("bounce_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("attributes", sa.JSON, nullable=False),
+    # A web sign-up's confirmation mail is due from this time (None: nothing to send). The pending row is the
+    # queue: a worker claims it by moving the time forward (a lease) and clears it once the mail is handed over.
+    sa.Column("confirmation_due_at", sa.DateTime(timezone=True), index=True),
 )
 
 # A removed (erased) address leaves only a hash here, so it is never imported and mailed again.
@@ -273,9 +276,16 @@ def _add_events_table(conn: Connection) -> None:
     events.create(conn, checkfirst=True)
 
 
+def _add_confirmation_due_at(conn: Connection) -> None:
+    kind = sa.DateTime(timezone=True).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE subscribers ADD COLUMN confirmation_due_at {kind}"))
+    conn.execute(sa.text("CREATE INDEX ix_subscribers_confirmation_due_at ON subscribers (confirmation_due_at)"))
+
+
 # version → the step that upgrades the version before it. A new database gets `metadata` whole.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_events_table,  # 2: bounces and complaints from SES
+    3: _add_confirmation_due_at,  # 3: confirmation mails sent after the answer, from the pending row
 }
 
 

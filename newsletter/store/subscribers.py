@@ -218,13 +218,17 @@ def insert_subscribers(store: Store, rows: Iterable[dict[str, Any]], source: str
     return counts
 
 
-def request_subscription(store: Store, email: str, lang: str | None, consent: str) -> tuple[Subscriber | None, bool]:
-    """(the subscriber to send a confirmation to, or None; whether they were new) for a web sign-up.
+def request_subscription(
+    store: Store, email: str, lang: str | None, consent: str, *, confirm: bool = True
+) -> tuple[Subscriber | None, bool]:
+    """(the subscriber a confirmation is due to, or None; whether they were new) for a web sign-up.
 
-    New addresses become `pending`; a pending or unsubscribed one gets a new confirmation; an active,
-    bounced, complained or removed one gets none (the page answers the same either way).
+    New addresses become `pending`; a pending or unsubscribed one is due a new confirmation; an active,
+    bounced, complained or removed one is due none (the page answers the same either way). With `confirm`
+    the row is marked due (`confirmation_due_at`) for the confirmation worker; nothing is sent here.
     """
     stamp = now()
+    due = stamp if confirm else None
     with store.begin() as conn:
         if is_suppressed(conn, email):
             return None, False
@@ -240,28 +244,113 @@ def request_subscription(store: Store, email: str, lang: str | None, consent: st
                     source="web",
                     created_at=stamp,
                     attributes={"consent": consent, "consent_at": stamp.isoformat()},
+                    confirmation_due_at=due,
                 )
             )
             row = conn.execute(sa.select(subscribers).where(subscribers.c.id == _inserted_id(result))).one()
             return _subscriber(row), True
         if existing.status in {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}:
+            if due is not None:
+                conn.execute(
+                    subscribers.update().where(subscribers.c.id == existing.id).values(confirmation_due_at=due)
+                )
             return existing, False
         return None, False
 
 
-def confirm_subscription(store: Store, subscriber_id: int) -> Subscriber | None:
-    """Make a pending (or unsubscribed, re-confirming) subscriber active; None if there is no such subscriber."""
+def claim_confirmations(store: Store, *, lease: dt.timedelta, limit: int = 50) -> list[tuple[Subscriber, dt.datetime]]:
+    """Claim up to `limit` due confirmation mails: (subscriber, lease end) for each one claimed here.
+
+    Each claim is a conditional UPDATE that moves the due time to the lease's end, so of several processes
+    exactly one claims each row; a claim whose mail was never finished (a crash) is due again after the lease.
+    """
+    stamp = now()
+    until = stamp + lease
+    with store.engine.connect() as conn:
+        ids = (
+            conn.execute(
+                sa.select(subscribers.c.id)
+                .where(subscribers.c.confirmation_due_at <= stamp)
+                .order_by(subscribers.c.confirmation_due_at, subscribers.c.id)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+    claimed = []
+    for subscriber_id in ids:
+        with store.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id, subscribers.c.confirmation_due_at <= stamp)
+                .values(confirmation_due_at=until)
+            )
+            if result.rowcount == 1:
+                row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).one()
+                claimed.append((_subscriber(row), until))
+    return claimed
+
+
+def finish_confirmation(store: Store, subscriber_id: int, lease_until: dt.datetime) -> None:
+    """Clear a claimed confirmation (sent, or not to be sent); a sign-up that asked again since stays due."""
     with store.begin() as conn:
         conn.execute(
+            subscribers.update()
+            .where(subscribers.c.id == subscriber_id, subscribers.c.confirmation_due_at == lease_until)
+            .values(confirmation_due_at=None)
+        )
+
+
+def confirmation_issue_time(subscriber: Subscriber, clock_now: float) -> int:
+    """The issue time (Unix seconds) for a new confirmation token: now, and later than the last unsubscribe."""
+    issued = int(clock_now)
+    if subscriber.unsubscribed_at is not None:
+        issued = max(issued, int(_utc(subscriber.unsubscribed_at).timestamp()) + 1)
+    return issued
+
+
+def confirmation_is_current(subscriber: Subscriber, issued_at: int) -> bool:
+    """Whether a confirmation token issued at `issued_at` (Unix seconds) may still confirm `subscriber`.
+
+    A token older than the subscriber's unsubscribe (or than the row itself) never re-activates them.
+    """
+    issued = dt.datetime.fromtimestamp(issued_at, dt.UTC)
+    if _utc(subscriber.created_at) >= issued + dt.timedelta(seconds=1):
+        return False
+    return subscriber.unsubscribed_at is None or _utc(subscriber.unsubscribed_at) < issued
+
+
+def _utc(stamp: dt.datetime) -> dt.datetime:
+    """A stored time as an aware UTC time (SQLite gives them back naive, in UTC)."""
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+
+
+def confirm_subscription(store: Store, subscriber_id: int, issued_at: int) -> tuple[Subscriber | None, bool]:
+    """(the subscriber, whether this call activated them) for a confirmation token issued at `issued_at`.
+
+    A pending (or unsubscribed, re-confirming) subscriber becomes active, unless the token is older than
+    their unsubscribe or than the row: an old link never undoes a later unsubscribe.
+    """
+    issued = dt.datetime.fromtimestamp(issued_at, dt.UTC)
+    with store.begin() as conn:
+        result = conn.execute(
             subscribers.update()
             .where(
                 subscribers.c.id == subscriber_id,
                 subscribers.c.status.in_([SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED]),
+                sa.or_(subscribers.c.unsubscribed_at.is_(None), subscribers.c.unsubscribed_at < issued),
+                subscribers.c.created_at < issued + dt.timedelta(seconds=1),
             )
-            .values(status=SubscriberStatus.ACTIVE, confirmed_at=now(), unsubscribed_at=None, unsubscribe_method=None)
+            .values(
+                status=SubscriberStatus.ACTIVE,
+                confirmed_at=now(),
+                unsubscribed_at=None,
+                unsubscribe_method=None,
+                confirmation_due_at=None,
+            )
         )
         row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
-    return _subscriber(row) if row else None
+    return (_subscriber(row) if row else None), result.rowcount == 1
 
 
 def resubscribe(store: Store, subscriber_id: int) -> bool:
@@ -353,5 +442,7 @@ def record_event(
             changes.pop("status")  # already suppressed
         if "status" in changes:
             changes |= {"unsubscribed_at": stamp, "unsubscribe_method": kind}
+        if not changes:  # a bounce or complaint for an address already suppressed: nothing to update
+            return "already suppressed"
         conn.execute(subscribers.update().where(subscribers.c.id == subscriber.id).values(**changes))
         return str(changes.get("status", "counted"))

@@ -1,0 +1,132 @@
+"""The confirmation-mail worker: sends the double opt-in mails that web sign-ups left due in the store.
+
+The sign-up request only marks its pending row due (`request_subscription`) and answers, so the answer takes
+as long for a new address as for a known one. This worker, a thread of `newsletter serve`, claims due rows
+(one process gets each, see `claim_confirmations`), sends each mail through the configured transport and
+clears the mark. Whatever a stopped server left due is sent by the next one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from email import policy
+from email.message import EmailMessage
+
+from .config import Settings
+from .render.templates import Templates
+from .store import (
+    Store,
+    Subscriber,
+    SubscriberStatus,
+    claim_confirmations,
+    confirmation_issue_time,
+    finish_confirmation,
+)
+from .tokens import confirm_token
+from .transports import OutgoingMessage, SendStatus, open_transport
+
+LEASE = dt.timedelta(minutes=10)  # a claim not finished by then (a crash) is due again
+POLL_SECONDS = 5.0  # how often the worker looks for rows other processes marked due
+
+log = logging.getLogger("newsletter.confirmations")
+
+
+class ConfirmationWorker:
+    """Sends due confirmation mails: `send_due()` once, or `start()` a thread that does it on every `wake()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        templates: Templates,
+        secret: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = POLL_SECONDS,
+        lease: dt.timedelta = LEASE,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.templates = templates
+        self.secret = secret
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.lease = lease
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Look for due mails now (a sign-up just marked one)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Run in a daemon thread until stop(); it first sends what a previous run left due."""
+        self._thread = threading.Thread(target=self._run, name="confirmations", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                while self.send_due() and not self._stop.is_set():
+                    pass
+            except Exception:  # a broken store or transport must not kill the thread; the rows stay due
+                log.exception("confirmation mails not sent; trying again in %s s", self.poll_seconds)
+            self._wake.wait(self.poll_seconds)
+
+    def send_due(self) -> int:
+        """Claim and send one batch of due confirmations; the number claimed (0: nothing was due)."""
+        claimed = claim_confirmations(self.store, lease=self.lease)
+        if not claimed:
+            return 0
+        transport = open_transport(self.settings.transport, self.settings, slug="confirmations")
+        try:
+            for subscriber, lease_until in claimed:
+                if subscriber.status not in {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}:
+                    finish_confirmation(self.store, subscriber.id, lease_until)  # confirmed or suppressed since
+                    continue
+                result = transport.send(self._message(subscriber))
+                if result.status == SendStatus.SENT or result.status == SendStatus.FAILED:
+                    finish_confirmation(self.store, subscriber.id, lease_until)
+                if result.status != SendStatus.SENT:  # a deferred one is tried again after the lease
+                    log.warning("confirmation mail to subscriber %s not sent: %s", subscriber.id, result.error)
+        finally:
+            transport.close()
+        return len(claimed)
+
+    def _message(self, subscriber: Subscriber) -> OutgoingMessage:
+        settings = self.settings
+        lang = subscriber.lang if subscriber.lang in settings.all_languages else settings.language
+        t = self.templates.strings_for(lang, settings.language)
+        wording = settings.for_language(lang)
+        issued = confirmation_issue_time(subscriber, self.clock())
+        token = confirm_token(self.secret, settings.list_id, subscriber.id, issued)
+        message = EmailMessage(policy=policy.SMTP)
+        message["From"] = settings.from_address
+        message["To"] = subscriber.email
+        message["Subject"] = t.get("confirm_mail_subject", "{title}").format(title=wording.title)
+        if settings.reply_to:
+            message["Reply-To"] = settings.reply_to
+        message["Auto-Submitted"] = "auto-replied"  # RFC 3834: a reply to the sign-up, not a newsletter
+        body = self.templates.render(
+            "web/confirm_email.txt.j2",
+            t=t,
+            site_title=wording.title,
+            confirm_url=settings.url(f"confirm?token={token}"),
+            postal_address=settings.postal_address,
+        )
+        message.set_content(body, cte="base64")
+        return OutgoingMessage(
+            settings.from_address.addr_spec, subscriber.email, message.as_bytes(), "confirmations", lang
+        )
