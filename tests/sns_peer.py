@@ -53,10 +53,12 @@ class SnsPeer:
         from cryptography.hazmat.primitives.asymmetric import padding
 
         message = {**message, "SignatureVersion": version, "SigningCertURL": cert_url}
-        keys = CANONICAL.get(message.get("Type"), CANONICAL["Notification"])  # type: ignore[arg-type]
+        kind = message.get("Type")
+        keys = CANONICAL[kind] if isinstance(kind, str) and kind in CANONICAL else CANONICAL["Notification"]
         canonical = "".join(f"{k}\n{message[k]}\n" for k in keys if k in message)
         algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()  # noqa: S303 - SNS version 1
-        signature = self.key.sign(canonical.encode(), padding.PKCS1v15(), algorithm)
+        data = canonical.encode("utf-8", "surrogatepass")  # hostile tests sign lone surrogates too
+        signature = self.key.sign(data, padding.PKCS1v15(), algorithm)
         message["Signature"] = base64.b64encode(signature).decode()
         return message
 

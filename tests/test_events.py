@@ -157,3 +157,17 @@ def test_poisoned_and_foreign_queue_messages_stay_in_the_queue(
     attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
     left = int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
     assert left == len(bodies) - (0 if topic_arn else 1)
+
+
+def test_a_second_bounce_or_complaint_for_a_suppressed_address_changes_nothing(store) -> None:
+    from newsletter.events import apply_events, parse_ses_record
+
+    add_subscriber(store, "gone@example.com")
+    again = {**BOUNCE, "bounce": {**BOUNCE["bounce"], "feedbackId": "fb-2"}}  # another send, another bounce
+    complaint = {
+        **COMPLAINT,
+        "complaint": {**COMPLAINT["complaint"], "complainedRecipients": BOUNCE["bounce"]["bouncedRecipients"]},
+    }
+    outcomes = [dict(apply_events(store, parse_ses_record(record))) for record in (BOUNCE, again, complaint)]
+    assert outcomes == [{"bounced": 1}, {"already suppressed": 1}, {"already suppressed": 1}]
+    assert subscriber_by_email(store, "gone@example.com").status == SubscriberStatus.BOUNCED
