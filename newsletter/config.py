@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 CONFIG_FILE = "pyproject.toml"
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 LANGUAGE_LIMIT = 20  # characters of a code the store keeps per subscriber
+# Header parts come from settings: these bounds keep every header line within RFC 5322's 998 octets.
+HEADER_NAME_LIMIT = 200  # the display name of `from` and `reply_to`
+ADDRESS_LIMIT = 254  # RFC 5321 §4.5.3.1: a path of 256 octets, brackets included
+BASE_URL_LIMIT = 500  # List-Unsubscribe carries it unfolded, with the token and the mailto
+LIST_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+$")  # RFC 2919 §2
+LIST_ID_LIMIT = 255  # RFC 2919 §2
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,13 @@ class _Reader:
             raise self.fail(key, f"{text!r} is not one email address", "use 'Name <a@b.org>'") from err
         if not address.username or not address.domain or header.defects:
             raise self.fail(key, f"{text!r} is not one email address", "use 'Name <a@b.org>'")
+        if len(address.display_name) > HEADER_NAME_LIMIT or len(address.addr_spec) > ADDRESS_LIMIT:
+            raise self.fail(
+                key,
+                f"is {len(text):,} characters long; a mail header takes a name of at most {HEADER_NAME_LIMIT} "
+                f"and an address of at most {ADDRESS_LIMIT}",
+                "shorten it",
+            )
         return address
 
 
@@ -273,8 +286,8 @@ def load_settings(root: Path) -> Settings:
         translations=translations,
         database_url=_database_url(read, root),
         transport=_transport(read),
-        list_id=read.string("list_id", f"newsletter.{host}"),
-        unsubscribe_mailto=table.get("unsubscribe_mailto", "") and read.string("unsubscribe_mailto"),
+        list_id=_list_id(read, f"newsletter.{host}"),
+        unsubscribe_mailto=_unsubscribe_mailto(read),
         rate=_rate(read),
         smtp=_smtp(table, path),
         ses=_ses(table, path),
@@ -291,7 +304,32 @@ def _base_url(read: _Reader) -> str:
         raise fail(f"{url!r} is not a URL: {err}", "use https://host/path") from None
     if parts.scheme not in {"http", "https"} or not host or any(ch.isspace() for ch in url):
         raise fail(f"{url!r} is not an absolute URL", "use https://host/path")
+    if len(url) > BASE_URL_LIMIT:
+        raise fail(
+            f"is {len(url):,} characters long; List-Unsubscribe must carry it on one header line",
+            f"use a URL of at most {BASE_URL_LIMIT} characters",
+        )
     return url
+
+
+def _list_id(read: _Reader, default: str) -> str:
+    """`list_id`: RFC 2919's dot-atom, such as weekly.papers.example.com."""
+    value = read.string("list_id", default)
+    if not LIST_ID.match(value) or len(value) > LIST_ID_LIMIT:
+        raise read.fail(
+            "list_id", f"{value[:80]!r} is not a list id", f"use words joined by dots, at most {LIST_ID_LIMIT} in all"
+        )
+    return value
+
+
+def _unsubscribe_mailto(read: _Reader) -> str:
+    """`unsubscribe_mailto`: one plain address (it goes into List-Unsubscribe as a mailto: URI), or empty."""
+    if not read.table.get("unsubscribe_mailto", ""):
+        return ""
+    value = read.string("unsubscribe_mailto")
+    if not re.fullmatch(r"[^\s<>@,;\\\"]+@[^\s<>@,;\\\"?&]+", value) or len(value) > ADDRESS_LIMIT:
+        raise read.fail("unsubscribe_mailto", f"{value[:80]!r} is not one plain address", "use leave@example.com")
+    return value
 
 
 def _database_url(read: _Reader, root: Path) -> str:

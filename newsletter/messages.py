@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from .config import Settings
+from .errors import ConfigError
 from .render.email import UNSUBSCRIBE_TOKEN, RenderedEmail, unsubscribe_url
 from .tokens import TOKEN_LENGTH
 
@@ -27,6 +28,9 @@ LINE_BYTES = 57  # base64 input per 76-character output line (RFC 2045 §6.8)
 ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 TOKEN = re.compile(rf"^[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}$")
 HEADER_POLICY = policy.SMTP  # folds at 78 with encoded-words of at most 75 characters
+LINE_WIDTH = 78  # RFC 5322 §2.1.1: lines SHOULD stay within 78 characters, and MUST within 998
+MAX_LINE = 998
+DISPLAY_NAME_LIMIT = 200  # characters of a subscriber's name used in To: (the store keeps no more)
 
 
 class MessageError(ValueError):
@@ -98,11 +102,17 @@ class _Body:
 
 
 def encode_display_name(name: str) -> str:
-    """A display name for a header: as an RFC 5322 quoted-string if ASCII, else RFC 2047 encoded-words."""
+    """A display name for the To: header, folded so each line stays within 78 octets where it can.
+
+    ASCII: an RFC 5322 quoted-string, folded before its spaces (unfolding gives the same name back).
+    Otherwise RFC 2047 encoded-words. Only the first DISPLAY_NAME_LIMIT characters are used, so even
+    a run with no space to fold at keeps the line far below RFC 5322's 998 octets.
+    """
+    name = name[:DISPLAY_NAME_LIMIT]
     if not name:
         return ""
     if name.isascii() and name.isprintable():
-        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _fold_quoted('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', width=LINE_WIDTH - len("To: "))
     words: list[str] = []
     current = ""
     for ch in name:  # whole characters per word: never split the UTF-8 bytes of one syllable
@@ -114,6 +124,20 @@ def encode_display_name(name: str) -> str:
             current = candidate
     words.append(current)
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
+
+
+def _fold_quoted(quoted: str, *, width: int) -> str:
+    """Fold a quoted-string before spaces (RFC 5322 §3.2.4 allows FWS inside it) into lines of `width`."""
+    lines = [""]
+    for word in quoted.split(" "):
+        line = lines[-1]
+        if not line:
+            lines[-1] = word
+        elif word and len(line) + 1 + len(word) > (width if len(lines) == 1 else LINE_WIDTH):
+            lines.append(" " + word)  # CRLF then the space: unfolding removes only the CRLF
+        else:
+            lines[-1] = f"{line} {word}"
+    return "\r\n".join(lines)
 
 
 class MessageTemplate:
@@ -128,18 +152,22 @@ class MessageTemplate:
         if settings.reply_to:
             headers["Reply-To"] = settings.reply_to
         headers["List-Id"] = f"{settings.for_language(email.lang).title} <{settings.list_id}>"
-        headers["List-Archive"] = f"<{settings.base_url}/>"
         headers["Precedence"] = "bulk"  # RFC 3834 §3.1.8: no out-of-office replies
         headers["MIME-Version"] = "1.0"
         boundary = f"=_{os.urandom(12).hex()}"
         headers["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
-        constant = b"".join(HEADER_POLICY.fold_binary(name, value) for name, value in headers.items())
-        # RFC 8058: one HTTPS URI (plus a mailto only if one is configured); never folded or encoded.
+        # URLs are never folded or encoded (Python's folding would RFC 2047-encode a long one, and clients
+        # would no longer find it): the settings bound them so their lines stay within 998 octets.
+        folded = [HEADER_POLICY.fold_binary(name, value) for name, value in headers.items()]
+        folded.insert(headers.keys().index("List-Id") + 1, f"List-Archive: <{settings.base_url}/>\r\n".encode())
+        constant = b"".join(folded)
+        # RFC 8058: one HTTPS URI (plus a mailto only if one is configured).
         link = unsubscribe_url(settings, STAND_IN.decode())
         mailto = f", <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>" if settings.unsubscribe_mailto else ""
         self.list_unsubscribe = _Header(
             f"List-Unsubscribe: <{link}>{mailto}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         )
+        _check_line_lengths(constant + self.list_unsubscribe.fill(b"x" * TOKEN_LENGTH))
         self.constant_headers = constant
         self.text = _Body(email.text)
         self.html = _Body(email.html)
@@ -182,6 +210,20 @@ class MessageTemplate:
             self.closing,
         ]
         return b"".join(pieces), message_id
+
+
+def _check_line_lengths(headers: bytes) -> None:
+    """Refuse header lines over RFC 5322's 998 octets, naming the header (its setting is too long)."""
+    name = ""
+    for line in headers.split(b"\r\n"):
+        if not line.startswith((b" ", b"\t")):
+            name = line.split(b":", 1)[0].decode()
+        if len(line) > MAX_LINE:
+            raise ConfigError(
+                f"the {name} header",
+                f"would have a line of {len(line):,} octets; mail allows {MAX_LINE}",
+                "shorten the setting it is made from",
+            )
 
 
 class _Header:

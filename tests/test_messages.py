@@ -119,3 +119,148 @@ def test_mailto_unsubscribe_is_offered_when_configured(sample) -> None:
         "<mailto:leave@papers.example.com?subject=unsubscribe>\r\n"
     )
     assert expected.encode() in raw  # HTTPS first: the preferred method comes first (RFC 2369)
+
+
+# ---------------------------------------------------------------- every header line within 998 octets
+
+LONG_NAMES = {
+    "ascii": "x" * 10_000,
+    "ascii words": "Dr. Jones " * 1_000,
+    "quotes": 'Jones, "Bob" \\ ' * 700,
+    "korean": "김민지" * 3_334,
+    "mixed": ("Kim 민지 " * 1_500).strip(),
+}
+
+
+def _header_lines(raw: bytes) -> list[bytes]:
+    return raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+def _longest_settings(publication: Path) -> Path:
+    """The sample publication with every header-bound setting as long as the settings allow."""
+    config = publication / "pyproject.toml"
+    text = config.read_text(encoding="utf-8")
+    title = "이번 주의 주요 ML 논문 " * 400 + "x" * 2_000  # 10,000+ characters, words and one long run
+    base_url = "https://papers.example.com/" + "p" * (500 - len("https://papers.example.com/"))
+    list_id = ("l" * 60 + ".") * 4 + "example.com"  # 255 characters
+    sender = "y" * 200
+    text = (
+        text.replace('title = "이번 주의 주요 ML 논문"', f'title = "{title}"')
+        .replace('title = "Top ML Papers of the Week"', f'title = "{"Top ML Papers " * 800}"')
+        .replace('base_url = "https://papers.example.com"', f'base_url = "{base_url}"')
+        .replace(
+            'from = "ML 논문 위클리 <weekly@papers.example.com>"', f'from = "{sender} <weekly@papers.example.com>"'
+        )
+        .replace('reply_to = "editor@papers.example.com"', f'reply_to = "{"편집" * 100} <editor@papers.example.com>"')
+        .replace(
+            "[tool.newsletter]\n",
+            f'[tool.newsletter]\nlist_id = "{list_id}"\nunsubscribe_mailto = "{"m" * 230}@example.com"\n',
+            1,
+        )
+    )
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize("kind", sorted(LONG_NAMES))
+def test_every_header_line_stays_within_998_octets(publication: Path, kind: str) -> None:
+    import dataclasses
+
+    _longest_settings(publication)
+    settings = load_settings(publication)
+    (issue,) = load_issues(settings)
+    templates = load_templates(settings)
+    name = LONG_NAMES[kind]
+    token = unsubscribe_token(SECRET, settings.list_id, 9)
+    for edition in issue.editions:
+        email = dataclasses.replace(render_email(edition, settings, templates), subject=name)  # a long title
+        raw, _ = MessageTemplate(email, settings, slug=issue.slug).personalise(Recipient("a@example.com", name, token))
+        lines = _header_lines(raw)
+        assert max(len(line) for line in lines) <= 998, max(lines, key=len)[:60]
+        assert all(line.strip() for line in lines)  # no folded line of only white space
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        assert message.defects == []
+        shown = message["To"].addresses[0].display_name
+        if name.isascii():
+            assert shown == name[:200]  # folded before spaces: unfolding gives the name back
+        else:
+            assert shown.replace(" ", "") == name[:200].replace(" ", "")
+        assert message["Subject"] == name
+        assert message["From"].addresses[0].display_name == "y" * 200
+        # RFC 2047 §6.2: white space between adjacent encoded-words is ignored; Python's parser keeps it.
+        assert message["Reply-To"].addresses[0].display_name.replace(" ", "") == "편집" * 100
+        assert message["List-Id"].endswith(f"<{settings.list_id}>")
+        assert f"\r\nList-Archive: <{settings.base_url}/>\r\n".encode() in raw  # one line, never encoded
+        url = f"{settings.base_url}/unsubscribe?token={token}"
+        expected = f"List-Unsubscribe: <{url}>, <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>\r\n"
+        assert f"\r\n{expected}".encode() in raw
+        assert len(expected) - 2 <= 998
+
+
+def test_the_longest_lines_of_a_real_send(publication: Path, run) -> None:
+    """Names in the store from before the length check (SQLite kept them whole) still make lawful headers."""
+    from newsletter.store import add_subscriber, open_store
+
+    with open_store(load_settings(publication).database_url) as store:
+        for n, name in enumerate(LONG_NAMES.values()):
+            add_subscriber(store, f"long{n}@example.com", name=name)
+    assert run("send", "2023-09-25-top-ml-papers", "--yes").exit_code == 0
+    files = sorted((publication / "outbox" / "2023-09-25-top-ml-papers").glob("*.eml"))
+    assert len(files) == len(LONG_NAMES)
+    for path in files:
+        raw = path.read_bytes()
+        assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        assert message.defects == [] and len(message["To"].addresses[0].display_name.replace(" ", "")) <= 200
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        (
+            f'from = "{"y" * 201} <weekly@papers.example.com>"',
+            "from: is 229 characters long; a mail header takes a name of at most 200 and an address of at most 254 (shorten it)",
+        ),
+        (
+            f'base_url = "https://papers.example.com/{"p" * 480}"',
+            "base_url: is 507 characters long; List-Unsubscribe must carry it on one header line (use a URL of at most 500 characters)",
+        ),
+        (
+            'list_id = "weekly papers"',
+            "list_id: 'weekly papers' is not a list id (use words joined by dots, at most 255 in all)",
+        ),
+        (
+            f'list_id = "{"l" * 256}.example.com"',
+            f"list_id: '{'l' * 80}' is not a list id (use words joined by dots, at most 255 in all)",
+        ),
+        (
+            'unsubscribe_mailto = "Leave <leave@example.com>"',
+            "unsubscribe_mailto: 'Leave <leave@example.com>' is not one plain address (use leave@example.com)",
+        ),
+    ],
+)
+def test_settings_that_would_make_a_header_too_long_are_one_line(
+    publication: Path, run, setting: str, problem: str
+) -> None:
+    config = publication / "pyproject.toml"
+    key = setting.split(" = ")[0]
+    lines = [line for line in config.read_text(encoding="utf-8").splitlines() if not line.startswith(f"{key} = ")]
+    at = lines.index("[tool.newsletter]") + 1
+    config.write_text("\n".join([*lines[:at], setting, *lines[at:]]) + "\n", encoding="utf-8")
+    result = run("send", "2023-09-25-top-ml-papers", "--dry-run")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: pyproject.toml [tool.newsletter] {problem}\n"
+
+
+def test_a_header_line_over_998_octets_is_refused_when_settings_bypass_their_checks(sample) -> None:
+    import dataclasses
+    from email.headerregistry import Address
+
+    from newsletter.errors import ConfigError
+
+    settings, issue, emails = sample
+    wide = dataclasses.replace(settings, from_address=Address("z" * 2_000, "weekly", "papers.example.com"))
+    with pytest.raises(
+        ConfigError, match="^the From header: would have a line of 2,0[0-9][0-9] octets; mail allows 998"
+    ):
+        MessageTemplate(emails["en"], wide, slug=issue.slug)
