@@ -228,3 +228,49 @@ def test_smtp_port_in_the_file_must_be_a_port(publication: Path, run) -> None:
     assert result.stderr == (
         "Error: pyproject.toml [tool.newsletter.smtp] port: 70000 is not a port number (use a number from 1 to 65535)\n"
     )
+
+
+HOLD_WRITE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()  # hold the lock until the test says so
+db.execute("ROLLBACK")
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("subscribers", "add", "new@example.com"),
+        ("subscribers", "remove", "kim@example.com"),
+        ("subscribers", "import", str(REPO / "subscribers" / "example.csv")),
+        ("send", "2023-09-25-top-ml-papers", "--yes"),
+    ],
+)
+def test_a_database_locked_by_another_process_is_one_line(
+    publication: Path, run, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    import subprocess
+    import sys
+
+    import newsletter.store.database as database
+
+    assert run("subscribers", "add", "kim@example.com").exit_code == 0
+    path = publication / "subscribers" / "subscribers.db"
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)  # the wait itself is SQLite's; 10 s by default
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"  # evidence, not a sleep
+        result = run(*command)
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: {path}: the database is locked by another process (wait for it to finish, or stop it)"
+    )
+    assert "Traceback" not in result.output
+    assert run(*command).exit_code == 0  # once the other process is done, the same command works

@@ -409,3 +409,23 @@ def test_ctrl_c_stops_after_the_message_in_flight_and_says_how_to_resume(
         counts = delivery_counts(store, ISSUE)
     assert counts["sending"] == 0 and counts["sent"] + counts["pending"] == 200
     assert counts["sent"] == len(list(_outbox(publication).glob("*.eml")))
+
+
+def test_the_store_and_the_outbox_are_private_after_a_send(publication: Path, run) -> None:
+    import stat
+
+    old = os.umask(0o022)  # the usual default: plain creation would make them 0644 and 0755
+    try:
+        _import(run)
+        assert run("send", ISSUE, "--yes").exit_code == 0
+        db = publication / "subscribers" / "subscribers.db"
+        files = [db, *_outbox(publication).glob("*.eml")]
+        with open_store(load_settings(publication).database_url) as store:
+            assert delivery_counts(store, ISSUE)["sent"] == 10  # open: SQLite's -wal and -shm files exist
+            files += [db.with_name("subscribers.db-wal"), db.with_name("subscribers.db-shm")]
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+    finally:
+        os.umask(old)
+    assert len(modes) == 13 and set(modes.values()) == {0o600}, modes
+    for folder in (db.parent, publication / "outbox", _outbox(publication)):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
