@@ -69,6 +69,10 @@ class ConfirmationWorker:
         self._thread = threading.Thread(target=self._run, name="confirmations", daemon=True)
         self._thread.start()
 
+    def alive(self) -> bool:
+        """Whether the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
