@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -82,25 +81,37 @@ def check_topic(fields: dict[str, str], topics: tuple[str, ...]) -> None:
 
 
 def check_sns_url(url: str, topic_arn: str, what: str) -> None:
-    """Refuse a URL that is not https://<the topic's SNS host>/… (no other port, no user part)."""
+    """Refuse a URL that is not https://<the topic's SNS host>/… (no other port, no user part, no spaces or
+    control characters)."""
     try:
         parts = urlsplit(url)
     except ValueError as err:
         raise UntrustedNotification(f"the {what} {_shown(url)} is not a URL: {err}") from None
     host = sns_host(topic_arn)
-    if parts.scheme != "https" or parts.netloc != host:
+    if parts.scheme != "https" or parts.netloc != host or not url.isprintable() or " " in url:
         raise UntrustedNotification(f"the {what} {_shown(url)} is not on https://{host}/ (the topic's region)")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the host was checked, the place it points to was not."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def fetch_url(url: str) -> bytes:
-    """GET `url` (at most MAX_CERTIFICATE bytes); raise NotificationError when it cannot be fetched."""
+    """GET `url` (at most MAX_CERTIFICATE bytes, no redirects); raise NotificationError when it cannot be
+    fetched. Callers check the host first."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - callers check the host first
+        with _OPENER.open(url, timeout=10) as answer:
             data: bytes = answer.read(MAX_CERTIFICATE + 1)
     except (OSError, http.client.HTTPException, ValueError) as err:  # URLError and HTTPError are OSErrors
-        raise NotificationError(f"could not fetch {url}: {err}") from None
+        raise NotificationError(f"could not fetch {_shown(url)}: {_shown(str(err))}") from None
     if len(data) > MAX_CERTIFICATE:
-        raise NotificationError(f"{url} answered more than {MAX_CERTIFICATE} bytes")
+        raise NotificationError(f"{_shown(url)} answered more than {MAX_CERTIFICATE} bytes")
     return data
 
 
@@ -108,8 +119,8 @@ def fetched(fetch: Callable[[str], bytes], url: str) -> bytes:
     """`fetch(url)`, with the network's errors (of any injected fetch) as NotificationError."""
     try:
         return fetch(url)
-    except (OSError, http.client.HTTPException, urllib.error.URLError) as err:
-        raise NotificationError(f"could not fetch {url}: {err}") from None
+    except (OSError, http.client.HTTPException) as err:  # URLError and HTTPError are OSErrors
+        raise NotificationError(f"could not fetch {_shown(url)}: {_shown(str(err))}") from None
 
 
 def verify_signature(
@@ -138,9 +149,9 @@ def verify_signature(
         try:
             key = x509.load_pem_x509_certificate(pem).public_key()
         except ValueError as err:
-            raise UntrustedNotification(f"{cert_url} is not a PEM certificate: {err}") from None
+            raise UntrustedNotification(f"{_shown(cert_url)} is not a PEM certificate: {err}") from None
         if not isinstance(key, rsa.RSAPublicKey):
-            raise UntrustedNotification(f"{cert_url} does not hold an RSA key")
+            raise UntrustedNotification(f"{_shown(cert_url)} does not hold an RSA key")
         if len(cache) >= MAX_CACHED_CERTIFICATES:
             cache.clear()
         cache[cert_url] = key

@@ -296,3 +296,101 @@ def test_a_topic_arn_of_the_wrong_type_is_one_line(run, publication: Path, value
 def test_topic_arns_of_each_partition_are_read(publication: Path, value: str) -> None:
     configure_topics(publication, json.dumps([value, ""]))
     assert load_settings(publication).ses.topic_arns == (value,)
+
+
+@pytest.mark.parametrize("topics", [json.dumps(TOPIC)])
+@pytest.mark.parametrize("certificate", ["not PEM", "an EC key", "empty"])
+def test_a_certificate_that_is_not_a_pem_rsa_certificate_is_a_refusal(
+    site: SnsSite, peer: SnsPeer, certificate: str
+) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if certificate == "an EC key":
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "sns.amazonaws.com")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        peer.pem = cert.public_bytes(serialization.Encoding.PEM)
+    else:
+        peer.pem = b"" if certificate == "empty" else b"<html>Not a certificate</html>"
+    assert site.post(peer.notification(BOUNCE)).status_code == 403
+    assert site.status() == SubscriberStatus.ACTIVE
+
+
+@pytest.mark.parametrize("topics", [json.dumps(TOPIC)])
+def test_a_refusal_is_one_log_line_even_for_a_url_with_line_breaks(
+    site: SnsSite, peer: SnsPeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="newsletter.events")
+    forged = CERT_URL.replace(".pem", "\nWARNING forged line\r\n.pem")
+    message = peer.sign({k: v for k, v in peer.notification(BOUNCE).items() if not k.startswith("Sig")}, "1", forged)
+    assert site.post(message).status_code == 403 and peer.fetched == []
+    (line,) = refusals(caplog)
+    assert "\n" not in line and "\r" not in line
+
+
+class _Peer:
+    """A tiny HTTP server on 127.0.0.1: /redirect answers 302 to /target, /big 100 KB, /cert a small body."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.paths: list[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                owner.paths.append(self.path)
+                if self.path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "/target")
+                    self.end_headers()
+                    return
+                body = b"x" * 100_000 if self.path == "/big" else b"small"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_fetching_follows_no_redirect_reads_at_most_64_kb_and_reports_errors_as_refusals() -> None:
+    from newsletter.sns import NotificationError, fetch_url
+
+    peer = _Peer()
+    try:
+        assert fetch_url(f"{peer.url}/cert") == b"small"
+        with pytest.raises(NotificationError, match="could not fetch .*302"):
+            fetch_url(f"{peer.url}/redirect")
+        with pytest.raises(NotificationError, match="more than 65536 bytes"):
+            fetch_url(f"{peer.url}/big")
+        assert peer.paths == ["/cert", "/redirect", "/big"]  # /target was never asked for
+    finally:
+        peer.close()
+    with pytest.raises(NotificationError, match="could not fetch"):
+        fetch_url(peer.url + "/cert")  # nobody listens any more
