@@ -394,3 +394,31 @@ def test_fetching_follows_no_redirect_reads_at_most_64_kb_and_reports_errors_as_
         peer.close()
     with pytest.raises(NotificationError, match="could not fetch"):
         fetch_url(peer.url + "/cert")  # nobody listens any more
+
+
+def test_newsletter_serve_without_a_topic_says_so_and_refuses_sns(publication: Path, peer: SnsPeer) -> None:
+    """The real command: one warning at start naming the setting, then 403 and a log line per message."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    port = conftest.free_port()
+    env = {**os.environ, "NEWSLETTER_SECRET_KEY": "a-test-secret-that-is-long-enough"}
+    command = [sys.executable, "-m", "newsletter", "--root", str(publication), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        conftest.wait_until(
+            lambda: conftest._responds(requests, f"http://127.0.0.1:{port}"), 30, "newsletter serve to answer"
+        )
+        answer = requests.post(f"http://127.0.0.1:{port}/ses/notifications", json=peer.confirmation(), timeout=10)
+        assert answer.status_code == 403
+        conftest.wait_until(lambda: any("SNS message refused (403)" in line for line in lines), 10, "the log line")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    start = [line for line in lines if "will refuse every message" in line]
+    assert len(start) == 1 and NO_TOPIC_LINE in start[0]
