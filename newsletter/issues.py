@@ -15,13 +15,18 @@ from typing import Any, Protocol, TypeVar
 
 from .config import LANGUAGE_PATTERN, Settings
 from .errors import IssueError
-from .markdown import Body, Section, render_body
+from .markdown import Body, MarkdownError, Section, render_body
 
 FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 TAG = re.compile(r"^[^\s#/?&<>\"']{1,64}$")
 FRONT_MATTER_END = re.compile(r"^(?:---|\.\.\.)\s*?$", re.MULTILINE)  # the line closing the front matter
 FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement")
+MAX_FILE_BYTES = 1_000_000  # an issue file's size limit; the sample's editions are about 30 KB
+MAX_FRONT_MATTER_CHARS = 65_536
+MAX_FRONT_MATTER_DEPTH = 8  # nested lists and mappings in front matter (deeper ones overflow the YAML constructor)
+# Characters XML 1.0 forbids (feeds cannot carry them) and the invisible C1/DEL controls; tab, LF and CR stay.
+CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 
 
 def edition_page_path(slug: str, lang: str, is_default: bool) -> str:
@@ -141,18 +146,22 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         slug, lang = split_file_name(path.name, settings)
     except ValueError as err:
         raise IssueError(where, None, *err.args) from None
+    size = path.stat().st_size if data is None else len(data)
+    if size > MAX_FILE_BYTES:
+        raise IssueError(
+            where, None, f"is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit of an issue file", "split it"
+        )
     raw = path.read_bytes() if data is None else data
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise IssueError(where, line, f"byte 0x{raw[err.start]:02x} is not UTF-8", "save the file as UTF-8") from None
+    text = decode_issue(raw, where)
     fields, body_text, body_line = _split_front_matter(text, where)
     values: dict[str, Any] = {"summary": "", "tags": (), "draft": False, "advertisement": False}
     for key, (value, line) in fields.items():
         converter = FIELD_CONVERTERS.get(key)
         if converter is None:
             raise IssueError(where, line, f"unknown front matter key '{key}'", "use " + ", ".join(FRONT_MATTER_KEYS))
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and (found := CONTROL_CHARACTER.search(item)):
+                raise IssueError(where, line, f"{key} contains {_character(found[0])}", "remove it")
         try:
             values[key] = converter(key, value)
         except ValueError as err:
@@ -167,7 +176,10 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
             f"date {values['date']} differs from the file name's {slug[:10]}",
             "make them the same",
         )
-    body = render_body(body_text, body_line)
+    try:
+        body = render_body(body_text, body_line)
+    except MarkdownError as err:
+        raise IssueError(where, err.line, err.message, err.hint) from None
     tags = list(values["tags"])
     for section in body.sections:
         tags.extend(tag for tag in section.tags if tag not in tags)
@@ -195,6 +207,32 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
     )
 
 
+def decode_issue(raw: bytes, where: str) -> str:
+    """The text of an issue file: UTF-8 (a BOM is dropped), without characters feeds and email cannot carry."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise IssueError(where, line, f"byte 0x{raw[err.start]:02x} is not UTF-8", "save the file as UTF-8") from None
+    found = CONTROL_CHARACTER.search(text)
+    if found:
+        line_start = text.rfind("\n", 0, found.start()) + 1
+        line = text.count("\n", 0, found.start()) + 1
+        column = found.start() - line_start + 1
+        raise IssueError(
+            where,
+            line,
+            f"{_character(found[0])} at column {column}",
+            "feeds and email cannot carry it: delete it",
+        )
+    return text
+
+
+def _character(char: str) -> str:
+    kind = "a NUL byte" if char == "\0" else "a noncharacter" if char in "\ufffe\uffff" else "a control character"
+    return f"{kind} (U+{ord(char):04X})"
+
+
 def source_hash(raw: bytes) -> str:
     """The hash that identifies an issue file's bytes (build cache keys, feed keys)."""
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
@@ -209,12 +247,20 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
     if closing is None:
         raise IssueError(where, 1, "front matter is not closed", "add a '---' line after it")
     yaml_text = text[first_end + 1 : closing.start()].removesuffix("\n")
+    if len(yaml_text) > MAX_FRONT_MATTER_CHARS:
+        raise IssueError(
+            where,
+            2,
+            f"front matter is {len(yaml_text):,} characters, over the limit of {MAX_FRONT_MATTER_CHARS:,}",
+            "keep it to title, date, a short summary and tags",
+        )
     body = text[closing.end() + 1 :]
     body_line = text.count("\n", 0, closing.start()) + 2  # the line after the closing one
     import yaml  # only parsing needs it; a cached rebuild does not
 
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ten times faster
     try:
+        _refuse_expansion(yaml.parse(yaml_text, Loader=loader_class), where)
         node = yaml.compose(yaml_text, Loader=loader_class)
     except yaml.MarkedYAMLError as err:
         mark = err.context_mark or err.problem_mark  # where the broken construct starts
@@ -243,6 +289,35 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
                 raise IssueError(where, line, f"{key}: {err}", "fix the value") from None
         fields[key] = (value, line)
     return fields, body, body_line
+
+
+def _refuse_expansion(events: Iterable[Any], where: str) -> None:
+    """Refuse anchors and aliases (a few hundred bytes of nested aliases expand to gigabytes: the "billion
+    laughs") and nesting deeper than MAX_FRONT_MATTER_DEPTH, before anything is constructed."""
+    import yaml
+
+    depth = 0
+    for event in events:
+        line = 2 + event.start_mark.line
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            name = event.anchor
+            raise IssueError(
+                where,
+                line,
+                f"front matter uses the YAML {'alias *' if isinstance(event, yaml.AliasEvent) else 'anchor &'}{name}",
+                "write each value out; anchors and aliases are not allowed",
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_FRONT_MATTER_DEPTH:
+                raise IssueError(
+                    where,
+                    line,
+                    f"front matter nests lists or mappings more than {MAX_FRONT_MATTER_DEPTH} deep",
+                    "write tags: [a, b]",
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def read_body_source(edition: Edition, settings: Settings) -> str:

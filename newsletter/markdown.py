@@ -28,6 +28,87 @@ WIDE = (  # characters a terminal shows two columns wide; compiled on first use 
 _markdown = MarkdownIt("commonmark").enable("table").enable("strikethrough")
 Node = Any  # markdown_it_pyrs.Node: name, attrs, meta, srcmap (byte offsets), children
 
+# How deep elements may sit inside one another (quotes, lists, emphasis, links, images, raw HTML). Deeper
+# bodies break what reads them: lxml (premailer) stops at 256 levels, Chrome flattens past 512, MJML crashes
+# near 10,000 and our own tree walks would exceed Python's recursion limit.
+MAX_NESTING = 100
+# markdown-it-pyrs itself overflows its stack (a segfault) past about 20,000 levels, and nested
+# strikethrough costs it quadratic time, so these bounds are checked on the source, before parsing:
+MAX_CONTAINER_PREFIX = 1_000  # characters of `>`, list markers and indentation that open a line
+MAX_DELIMITERS = 10_000  # `*`, `_` and `[` in one paragraph (text between blank lines)
+MAX_TILDES = 2_000  # `~` in one paragraph
+CONTAINER_PREFIX = re.compile(r"^[ \t]*(?:(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t]|$))[ \t]*)+", re.MULTILINE)
+BLANK_LINE = re.compile(r"\n[ \t]*\n")
+HTML_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)([^<>]*)>")
+UNNESTED_TAGS = frozenset(  # void elements and those whose end tag may be left out: they do not nest
+    "area base br col embed hr img input link meta source track wbr p li dt dd tr td th thead tbody tfoot "
+    "option optgroup colgroup caption rb rt rp".split()
+)
+
+
+class MarkdownError(ValueError):
+    """A body that cannot be rendered safely; `line` counts from the body's first line (1)."""
+
+    def __init__(self, line: int, message: str, hint: str) -> None:
+        self.line, self.message, self.hint = line, message, hint
+        super().__init__(f"{line}: {message} ({hint})")
+
+
+def _too_deep(line: int) -> MarkdownError:
+    return MarkdownError(
+        line,
+        f"Markdown nests more than {MAX_NESTING} levels deep (quotes, lists, emphasis, links or HTML inside "
+        "one another)",
+        "flatten it",
+    )
+
+
+def _check_source(source: str) -> None:
+    """Refuse, before parsing, sources whose nesting could crash the parser or take it quadratic time."""
+    for match in CONTAINER_PREFIX.finditer(source):
+        if match.end() - match.start() > MAX_CONTAINER_PREFIX:
+            raise _too_deep(source.count("\n", 0, match.start()) + 1)
+    if source.count("~") <= MAX_TILDES and sum(map(source.count, "*_[")) <= MAX_DELIMITERS:
+        return  # the common case, decided without splitting the source into paragraphs
+    start = 0
+    for gap in [*BLANK_LINE.finditer(source), None]:
+        end = len(source) if gap is None else gap.start()
+        tildes = source.count("~", start, end)
+        delimiters = sum(source.count(char, start, end) for char in "*_[")
+        if tildes > MAX_TILDES or delimiters > MAX_DELIMITERS:
+            raise MarkdownError(
+                source.count("\n", 0, start) + 1,
+                f"a paragraph holds {delimiters:,} of '*', '_' and '[' and {tildes:,} of '~' (at most "
+                f"{MAX_DELIMITERS:,} and {MAX_TILDES:,}: deeper nesting than that cannot be rendered safely)",
+                "split it with blank lines",
+            )
+        start = end if gap is None else gap.end()
+
+
+def _check_nesting(root: Node, data: bytes) -> None:
+    """Refuse a tree deeper than MAX_NESTING, counting raw HTML elements left open as levels too."""
+    open_tags: list[str] = []
+    stack = [(root, 0, 0)]
+    while stack:  # depth first, in document order; leaves (most nodes) are never pushed
+        node, depth, offset = stack.pop()
+        offset = node.srcmap[0] if node.srcmap else offset
+        if node.name in _HTML_NODES:
+            for closing, tag, rest in HTML_TAG.findall(node.meta.get("content", "")):
+                tag = tag.lower()
+                if closing and tag in open_tags:
+                    del open_tags[len(open_tags) - 1 - open_tags[::-1].index(tag) :]
+                elif not closing and not rest.endswith("/") and tag not in UNNESTED_TAGS:
+                    open_tags.append(tag)
+        children = node.children
+        if depth + len(open_tags) + (1 if children else 0) > MAX_NESTING:
+            raise _too_deep(data.count(b"\n", 0, offset) + 1)
+        stack.extend(
+            (child, depth + 1, offset) for child in reversed(children) if child.children or child.name in _HTML_NODES
+        )
+
+
+_HTML_NODES = frozenset({"html_block", "html_inline"})
+
 
 @dataclass(frozen=True)
 class Link:
@@ -89,11 +170,14 @@ def display_width(text: str) -> int:
 
 def _split(source: str) -> tuple[bytes, list[_Part], str]:
     """(source bytes, parts, link reference definitions) of a body: the intro, then one part per `##`."""
+    _check_source(source)
     data = source.encode("utf-8")
+    tree = _markdown.tree(source)
+    _check_nesting(tree, data)
     part = _Part(None, [], [], [])
     parts = [part]
     definitions: list[str] = []
-    for node in _markdown.tree(source).children:
+    for node in tree.children:
         name = node.name
         if name == "heading" and node.meta.get("level") == 2:
             part = _Part(node, [], [], [])
@@ -134,9 +218,14 @@ def _html(data: bytes, blocks: list[Node], definitions: str) -> str:
 def render_body(source: str, first_line: int = 1) -> Body:
     """Parse `source` and split it at its `##` headings into an intro and Sections with HTML.
 
-    `first_line` is the file line `source` starts at, so Section.line is a line of the file.
+    `first_line` is the file line `source` starts at, so Section.line (and MarkdownError.line) is a line of
+    the file.
     """
-    data, parts, definitions = _split(source)
+    try:
+        data, parts, definitions = _split(source)
+    except MarkdownError as err:
+        err.line += first_line - 1
+        raise
     used: dict[str, int] = {}
     sections = []
     line, counted_to = first_line, 0
