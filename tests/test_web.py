@@ -400,3 +400,48 @@ def test_a_confirmation_link_older_than_its_row_confirms_nothing(web) -> None:
     assert row.id == 1
     assert requests.post(f"{server.url}/confirm?token={token}", timeout=5).status_code == 400
     assert get_subscriber(store, row.id).status == SubscriberStatus.PENDING
+
+
+class _TimedSession(requests.Session):
+    """A session whose requests time out after 5 s unless told otherwise."""
+
+    def request(self, *args, **kwargs):  # type: ignore[override]
+        kwargs.setdefault("timeout", 5)
+        kwargs.setdefault("allow_redirects", False)
+        return super().request(*args, **kwargs)
+
+
+def test_hostile_requests_change_nothing_reflect_nothing_and_never_redirect(web) -> None:
+    server, store, settings, _ = web
+    kim = add_subscriber(store, "kim@example.com")
+    token = _token(settings, kim.id)
+    u = server.url
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    client = _TimedSession()
+    cases = {
+        "oversize body": (lambda: client.post(f"{u}/unsubscribe?token={token}", data=b"a" * 200_000), 413),
+        "oversize chunked": (lambda: client.post(f"{u}/subscribe", data=iter([b"email=" + b"a" * 100_000])), 413),
+        "lang markup": (lambda: client.get(f"{u}/subscribe?lang=<script>x</script>"), 200),
+        "foreign Host": (lambda: client.get(f"{u}/subscribe", headers={"Host": "evil.example"}), 200),
+        "scheme-relative path": (lambda: client.get(f"{u}//evil.example/"), 404),
+        "encoded traversal": (lambda: client.get(f"{u}/..%2f..%2fpyproject.toml"), 404),
+        "token in the form only": (lambda: client.post(f"{u}/unsubscribe", data={"token": token}), 400),
+        "a bad token first": (lambda: client.post(f"{u}/unsubscribe?token=x&token={token}"), 400),
+        "bad UTF-8 form": (lambda: client.post(f"{u}/subscribe", data=b"email=%ff%fe&lang=%ff", headers=form), 400),
+        "NUL in the address": (lambda: client.post(f"{u}/subscribe", data={"email": "a\x00b@example.com"}), 400),
+        "header injection": (lambda: client.post(f"{u}/subscribe", data={"email": "a@b.example\r\nBcc: x@c"}), 400),
+        "JSON body": (lambda: client.post(f"{u}/subscribe", json={"email": "j@example.com"}), 400),
+        "language change by GET": (lambda: client.get(f"{u}/preferences?token={token}&lang=en&action=language"), 200),
+        "method override header": (
+            lambda: client.get(f"{u}/unsubscribe?token={token}", headers={"X-HTTP-Method-Override": "POST"}),
+            200,
+        ),
+        "TRACE": (lambda: client.request("TRACE", f"{u}/subscribe"), 405),
+    }
+    before = _dump(store)
+    for name, (call, status) in cases.items():
+        answer = call()
+        assert answer.status_code == status, name
+        assert "Location" not in answer.headers and "<script>" not in answer.text, name
+        assert "evil.example" not in answer.text, name
+    assert _dump(store) == before
