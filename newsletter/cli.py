@@ -176,7 +176,7 @@ def preview(ctx: click.Context, issue: str, out: Path | None, serve: bool, open_
 def _store(settings: Settings) -> Any:
     from .store import open_store
 
-    return open_store(settings.database_url)
+    return open_store(settings.database_url, setting=settings.database_setting)
 
 
 @cli.group()

@@ -85,7 +85,7 @@ def run_send(
             "secret that a real server would not accept.",
             err=True,
         )
-    with open_store(settings.database_url) as store:
+    with open_store(settings.database_url, setting=settings.database_setting) as store:
         if test_address:
             transport = open_transport(name, settings, slug=issue.slug)
             for lang, status, error in send_test(settings, issue, transport, messages, test_address, secret):

@@ -97,6 +97,7 @@ class Settings:
     id_date: str  # the date part of every tag: URI; never change it
     translations: dict[str, LanguageSettings] = field(default_factory=dict)
     database_url: str = ""
+    database_setting: str = "database_url"  # where database_url came from, for messages
     transport: str = "file"
     list_id: str = ""  # RFC 2919 id, e.g. weekly.papers.example.com
     unsubscribe_mailto: str = ""  # an address whose mail really is processed, or empty
@@ -285,6 +286,9 @@ def load_settings(root: Path) -> Settings:
         id_date=id_date,
         translations=translations,
         database_url=_database_url(read, root),
+        database_setting="NEWSLETTER_DATABASE_URL"
+        if os.environ.get("NEWSLETTER_DATABASE_URL")
+        else f"{read.where} database_url",
         transport=_transport(read),
         list_id=_list_id(read, f"newsletter.{host}"),
         unsubscribe_mailto=_unsubscribe_mailto(read),

@@ -102,6 +102,14 @@ def _csv_problem(err: csv.Error) -> tuple[str, str]:
     return f"is not valid CSV: {err}", "save it again as CSV from your spreadsheet"
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """A cell's text for a one-line message: quoted, control characters escaped, long text cut."""
+    cut = text if len(text) <= limit else text[:limit] + "…"
+    if cut.isprintable():
+        return f"'{cut}'"
+    return repr(cut)
+
+
 def _blank(record: dict[Any, Any]) -> bool:
     """A line of nothing but spaces or separators: skipped like an empty line."""
     cells: list[Any] = []
@@ -139,7 +147,7 @@ def _good_rows(
         try:
             email = normalise_address(raw_email)
         except ValueError as err:
-            report.problems.append(f"{where}:{line}: '{raw_email}' is not a valid address ({err})")
+            report.problems.append(f"{where}:{line}: {_shown(raw_email)} is not a valid address ({_shown(str(err))})")
             continue
         name = (record.get("name") or "").strip()
         if any(ch in name for ch in "\r\n\0"):
@@ -152,7 +160,7 @@ def _good_rows(
             continue
         lang = (record.get("lang") or "").strip() or None
         if lang is not None and (not LANGUAGE_PATTERN.match(lang) or lang not in languages):
-            report.problems.append(f"{where}:{line}: language '{lang}' is not one of {', '.join(languages)}")
+            report.problems.append(f"{where}:{line}: language {_shown(lang)} is not one of {', '.join(languages)}")
             continue
         key = email_key(email)
         if key in seen:

@@ -173,6 +173,11 @@ ENV_PROBLEMS = [
         "'https://a.org/\\nx' is empty or holds a line break or control character (set it on one line)",
     ),
     ("NEWSLETTER_TRANSPORT", "sms", "'sms' is not a transport (use file, smtp or ses)"),
+    (
+        "NEWSLETTER_DATABASE_URL",
+        "https://user:secret@example.com/db",
+        "'https://user:***@example.com/db' is not a database URL: Can't load plugin: sqlalchemy.dialects:https (use sqlite:///… or postgresql://…)",
+    ),
     ("NEWSLETTER_DATABASE_URL", "  ", "'  ' is empty or holds a line break or control character (set it on one line)"),
 ]
 
@@ -200,6 +205,10 @@ def test_every_environment_override_read_by_the_settings_is_checked() -> None:
     ("setting", "problem"),
     [
         ('base_url = "http://[::1"', "base_url: 'http://[::1' is not a URL: Invalid IPv6 URL (use https://host/path)"),
+        (
+            'database_url = "nonsense"',
+            "database_url: is not a database URL: Could not parse SQLAlchemy URL from given URL string (use sqlite:///… or postgresql://…)",
+        ),
         ("rate = nan", "rate: nan is not a positive number of messages per second (use 14)"),
         ("rate = inf", "rate: inf is not a positive number of messages per second (use 14)"),
         (

@@ -240,8 +240,13 @@ def _store_errors(where: str) -> Callable[[Any], None]:
     return handle
 
 
-def open_store(url: str) -> Store:
-    """Connect to `url`, create or upgrade the schema, and return the Store."""
+def open_store(url: str, *, setting: str = "") -> Store:
+    """Connect to `url`, create or upgrade the schema, and return the Store.
+
+    `setting` names where the URL came from (a settings key or environment variable) for the errors that
+    mean the URL itself is wrong."""
+    wrong_url = setting or _safe_url(url)
+    shown = f"'{_safe_url(url)}' " if setting and _safe_url(url) != UNREADABLE_URL else ""
     try:
         database = sa.engine.make_url(url).database if url.startswith("sqlite:") else None
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -250,9 +255,11 @@ def open_store(url: str) -> Store:
     except ModuleNotFoundError as err:
         if "psycopg" in str(err):
             raise MissingExtraError("PostgreSQL", "postgres") from None
-        raise StoreError(_safe_url(url), f"cannot load the database driver: {err}", "install it") from None
+        raise StoreError(wrong_url, f"{shown}needs a database driver: {err}", "install it") from None
     except sa.exc.ArgumentError as err:
-        raise StoreError(_safe_url(url), f"is not a database URL: {err}", "use sqlite:///… or postgresql://…") from None
+        raise StoreError(
+            wrong_url, f"{shown}is not a database URL: {err}", "use sqlite:///… or postgresql://…"
+        ) from None
     where = database or _safe_url(url)
     sa.event.listen(engine, "handle_error", _store_errors(where))
     if engine.dialect.name == "sqlite":
@@ -264,12 +271,15 @@ def open_store(url: str) -> Store:
     return Store(engine)
 
 
+UNREADABLE_URL = "database URL"  # what messages call a URL too broken to hide its password in
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
-        return "database URL"
+        return UNREADABLE_URL
 
 
 def _add_events_table(conn: Connection) -> None:
