@@ -140,7 +140,10 @@ def hostile_bodies(peer: SnsPeer, count: int, seed: int = SEED) -> list[bytes]:
                 unsigned.pop(key, None)
             else:
                 unsigned[key] = copy.deepcopy(rng.choice(HOSTILE))
-            message = peer.sign(unsigned, rng.choice("12")) if rng.random() < 0.7 else unsigned
+            if rng.random() < 0.6:
+                message = peer.sign(unsigned, rng.choice("12"))
+            else:  # changed after signing
+                message = {**unsigned, **{k: base[k] for k in ("Signature", "SignatureVersion", "SigningCertURL")}}
             if rng.random() < 0.2:
                 message["SigningCertURL"] = copy.deepcopy(rng.choice(HOSTILE))
         else:  # damaged bytes of a valid message
