@@ -31,6 +31,7 @@ ADDRESS_LIMIT = 254  # RFC 5321 §4.5.3.1: a path of 256 octets, brackets includ
 BASE_URL_LIMIT = 500  # List-Unsubscribe carries it unfolded, with the token and the mailto
 LIST_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+$")  # RFC 2919 §2
 LIST_ID_LIMIT = 255  # RFC 2919 §2
+AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,17 @@ def load_settings(root: Path) -> Settings:
 def _base_url(read: _Reader) -> str:
     """NEWSLETTER_BASE_URL, else `base_url`: an absolute http(s) URL."""
     url, fail = read.overridable("base_url", "NEWSLETTER_BASE_URL")
+    _check_url(url, fail)
+    if len(url) > BASE_URL_LIMIT:
+        raise fail(
+            f"is {len(url):,} characters long; List-Unsubscribe must carry it on one header line",
+            f"use a URL of at most {BASE_URL_LIMIT} characters",
+        )
+    return url
+
+
+def _check_url(url: str, fail: Callable[[str, str], ConfigError]) -> None:
+    """Refuse what is not an absolute http(s) URL, including what urlsplit cannot even parse."""
     try:
         parts = urlsplit(url)
         host, _ = parts.hostname, parts.port  # both check what they parse
@@ -308,12 +320,22 @@ def _base_url(read: _Reader) -> str:
         raise fail(f"{url!r} is not a URL: {err}", "use https://host/path") from None
     if parts.scheme not in {"http", "https"} or not host or any(ch.isspace() for ch in url):
         raise fail(f"{url!r} is not an absolute URL", "use https://host/path")
-    if len(url) > BASE_URL_LIMIT:
-        raise fail(
-            f"is {len(url):,} characters long; List-Unsubscribe must carry it on one header line",
-            f"use a URL of at most {BASE_URL_LIMIT} characters",
-        )
-    return url
+
+
+def _url_override(env: str) -> str:
+    """An http(s) URL from the environment variable `env`, checked; empty when it is not set."""
+    value = os.environ.get(env, "").strip()
+    if value:
+        _check_url(value, lambda message, hint: ConfigError(env, message, hint))
+    return value
+
+
+def _aws_region(read: _Reader) -> str:
+    """AWS_REGION, else the `region` of [tool.newsletter.ses]: a region name such as ap-northeast-2."""
+    region, fail = read.overridable("region", "AWS_REGION", "us-east-1")
+    if not AWS_REGION.match(region):
+        raise fail(f"{region!r} is not an AWS region", "use us-east-1, ap-northeast-2, …")
+    return region
 
 
 def _list_id(read: _Reader, default: str) -> str:
@@ -392,10 +414,10 @@ def _ses(table: dict[str, Any], path: Path) -> SesSettings:
     read = _Reader(sub if isinstance(sub, dict) else {}, f"{CONFIG_FILE} [tool.newsletter.ses]")
     table = sub if isinstance(sub, dict) else {}
     return SesSettings(
-        region=os.environ.get("AWS_REGION") or read.string("region", "us-east-1"),
+        region=_aws_region(read),
         configuration_set=str(table.get("configuration_set", "")),
-        endpoint_url=os.environ.get("NEWSLETTER_SES_ENDPOINT_URL", ""),
-        queue_url=os.environ.get("NEWSLETTER_SES_QUEUE_URL") or str(table.get("queue_url", "")),
+        endpoint_url=_url_override("NEWSLETTER_SES_ENDPOINT_URL"),
+        queue_url=_url_override("NEWSLETTER_SES_QUEUE_URL") or str(table.get("queue_url", "")),
         topic_arns=_topic_arns(read),
         transient_bounces=read.positive_int("transient_bounces", 3),
     )

@@ -173,6 +173,18 @@ ENV_PROBLEMS = [
         "'https://a.org/\\nx' is empty or holds a line break or control character (set it on one line)",
     ),
     ("NEWSLETTER_TRANSPORT", "sms", "'sms' is not a transport (use file, smtp or ses)"),
+    ("NEWSLETTER_SES_ENDPOINT_URL", "abc", "'abc' is not an absolute URL (use https://host/path)"),
+    (
+        "NEWSLETTER_SES_ENDPOINT_URL",
+        "http://[::1",
+        "'http://[::1' is not a URL: Invalid IPv6 URL (use https://host/path)",
+    ),
+    (
+        "NEWSLETTER_SES_QUEUE_URL",
+        "https://[sqs",
+        "'https://[sqs' is not a URL: Invalid IPv6 URL (use https://host/path)",
+    ),
+    ("AWS_REGION", "a b", "'a b' is not an AWS region (use us-east-1, ap-northeast-2, …)"),
     (
         "NEWSLETTER_DATABASE_URL",
         "https://user:secret@example.com/db",
@@ -193,11 +205,9 @@ def test_a_bad_environment_override_is_one_line_naming_the_variable(
 
 
 def test_every_environment_override_read_by_the_settings_is_checked() -> None:
-    """The list above covers every NEWSLETTER_* variable config.py reads outside the SES part."""
+    """The list above covers every environment variable config.py reads."""
     source = (REPO / "newsletter" / "config.py").read_text(encoding="utf-8")
-    ses_part = source[source.index("def _ses(") :]
-    ses_part = ses_part[: ses_part.index("\ndef ", 1)]
-    read = set(re.findall(r'"(NEWSLETTER_[A-Z_]+)"', source.replace(ses_part, "")))
+    read = set(re.findall(r'"((?:NEWSLETTER|AWS)_[A-Z_]+)"', source))
     assert read == {name for name, _, _ in ENV_PROBLEMS}
 
 
