@@ -157,10 +157,10 @@ def test_a_real_secret_server_refuses_links_signed_with_the_development_secret(s
 
 
 def test_a_restarted_server_sends_the_confirmations_left_due(serve, publication: Path) -> None:
-    from newsletter.config import load_settings
     from email import policy
     from email.parser import BytesParser
 
+    from newsletter.config import load_settings
     from newsletter.store import open_store, request_subscription
     from newsletter.tokens import verify_confirm_token
     from newsletter.transports.file import file_name

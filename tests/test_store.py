@@ -127,7 +127,7 @@ def test_an_old_schema_upgrades_itself(database_url: str) -> None:
             conn.execute(sa.text("UPDATE newsletter_schema SET version = 1"))
     with open_store(database_url) as store:
         with store.engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version FROM newsletter_schema")).scalar_one() == 2
+            assert conn.execute(sa.text("SELECT version FROM newsletter_schema")).scalar_one() == SCHEMA_VERSION
             assert sa.inspect(conn).has_table("events")
 
 

@@ -287,6 +287,8 @@ def _add_events_table(conn: Connection) -> None:
 
 
 def _add_confirmation_due_at(conn: Connection) -> None:
+    if "confirmation_due_at" in {column["name"] for column in sa.inspect(conn).get_columns("subscribers")}:
+        return
     kind = sa.DateTime(timezone=True).compile(dialect=conn.dialect)
     conn.execute(sa.text(f"ALTER TABLE subscribers ADD COLUMN confirmation_due_at {kind}"))
     conn.execute(sa.text("CREATE INDEX ix_subscribers_confirmation_due_at ON subscribers (confirmation_due_at)"))
