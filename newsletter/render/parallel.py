@@ -4,6 +4,8 @@ records) instead of receiving it pickled; outputs are rendered into the staging 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +15,50 @@ PARALLEL_THRESHOLD = 64  # below this much work, starting worker processes costs
 
 
 def worker_pool(workers: int) -> Any:
-    """Forked workers: they inherit the parsed data and templates instead of receiving them pickled."""
+    """Forked workers: they inherit the parsed data and templates instead of receiving them pickled.
+
+    They die with the build: a killed parent leaves no workers behind (see _die_with_parent).
+    """
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("fork"), initializer=_die_with_parent, initargs=(os.getpid(),)
+    )
+
+
+PARENT_POLL_SECONDS = 0.5
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the forked workers
+    """Make this worker exit when `parent` does, even if it is SIGKILLed (its queue never closes then).
+
+    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere, and as a
+    fallback, a thread checks every PARENT_POLL_SECONDS that the parent is still this process's parent.
+    """
+    import signal
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)

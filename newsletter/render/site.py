@@ -498,6 +498,29 @@ def _remove_in_background(folder: Path) -> None:
     os.waitpid(child, 0)
 
 
+def remove_stale_folders(out: Path) -> list[Path]:
+    """Remove (in the background) the staging and retired folders of builds whose process is gone: a
+    killed build leaves its `.site.new-<pid>` behind. Folders of a build still running are kept."""
+    stale = []
+    for kind in ("new", "old"):
+        for folder in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = folder.name.rsplit("-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and folder.is_dir():
+                stale.append(folder)
+                _remove_in_background(folder)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _config_digest(settings: Settings) -> str:
     raw = (settings.root / "pyproject.toml").read_bytes()
     return hashlib.blake2b(raw + settings.base_url.encode(), digest_size=16).hexdigest()
@@ -534,6 +557,7 @@ def _build_site(
     cache = BuildCache.load(settings.root / ".cache" / "site" if use_cache else None)
     previous = out if out.is_dir() and cache.pages else None
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_folders(out)
     staging = out.parent / f".{out.name}.new-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

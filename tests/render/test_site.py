@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import signal
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -13,7 +17,7 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.render.parallel import PARALLEL_THRESHOLD
 from newsletter.render.site import build_site
-from tests.conftest import write_issue
+from tests.conftest import wait_until, write_issue
 
 BASE = "https://papers.example.com/"
 
@@ -234,3 +238,55 @@ def test_two_files_with_the_same_bytes_keep_their_own_pages(publication: Path, r
         page = parse_page(publication / "site" / "issues" / slug / "index.html")
         canonical = next(tag["href"] for tag in page.head if tag.get("rel") == "canonical")
         assert canonical == f"{BASE}issues/{slug}/"
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (init, here) has not reaped it yet
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from Linux's /proc")
+def test_killed_build_leaves_no_workers_and_the_next_build_removes_its_staging(publication: Path) -> None:
+    sample = (publication / "issues" / "2023-09-25-top-ml-papers.md").read_text(encoding="utf-8")
+    head, body = sample.split("\n---\n", 1)
+    for n in range(1, PARALLEL_THRESHOLD * 6):  # so many that parsing and rendering fork workers and take a while
+        date = dt.date(2023, 9, 25) - dt.timedelta(weeks=n)
+        front = re.sub(r"^date: .*$", f"date: {date}", head, flags=re.M)
+        write_issue(publication, f"{date}-weekly-{n}.md", f"{front}\n---\n{body}")
+    command = [sys.executable, "-m", "newsletter", "--root", str(publication), "build"]
+    build = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = publication / f".site.new-{build.pid}"
+    workers: set[int] = set()
+    try:
+        wait_until(lambda: staging.is_dir() and bool(workers.update(_children(build.pid)) or workers), 60, "workers")
+        build.kill()  # SIGKILL: nothing of the build's own cleanup runs
+        build.wait()
+        wait_until(lambda: not any(_running(pid) for pid in workers), 10, f"workers {sorted(workers)} to exit")
+        assert staging.is_dir()  # left behind by the killed build
+
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert (publication / "site" / "index.html").is_file()
+        wait_until(lambda: not staging.exists(), 60, f"{staging.name} to be removed")
+    finally:
+        build.kill()
+        build.wait()
+        for pid in workers:  # only if the test failed: the workers this test saw, by their ids
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
