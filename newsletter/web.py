@@ -40,6 +40,7 @@ from .store import (
     set_language,
 )
 from .tokens import (
+    DEVELOPMENT_SECRET,
     MAX_TOKEN_LENGTH,
     server_secret_key,
     verify_confirm_token,
@@ -57,9 +58,11 @@ SECURITY_HEADERS = {
 }
 DEVELOPMENT_HEADER = "X-Newsletter-Development"  # sent on every answer in development mode
 DEVELOPMENT_BANNER = (
-    '<p class="development-banner" role="alert"><strong>Development mode:</strong> links are checked with the '
-    "public development secret, so anyone can forge them. Never serve real subscribers like this.</p>"
+    '<p class="development-banner" role="alert"><strong>Development mode:</strong> {what} '
+    "Never serve real subscribers like this.</p>"
 )
+DEVELOPMENT_SECRET_IN_USE = "links are checked with the public development secret, so anyone can forge them."
+DEVELOPMENT_ONLY = "this server answers on this machine only."
 CONFIRMATIONS = "newsletter.confirmations"  # app.extensions key of the ConfirmationWorker
 
 
@@ -116,6 +119,7 @@ def create_app(
     templates = templates or load_templates(settings)
     if secret is None:
         secret = server_secret_key(development)
+    development_note = DEVELOPMENT_SECRET_IN_USE if secret == DEVELOPMENT_SECRET.encode() else DEVELOPMENT_ONLY
     site = (site_dir or settings.root / "site").resolve()
     per_client = SlidingWindow(limit=sign_ups_per_client, seconds=600)  # sign-ups per client per 10 minutes
     per_address = SlidingWindow(limit=3, seconds=24 * 3600)  # confirmation mails per address per day
@@ -198,9 +202,9 @@ def create_app(
         if settings.base_url.startswith("https://"):
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if development:
-            response.headers[DEVELOPMENT_HEADER] = "links use the public development secret"
+            response.headers[DEVELOPMENT_HEADER] = development_note
             if response.mimetype == "text/html" and response.status_code != 304:
-                _add_banner(response)
+                _add_banner(response, DEVELOPMENT_BANNER.format(what=development_note))
         return response
 
     def unsubscribe_page(subscriber: Any, state: str) -> Response:
@@ -368,13 +372,13 @@ def create_app(
     return app
 
 
-def _add_banner(response: Response) -> None:
+def _add_banner(response: Response, banner_html: str) -> None:
     """Put the development banner right after the page's <body> tag (the web pages and the archive's)."""
     response.direct_passthrough = False
     html = response.get_data()
     start = html.find(b"<body")
     end = html.find(b">", start) if start >= 0 else -1
-    banner = DEVELOPMENT_BANNER.encode()
+    banner = banner_html.encode()
     response.set_data(html[: end + 1] + banner + html[end + 1 :] if end >= 0 else banner + html)
 
 

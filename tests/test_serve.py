@@ -130,8 +130,10 @@ def test_development_mode_announces_itself_on_every_page(serve, publication: Pat
         assert answer.headers["X-Newsletter-Development"], path
         assert answer.headers["Content-Type"].startswith("text/html"), path
         body = answer.text
-        assert re.search(r"<body[^>]*>\s*<p class=\"development-banner\" role=\"alert\"><strong>Development mode", body)
+        banner = r"<body[^>]*>\s*<p class=\"development-banner\" role=\"alert\"><strong>Development mode:</strong> "
+        assert re.search(banner + "links are checked with the public development secret", body), (method, path)
         assert body.count("development-banner") == 1, (method, path)
+    assert answer.headers["X-Newsletter-Development"].startswith("links are checked with the public development")
     feed = requests.get(url + "/feed.xml", timeout=10)
     assert feed.headers["X-Newsletter-Development"] and "development-banner" not in feed.text
 
@@ -226,3 +228,11 @@ def test_slow_clients_do_not_block_normal_requests(serve) -> None:
         dripping.join(5)
         for slow in sockets:
             slow.close()
+
+
+def test_development_mode_with_a_real_secret_uses_it_and_says_only_what_is_true(serve) -> None:
+    url = serve("--dev", secret=REAL_SECRET)
+    answer = requests.get(url + "/subscribe", timeout=10)
+    assert answer.headers["X-Newsletter-Development"] == "this server answers on this machine only."
+    assert "Development mode:</strong> this server answers on this machine only." in answer.text
+    assert "development secret" not in answer.text
