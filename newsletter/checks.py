@@ -6,6 +6,7 @@ It parses and renders but writes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html.parser import HTMLParser
 
 from .config import Settings
 from .errors import NewsletterError
@@ -65,7 +66,10 @@ def _paper_key(links: tuple) -> tuple[str, ...]:
 
 
 def edition_problems(edition: Edition) -> list[Problem]:
-    """Warnings an editor wants before sending: no summary, images without alt text, papers without links."""
+    """Warnings an editor wants before sending: no summary, images without alt text, papers without links.
+
+    A paper (a `##` section) without links gets no buttons, and translations cannot be matched to it.
+    """
     problems: list[Problem] = []
     if not edition.summary:
         problems.append(
@@ -75,10 +79,45 @@ def edition_problems(edition: Edition) -> list[Problem]:
                 "feed summary; add summary: to the front matter)",
             )
         )
-    html = edition.body.intro_html + "".join(s.html for s in edition.sections)
-    if "<img" in html and ('alt=""' in html or "<img src" in html.replace(" alt=", "")):
-        problems.append(Problem("warning", f"{edition.path}: an image has no alt text (write ![what it shows](…))"))
+    parts = [(edition.path, edition.body.intro_html)]
+    parts += [(f"{edition.path}:{section.line}", section.html) for section in edition.sections]
+    for where, html in parts:
+        for src in images_without_alt(html):
+            problems.append(Problem("warning", f"{where}: image {src} has no alt text (write ![what it shows]({src}))"))
+    for section in edition.sections:
+        if not section.links:
+            problems.append(
+                Problem(
+                    "warning",
+                    f"{edition.path}:{section.line}: paper '{section.title}' has no links (end it with a list "
+                    "of links: they are its buttons, and translations are matched by them)",
+                )
+            )
     return problems
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.without_alt: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            values = dict(attrs)
+            if not (values.get("alt") or "").strip():
+                self.without_alt.append(values.get("src") or "(no src)")
+
+    handle_startendtag = handle_starttag
+
+
+def images_without_alt(html: str) -> list[str]:
+    """The src of each `<img>` in `html` whose alt text is missing or blank."""
+    if "<img" not in html.lower():
+        return []
+    parser = _Images()
+    parser.feed(html)
+    parser.close()
+    return parser.without_alt
 
 
 def check_publication(settings: Settings, templates: Templates) -> tuple[list[Problem], int]:

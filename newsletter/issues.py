@@ -6,6 +6,7 @@ Errors name `path:line` and say what to do. Nothing here renders templates or to
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -417,10 +418,20 @@ def load_issues(settings: Settings, *, include_drafts: bool = True) -> list[Issu
 
 
 def find_issue(settings: Settings, name: str) -> Issue:
-    """The issue whose slug (or file name, or path) is `name`."""
+    """The issue whose slug (or file name, or path) is `name`; the error names the nearest slugs."""
     wanted = Path(name).name.removesuffix(".md")
     wanted = wanted.rsplit(".", 1)[0] if "." in wanted else wanted
-    for issue in load_issues(settings):
+    issues = load_issues(settings)
+    for issue in issues:
         if issue.slug == wanted:
             return issue
-    raise IssueError(name, None, "no such issue", "run 'newsletter check' to list the issues")
+    slugs = [issue.slug for issue in issues]  # newest first
+    nearest = difflib.get_close_matches(wanted, slugs, n=3, cutoff=0.6)
+    if nearest:
+        hint = f"did you mean {' or '.join(nearest)}?"
+    elif slugs:
+        more = f", and {len(slugs) - 3} older in issues/" if len(slugs) > 3 else ""
+        hint = f"the newest: {', '.join(slugs[:3])}{more}"
+    else:
+        hint = "issues/ has none yet: run 'newsletter new TITLE' to write one"
+    raise IssueError(name, None, "no such issue", hint)

@@ -48,7 +48,7 @@ def test_preview_writes_html_and_text_with_a_sample_subscriber(publication: Path
         assert "unsubscribe?token=" in html
     missing = run("preview", "2099-01-01-nothing")
     assert missing.exit_code == 1
-    assert missing.stderr == "Error: 2099-01-01-nothing: no such issue (run 'newsletter check' to list the issues)\n"
+    assert missing.stderr == "Error: 2099-01-01-nothing: no such issue (the newest: 2023-09-25-top-ml-papers)\n"
 
 
 def test_check_passes_on_the_sample(run) -> None:
