@@ -69,6 +69,9 @@ subscribers = sa.Table(
     # A web sign-up's confirmation mail is due from this time (None: nothing to send). The pending row is the
     # queue: a worker claims it by moving the time forward (a lease) and clears it once the mail is handed over.
     sa.Column("confirmation_due_at", sa.DateTime(timezone=True), index=True),
+    # Links name subscribers by id and never expire, so an id is never given out twice (SQLite would otherwise
+    # reuse the highest one after a `subscribers remove`). PostgreSQL's sequences never reuse one.
+    sqlite_autoincrement=True,
 )
 
 # A removed (erased) address leaves only a hash here, so it is never imported and mailed again.
