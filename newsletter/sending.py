@@ -22,6 +22,7 @@ from .ratelimit import QuotaExhausted, RateLimiter
 from .render.email import render_email
 from .render.templates import Templates
 from .store import (
+    ISSUE_LIMIT,
     AudiencePreview,
     Delivery,
     DeliveryState,
@@ -98,6 +99,12 @@ def start_send(store: Store, issue: Issue, settings: Settings, *, resend: bool) 
 
     A resumed run keeps the snapshot of the first: subscribers who joined since get the next issue.
     """
+    if len(issue.slug) > ISSUE_LIMIT:
+        raise SendError(
+            issue.default.path,
+            f"has a name of {len(issue.slug):,} characters; the send log keeps {ISSUE_LIMIT}",
+            "rename the file with a shorter slug",
+        )
     counts = delivery_counts(store, issue.slug)
     if resend:
         reset_for_resend(store, issue.slug)

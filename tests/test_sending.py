@@ -429,3 +429,19 @@ def test_the_store_and_the_outbox_are_private_after_a_send(publication: Path, ru
     assert len(modes) == 13 and set(modes.values()) == {0o600}, modes
     for folder in (db.parent, publication / "outbox", _outbox(publication)):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_an_issue_name_longer_than_the_send_log_keeps_is_one_line(
+    publication: Path, run, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    slug = "2023-10-02-" + "long" * 55  # 231 characters: the file system allows it, the send log keeps 200
+    text = (publication / "issues" / f"{ISSUE}.md").read_text(encoding="utf-8").replace("2023-09-25", "2023-10-02")
+    write_issue(publication, f"{slug}.md", text)
+    _import(run)
+    result = run("send", slug, "--yes")
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        f"\nError: issues/{slug}.md: has a name of 231 characters; the send log keeps 200 "
+        "(rename the file with a shorter slug)\n"
+    )

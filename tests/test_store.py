@@ -197,3 +197,23 @@ def test_a_value_the_database_refuses_is_one_store_error(store) -> None:
         )
     else:
         assert store.engine.dialect.name == "sqlite"
+
+
+def test_a_message_id_longer_than_its_column_is_cut_to_fit(store) -> None:
+    from newsletter.store import SendLog, metadata
+
+    deliveries = metadata.tables["deliveries"]
+
+    add_subscriber(store, "a@example.com")
+    snapshot_audience(store, "issue", ["en"], "en")
+    (delivery,) = next_deliveries(store, "issue", 0, 10, (DeliveryState.PENDING,))
+    log = SendLog(store)
+    try:
+        assert log.claim(delivery.id, "file")
+        long_id = "/a-deep-folder" * 30 + "/outbox/issue/a_at_example.com-0123456789.eml"  # a file transport's id
+        log.record(delivery.id, DeliveryState.SENT, message_id=long_id)
+    finally:
+        log.close()
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(deliveries.c.message_id, deliveries.c.state)).one()
+    assert stored.message_id == long_id[:300] and stored.state == DeliveryState.SENT

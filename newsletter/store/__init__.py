@@ -22,6 +22,7 @@ from .database import (
     suppressions,
 )
 from .deliveries import (
+    ISSUE_LIMIT,
     AudiencePreview,
     DeliveryProblem,
     SendLog,
@@ -62,6 +63,7 @@ from .subscribers import (
 subscribers = _database.subscribers  # noqa: F811
 
 __all__ = [
+    "ISSUE_LIMIT",
     "AudiencePreview",
     "SCHEMA_VERSION",
     "Delivery",

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
 from .database import Delivery, DeliveryState, Store, SubscriberStatus, deliveries, now, subscribers
 from .subscribers import count_subscribers
+
+MESSAGE_ID_LIMIT = cast(sa.String, deliveries.c.message_id.type).length or 300
+ISSUE_LIMIT = cast(sa.String, deliveries.c.issue.type).length or 200  # characters of an issue's slug kept
 
 
 def snapshot_audience(store: Store, issue: str, editions: Collection[str], default_lang: str) -> int:
@@ -111,6 +114,10 @@ class SendLog:
     def record(
         self, delivery_id: int, state: DeliveryState, *, message_id: str | None = None, error: str | None = None
     ) -> None:
+        """Store what the transport said. A message id longer than the column (a file transport's path under a
+        deep folder) is cut to fit: PostgreSQL would refuse it after the message had already left."""
+        if message_id is not None:
+            message_id = message_id[:MESSAGE_ID_LIMIT]
         with self.connection.begin():
             self.connection.execute(
                 self._record,
