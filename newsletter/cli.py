@@ -435,8 +435,8 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy:
     Needs NEWSLETTER_SECRET_KEY (the sender's). Example: newsletter serve --host 127.0.0.1 --port 8000 (put it
     behind an HTTPS reverse proxy); to try it locally: newsletter serve --dev
     """
-    from .web import serve as run_server
-    from .web import serving_secret
+    from .server import serve as run_server
+    from .server import serving_secret
 
     settings = settings_of(ctx)
     serving_secret(host, development)  # refuses here, before the announcement, without a real secret
