@@ -38,6 +38,7 @@ MAX_CONTAINER_PREFIX = 1_000  # characters of `>`, list markers and indentation 
 MAX_DELIMITERS = 10_000  # `*`, `_` and `[` in one paragraph (text between blank lines)
 MAX_TILDES = 2_000  # `~` in one paragraph
 CONTAINER_PREFIX = re.compile(r"^[ \t]*(?:(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t]|$))[ \t]*)+", re.MULTILINE)
+BRACKETED = re.compile(r"\[((?:[^\[\]\\]|\\.){1,999})\]")  # what may be a reference label (CommonMark: 999 at most)
 BLANK_LINE = re.compile(r"\n[ \t]*\n")
 HTML_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)([^<>]*)>")
 UNNESTED_TAGS = frozenset(  # void elements and those whose end tag may be left out: they do not nest
@@ -168,22 +169,23 @@ def display_width(text: str) -> int:
     return len(text) if text.isascii() else len(text) + len(re.findall(WIDE, text))
 
 
-def _split(source: str) -> tuple[bytes, list[_Part], str]:
-    """(source bytes, parts, link reference definitions) of a body: the intro, then one part per `##`."""
+def _split(source: str) -> tuple[bytes, list[_Part], dict[str, str]]:
+    """(source bytes, parts, link reference definitions by label) of a body: the intro, then one part per
+    `##`."""
     _check_source(source)
     data = source.encode("utf-8")
     tree = _markdown.tree(source)
     _check_nesting(tree, data)
     part = _Part(None, [], [], [])
     parts = [part]
-    definitions: list[str] = []
+    definitions: dict[str, str] = {}
     for node in tree.children:
         name = node.name
         if name == "heading" and node.meta.get("level") == 2:
             part = _Part(node, [], [], [])
             parts.append(part)
         elif name == "definition":
-            definitions.append(_slice(data, node))
+            definitions.setdefault(_label(node.meta.get("label", "")), _slice(data, node))  # the first wins
         elif part.heading is None or name not in _ROW_BLOCKS:
             part.blocks.append(node)
         elif (tags := _tag_line(node)) is not None:
@@ -192,7 +194,12 @@ def _split(source: str) -> tuple[bytes, list[_Part], str]:
             part.links.extend(links)
         else:
             part.blocks.append(node)
-    return data, parts, "\n".join(definitions)
+    return data, parts, definitions
+
+
+def _label(text: str) -> str:
+    """A reference label as CommonMark matches it: case-folded, inner whitespace collapsed."""
+    return " ".join(text.split()).lower().upper()
 
 
 def _slice(data: bytes, node: Node) -> str:
@@ -200,8 +207,11 @@ def _slice(data: bytes, node: Node) -> str:
     return data[start:end].decode("utf-8")
 
 
-def _html(data: bytes, blocks: list[Node], definitions: str) -> str:
-    """Render blocks by their source, contiguous runs in one call (keeps lists and references intact)."""
+def _html(data: bytes, blocks: list[Node], definitions: dict[str, str]) -> str:
+    """Render blocks by their source, contiguous runs in one call (keeps lists and references intact).
+
+    Each run gets only the definitions whose label it mentions: appending all of them to every run made
+    many sections with many references quadratic."""
     if not blocks:
         return ""
     runs: list[tuple[int, int]] = []
@@ -211,8 +221,13 @@ def _html(data: bytes, blocks: list[Node], definitions: str) -> str:
             runs[-1] = (runs[-1][0], end)
         else:
             runs.append((start, end))
-    suffix = f"\n\n{definitions}\n" if definitions else ""
-    return "".join(_markdown.render(data[s:e].decode("utf-8") + suffix) for s, e in runs)
+    html = []
+    for start, end in runs:
+        text = data[start:end].decode("utf-8")
+        used = {_label(label) for label in BRACKETED.findall(text)} & definitions.keys() if definitions else ()
+        suffix = "\n\n" + "\n".join(definitions[label] for label in sorted(used)) + "\n" if used else ""
+        html.append(_markdown.render(text + suffix))
+    return "".join(html)
 
 
 def render_body(source: str, first_line: int = 1) -> Body:
@@ -226,17 +241,22 @@ def render_body(source: str, first_line: int = 1) -> Body:
     except MarkdownError as err:
         err.line += first_line - 1
         raise
-    used: dict[str, int] = {}
+    used: dict[str, int] = {}  # anchor made from a title → how many sections took it or a numbered form
+    taken: set[str] = set()
     sections = []
     line, counted_to = first_line, 0
     for part in parts[1:]:
         heading = part.heading
         assert heading is not None, "every part after the intro starts at its heading"
         title = _plain(heading)
-        anchor = slugify(title)
-        used[anchor] = used.get(anchor, 0) + 1
-        if used[anchor] > 1:
-            anchor = f"{anchor}-{used[anchor]}"
+        base = slugify(title)
+        count = used.get(base, 0) + 1
+        anchor = base if count == 1 else f"{base}-{count}"
+        while anchor in taken:  # "A", "A 2", "A" must not give a-2 twice
+            count += 1
+            anchor = f"{base}-{count}"
+        used[base] = count
+        taken.add(anchor)
         start = heading.srcmap[0]
         line += data.count(b"\n", counted_to, start)
         counted_to = start

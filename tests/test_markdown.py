@@ -63,3 +63,42 @@ def test_wrap_counts_hangul_as_two_columns() -> None:
 def test_slugify_keeps_letters_of_any_script() -> None:
     assert slugify("Boolformer: Symbolic Regression!") == "boolformer-symbolic-regression"
     assert slugify("???") == "section"
+
+
+def test_anchors_stay_unique_when_a_title_looks_numbered() -> None:
+    body = render_body("## A\n\nx\n\n## A 2\n\nx\n\n## A\n\nx\n\n## A\n\nx\n")
+    assert [s.anchor for s in body.sections] == ["a", "a-2", "a-3", "a-4"]
+
+
+def test_reference_links_resolve_in_every_section_that_uses_them() -> None:
+    source = "Intro [ref].\n\n## One\n\nSee [the paper][Ref  ] and [other].\n\n## Two\n\nNone here.\n\n"
+    source += "[ref]: https://example.com/r\n[other]: https://example.com/o\n[REF]: https://example.com/second\n"
+    body = render_body(source)
+    assert body.intro_html == '<p>Intro <a href="https://example.com/r">ref</a>.</p>\n'
+    assert '<a href="https://example.com/r">the paper</a>' in body.sections[0].html  # the first definition wins
+    assert '<a href="https://example.com/o">other</a>' in body.sections[0].html
+    assert body.sections[1].html == "<p>None here.</p>\n"
+
+
+def test_many_sections_with_many_references_render_linear_work(monkeypatch) -> None:
+    """Each section used to be rendered with every definition of the body appended: quadratic."""
+    import newsletter.markdown as markdown
+
+    rendered: list[int] = []
+    real = markdown._markdown
+
+    class Counting:
+        def tree(self, source: str):
+            return real.tree(source)
+
+        def render(self, source: str) -> str:
+            rendered.append(len(source))
+            return real.render(source)
+
+    monkeypatch.setattr(markdown, "_markdown", Counting())
+    count = 400
+    source = "".join(f"## Paper {n}\n\nSee [the paper][p{n}].\n\n" for n in range(count))
+    source += "".join(f"[p{n}]: https://example.com/{n}\n" for n in range(count))
+    body = render_body(source)
+    assert f'<a href="https://example.com/{count - 1}">the paper</a>' in body.sections[-1].html
+    assert sum(rendered) < 3 * len(source)
