@@ -269,7 +269,7 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
         problem = f"{err.context}: {err.problem}" if err.context else str(err.problem)
         raise IssueError(where, line, f"front matter is not valid YAML: {problem}", "fix the YAML syntax") from None
     except yaml.YAMLError as err:
-        raise IssueError(where, 2, f"front matter is not valid YAML: {err}", "fix the YAML syntax") from None
+        raise IssueError(where, 2, f"front matter is not valid YAML: {_one_line(err)}", "fix the YAML syntax") from None
     if node is None:
         return {}, body, body_line
     if not isinstance(node, yaml.MappingNode):
@@ -286,10 +286,20 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
         else:
             try:
                 value = constructor.construct_object(value_node, deep=True)
-            except yaml.YAMLError as err:
-                raise IssueError(where, line, f"{key}: {err}", "fix the value") from None
+            except Exception as err:  # noqa: BLE001 - explicit tags (!!int abc, !!timestamp x) raise anything
+                if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+                    problem = err.problem
+                elif isinstance(err, yaml.YAMLError):
+                    problem = _one_line(err)
+                else:  # the constructor of an explicit tag failed on its value
+                    problem = f"the value is not a valid {str(value_node.tag).rsplit(':', 1)[-1]}"
+                raise IssueError(where, line, f"{key}: {problem}", "fix the value") from None
         fields[key] = (value, line)
     return fields, body, body_line
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _refuse_expansion(events: Iterable[Any], where: str) -> None:

@@ -37,6 +37,9 @@ MAX_NESTING = 100
 MAX_CONTAINER_PREFIX = 1_000  # characters of `>`, list markers and indentation that open a line
 MAX_DELIMITERS = 10_000  # `*`, `_` and `[` in one paragraph (text between blank lines)
 MAX_TILDES = 2_000  # `~` in one paragraph
+MAX_DEFINITION_RUN = 200  # link reference definitions on consecutive lines: the parser is quadratic in them
+MAX_SECTIONS = 1_000  # `##` sections; the email of an issue this long already fails Gmail's size limit
+DEFINITION_LINE = re.compile(r"^ {0,3}\[[^\n]*?\]:[^\n]*$", re.MULTILINE)
 CONTAINER_PREFIX = re.compile(r"^[ \t]*(?:(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t]|$))[ \t]*)+", re.MULTILINE)
 BRACKETED = re.compile(r"\[((?:[^\[\]\\]|\\.){1,999})\]")  # what may be a reference label (CommonMark: 999 at most)
 BLANK_LINE = re.compile(r"\n[ \t]*\n")
@@ -69,6 +72,16 @@ def _check_source(source: str) -> None:
     for match in CONTAINER_PREFIX.finditer(source):
         if match.end() - match.start() > MAX_CONTAINER_PREFIX:
             raise _too_deep(source.count("\n", 0, match.start()) + 1)
+    run, previous_end = 0, -2
+    for match in DEFINITION_LINE.finditer(source) if "]:" in source else ():
+        run = run + 1 if match.start() == previous_end + 1 else 1
+        previous_end = match.end()
+        if run > MAX_DEFINITION_RUN:
+            raise MarkdownError(
+                source.count("\n", 0, match.start()) + 1,
+                f"more than {MAX_DEFINITION_RUN} link reference definitions ([label]: URL) in a row",
+                "put a blank line between groups of them",
+            )
     if source.count("~") <= MAX_TILDES and sum(map(source.count, "*_[")) <= MAX_DELIMITERS:
         return  # the common case, decided without splitting the source into paragraphs
     start = 0
@@ -182,6 +195,9 @@ def _split(source: str) -> tuple[bytes, list[_Part], dict[str, str]]:
     for node in tree.children:
         name = node.name
         if name == "heading" and node.meta.get("level") == 2:
+            if len(parts) > MAX_SECTIONS:
+                line = data.count(b"\n", 0, (node.srcmap or (0, 0))[0]) + 1
+                raise MarkdownError(line, f"more than {MAX_SECTIONS:,} sections (## headings)", "split the issue")
             part = _Part(node, [], [], [])
             parts.append(part)
         elif name == "definition":

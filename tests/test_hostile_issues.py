@@ -167,3 +167,23 @@ def test_file_over_the_size_limit_is_refused(publication: Path, run) -> None:
         f"Error: {WHERE}: is {len(HEAD) + MAX_FILE_BYTES:,} bytes, over the 1,000,000-byte limit of an issue file"
         " (split it)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("front", "message"),
+    [
+        ("tags: !!int abc", "tags: the value is not a valid int (fix the value)"),
+        ("tags: !!timestamp x", "tags: the value is not a valid timestamp (fix the value)"),
+        ("tags: !!omap [a]", "tags: expected a mapping of length 1, but found scalar (fix the value)"),
+        (
+            "tags: !!python/name:os.system x",
+            "tags: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system' "
+            "(fix the value)",
+        ),
+    ],
+)
+def test_explicit_yaml_tags_that_fail_are_one_line(publication: Path, run, front: str, message: str) -> None:
+    write_issue(publication, NAME, f"---\ntitle: x\ndate: 2023-10-02\n{front}\n---\nbody\n")
+    result = run("build")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {WHERE}:4: {message}\n"

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from newsletter.markdown import display_width, render_body, render_text, slugify, wrap
+import pytest
+
+from newsletter.markdown import (
+    MAX_DEFINITION_RUN,
+    MAX_SECTIONS,
+    MarkdownError,
+    display_width,
+    render_body,
+    render_text,
+    slugify,
+    wrap,
+)
 
 BODY = """Intro with a [link](https://example.com/a) and `code`.
 
@@ -98,7 +109,23 @@ def test_many_sections_with_many_references_render_linear_work(monkeypatch) -> N
     monkeypatch.setattr(markdown, "_markdown", Counting())
     count = 400
     source = "".join(f"## Paper {n}\n\nSee [the paper][p{n}].\n\n" for n in range(count))
-    source += "".join(f"[p{n}]: https://example.com/{n}\n" for n in range(count))
+    source += "".join(f"[p{n}]: https://example.com/{n}\n" + ("\n" if n % 100 == 99 else "") for n in range(count))
     body = render_body(source)
     assert f'<a href="https://example.com/{count - 1}">the paper</a>' in body.sections[-1].html
     assert sum(rendered) < 3 * len(source)
+
+
+def test_long_runs_of_definitions_and_too_many_sections_are_refused_with_the_line() -> None:
+    definitions = "".join(f"[r{n}]: https://example.com/{n}\n" for n in range(MAX_DEFINITION_RUN + 1))
+    with pytest.raises(MarkdownError) as run:
+        render_body("Intro.\n\n" + definitions, first_line=6)
+    assert (run.value.line, run.value.message) == (
+        6 + 2 + MAX_DEFINITION_RUN,
+        f"more than {MAX_DEFINITION_RUN} link reference definitions ([label]: URL) in a row",
+    )
+    render_body("Intro.\n\n" + definitions.replace("/100\n", "/100\n\n"))  # a blank line between groups
+    sections = "## A\n\nx\n\n" * MAX_SECTIONS
+    assert len(render_body(sections).sections) == MAX_SECTIONS
+    with pytest.raises(MarkdownError) as many:
+        render_body(sections + "## One too many\n")
+    assert many.value.line == 4 * MAX_SECTIONS + 1
