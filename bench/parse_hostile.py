@@ -1,8 +1,10 @@
 """How parse time grows with hostile issue files: each shape at sizes N, 2N and 4N (all under the 1 MB limit).
 
 For each shape it prints the parse time (parse_issue), the email render time (render_email, which `newsletter
-check` runs too) and the growth factor from each size to the next: about 2 means linear.
-Run: `python bench/parse_hostile.py [--size 60000] [--runs 3] [--no-email]`.
+check` runs too) and the growth factor from each size to the next: about 2 means linear. With --at-limit it
+times, instead, the whole `newsletter check` of a publication holding one file of each shape just under the
+size limit.
+Run: `python bench/parse_hostile.py [--size 60000] [--runs 3] [--no-email] [--at-limit]`.
 """
 
 from __future__ import annotations
@@ -81,7 +83,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=60_000, help="N, in characters of body [60000]")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-email", action="store_true", help="time parsing only")
+    parser.add_argument("--at-limit", action="store_true", help="time `newsletter check` at the size limit")
     args = parser.parse_args()
+    if args.at_limit:
+        return at_limit()
 
     from newsletter.config import load_settings
     from newsletter.errors import NewsletterError
@@ -115,6 +120,35 @@ def main() -> None:
                 )
                 print(f"{name:36s} {len(data):9,d} {parse:8.3f}s {email:8.3f}s   {growth}", flush=True)
                 previous = (parse, email)
+
+
+def at_limit() -> None:
+    """`newsletter check` (in this process, as the CLI runs it) of each shape just under MAX_FILE_BYTES."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+    from newsletter.issues import MAX_FILE_BYTES
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = copy_publication(Path(scratch), issues=False)
+        (folder / "issues").mkdir()
+        path = folder / "issues" / "2023-10-02-x.md"
+        print(f"{'shape':36s} {'size':>9s} {'check':>9s}  outcome")
+        for name, make in SHAPES.items():
+            body = make(MAX_FILE_BYTES - 2_000)
+            data = (HEAD + body).encode("utf-8")[: MAX_FILE_BYTES - 500]
+            path.write_bytes(data.decode("utf-8", "ignore").encode("utf-8"))
+            started = time.perf_counter()
+            result = CliRunner().invoke(cli, ["--root", str(folder), "check"], obj={})
+            seconds = time.perf_counter() - started
+            last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+            outcome = (
+                "ok"
+                if result.exit_code == 0
+                else f"exit {result.exit_code}: "
+                + (next((line for line in result.stderr.splitlines() if line.startswith("error: ")), last[0])[:90])
+            )
+            print(f"{name:36s} {path.stat().st_size:9,d} {seconds:8.2f}s  {outcome}", flush=True)
 
 
 if __name__ == "__main__":
