@@ -290,3 +290,20 @@ def test_killed_build_leaves_no_workers_and_the_next_build_removes_its_staging(p
         for pid in workers:  # only if the test failed: the workers this test saw, by their ids
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_build_removes_staging_of_dead_builds_and_keeps_those_of_running_ones(publication: Path, run) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)
+    running = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        stale = [publication / f".site.new-{dead}", publication / f".site.old-{dead}"]
+        live = publication / f".site.new-{running.pid}"
+        for folder in [*stale, live]:
+            (folder / "issues").mkdir(parents=True)
+            (folder / "issues" / "index.html").write_text("left behind")
+        assert run("build").exit_code == 0
+        wait_until(lambda: not any(folder.exists() for folder in stale), 30, "stale folders to be removed")
+        assert (live / "issues" / "index.html").is_file()
+    finally:
+        running.communicate(b"")
