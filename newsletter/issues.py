@@ -25,6 +25,7 @@ FRONT_MATTER_END = re.compile(r"^(?:---|\.\.\.)\s*?$", re.MULTILINE)  # the line
 FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement")
 MAX_FILE_BYTES = 1_000_000  # an issue file's size limit; the sample's editions are about 30 KB
 MAX_FRONT_MATTER_CHARS = 65_536
+MAX_TAGS = 200  # per edition, front matter and sections together: each tag is a page and a feed of the site
 MAX_FRONT_MATTER_DEPTH = 8  # nested lists and mappings in front matter (deeper ones overflow the YAML constructor)
 # Characters XML 1.0 forbids (feeds cannot carry them) and the invisible C1/DEL controls; tab, LF and CR stay.
 CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
@@ -181,9 +182,23 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         body = render_body(body_text, body_line)
     except MarkdownError as err:
         raise IssueError(where, err.line, err.message, err.hint) from None
-    tags = list(values["tags"])
+    tags = dict.fromkeys(values["tags"])  # insertion-ordered and unique, without a quadratic `in` on a list
+    if len(tags) > MAX_TAGS:
+        raise IssueError(
+            where,
+            fields["tags"][1],
+            f"more than {MAX_TAGS} tags",
+            "keep the ones readers follow: each is a page and a feed",
+        )
     for section in body.sections:
-        tags.extend(tag for tag in section.tags if tag not in tags)
+        tags.update(dict.fromkeys(section.tags))
+        if len(tags) > MAX_TAGS:
+            raise IssueError(
+                where,
+                section.line,
+                f"the issue has more than {MAX_TAGS} tags by '{section.title}'",
+                "keep the ones readers follow: each is a page and a feed",
+            )
         for link in section.links:
             if not link.url:
                 raise IssueError(
@@ -200,7 +215,7 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         title=values["title"],
         date=values["date"],
         summary=values["summary"],
-        tags=tuple(dict.fromkeys(tags)),
+        tags=tuple(tags),
         draft=values["draft"],
         advertisement=values["advertisement"],
         body=body,

@@ -167,7 +167,7 @@ class _Part:
 
     heading: Node | None
     blocks: list[Node]
-    tags: list[str]
+    tags: dict[str, None]  # ordered and unique
     links: list[Link]
 
 
@@ -189,7 +189,7 @@ def _split(source: str) -> tuple[bytes, list[_Part], dict[str, str]]:
     data = source.encode("utf-8")
     tree = _markdown.tree(source)
     _check_nesting(tree, data)
-    part = _Part(None, [], [], [])
+    part = _Part(None, [], {}, [])
     parts = [part]
     definitions: dict[str, str] = {}
     for node in tree.children:
@@ -198,14 +198,14 @@ def _split(source: str) -> tuple[bytes, list[_Part], dict[str, str]]:
             if len(parts) > MAX_SECTIONS:
                 line = data.count(b"\n", 0, (node.srcmap or (0, 0))[0]) + 1
                 raise MarkdownError(line, f"more than {MAX_SECTIONS:,} sections (## headings)", "split the issue")
-            part = _Part(node, [], [], [])
+            part = _Part(node, [], {}, [])
             parts.append(part)
         elif name == "definition":
             definitions.setdefault(_label(node.meta.get("label", "")), _slice(data, node))  # the first wins
         elif part.heading is None or name not in _ROW_BLOCKS:
             part.blocks.append(node)
         elif (tags := _tag_line(node)) is not None:
-            part.tags.extend(tag for tag in tags if tag not in part.tags)
+            part.tags.update(dict.fromkeys(tags))
         elif (links := _link_row(node)) is not None:
             part.links.extend(links)
         else:
