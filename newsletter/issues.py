@@ -9,6 +9,7 @@ import datetime as dt
 import difflib
 import hashlib
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,12 +149,8 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         slug, lang = split_file_name(path.name, settings)
     except ValueError as err:
         raise IssueError(where, None, *err.args) from None
-    size = path.stat().st_size if data is None else len(data)
-    if size > MAX_FILE_BYTES:
-        raise IssueError(
-            where, None, f"is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit of an issue file", "split it"
-        )
-    raw = path.read_bytes() if data is None else data
+    raw = read_issue_file(path, settings) if data is None else data
+    _check_size(len(raw), where)
     text = decode_issue(raw, where)
     fields, body_text, body_line = _split_front_matter(text, where)
     values: dict[str, Any] = {"summary": "", "tags": (), "draft": False, "advertisement": False}
@@ -221,6 +218,27 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         body=body,
         source_hash=source_hash(raw),
     )
+
+
+def read_issue_file(path: Path, settings: Settings) -> bytes:
+    """The bytes of an issue file, refusing what is not a regular file (a FIFO would block the read for ever,
+    a device never end) and files over MAX_FILE_BYTES, before reading them."""
+    where = _display_path(path, settings.root)
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise IssueError(where, None, "is not a regular file", "issue files are plain files: remove it")
+    _check_size(status.st_size, where)
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_FILE_BYTES + 1)
+    _check_size(len(raw), where)  # it grew since
+    return raw
+
+
+def _check_size(size: int, where: str) -> None:
+    if size > MAX_FILE_BYTES:
+        raise IssueError(
+            where, None, f"is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit of an issue file", "split it"
+        )
 
 
 def decode_issue(raw: bytes, where: str) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -216,3 +217,22 @@ def test_a_tag_line_of_the_largest_size_parses_in_linear_time(publication: Path)
     (section,) = render_body(f"## A\n\n{line}\n\n{line}\n").sections
     assert len(section.tags) == 50_000
     assert time.perf_counter() - started < 5  # seconds; about 0.2 here, and minutes when quadratic
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_an_issue_path_that_is_not_a_regular_file_is_refused_without_reading_it(publication: Path, kind: str) -> None:
+    """A FIFO blocked the read for ever; /dev/zero never ends."""
+    path = publication / "issues" / NAME
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")
+    for command in ("check", "build"):
+        argv = [sys.executable, "-m", "newsletter", "--root", str(publication), command]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        expected = f"{WHERE}: is not a regular file (issue files are plain files: remove it)"
+        assert (f"error: {expected}" if command == "check" else f"Error: {expected}") in result.stderr.splitlines()

@@ -11,13 +11,14 @@ import datetime as dt
 import hashlib
 import os
 import pickle
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import IssueError
-from ..issues import Edition, find_issue_files, parse_issue, source_hash
+from ..issues import MAX_FILE_BYTES, Edition, find_issue_files, parse_issue, read_issue_file, source_hash
 from .parallel import PARALLEL_THRESHOLD, worker_pool
 
 CACHE_VERSION = "site-7"
@@ -224,8 +225,9 @@ def _parse_batch(
     records: dict[str, ListedEdition] = {}
     articles: dict[str, bytes] = {}  # UTF-8: loading bytes costs a copy, loading text a decode of every one
     for key, path in batch:
-        raw = path.read_bytes()
+        raw = b""
         try:
+            raw = read_issue_file(path, settings)
             edition = parse_issue(path, settings, raw)
         except IssueError as err:
             key = key or _parse_key(path, source_hash(raw), settings)
@@ -264,13 +266,13 @@ def scan_issues(
     keys: dict[str, str] = {}  # file name → key
     wanted: list[tuple[str | None, Path]] = []
     for path in find_issue_files(settings) if files is None else files:
-        stat = path.stat()
-        stats[path.name] = (stat.st_mtime_ns, stat.st_size)
+        status = path.stat()
+        stats[path.name] = (status.st_mtime_ns, status.st_size)
         known = cache.files.get(path.name)
         if known and known[:2] == stats[path.name] and cache.knows(known[2]):
             keys[path.name] = known[2]
-        elif not cache.listed:
-            wanted.append((None, path))
+        elif not cache.listed or not stat.S_ISREG(status.st_mode) or status.st_size > MAX_FILE_BYTES:
+            wanted.append((None, path))  # parsing reads it, or names what is wrong with it
         else:
             key = _parse_key(path, source_hash(path.read_bytes()), settings)
             if cache.knows(key):
