@@ -102,23 +102,24 @@ def _check_source(source: str) -> None:
 def _check_nesting(root: Node, data: bytes) -> None:
     """Refuse a tree deeper than MAX_NESTING, counting raw HTML elements left open as levels too."""
     open_tags: list[str] = []
-    stack = [(root, 0, 0)]
-    while stack:  # depth first, in document order; leaves (most nodes) are never pushed
-        node, depth, offset = stack.pop()
-        offset = node.srcmap[0] if node.srcmap else offset
-        if node.name in _HTML_NODES:
-            for closing, tag, rest in HTML_TAG.findall(node.meta.get("content", "")):
-                tag = tag.lower()
-                if closing and tag in open_tags:
-                    del open_tags[len(open_tags) - 1 - open_tags[::-1].index(tag) :]
-                elif not closing and not rest.endswith("/") and tag not in UNNESTED_TAGS:
-                    open_tags.append(tag)
-        children = node.children
-        if depth + len(open_tags) + (1 if children else 0) > MAX_NESTING:
-            raise _too_deep(data.count(b"\n", 0, offset) + 1)
-        stack.extend(
-            (child, depth + 1, offset) for child in reversed(children) if child.children or child.name in _HTML_NODES
-        )
+
+    def visit(node: Node, depth: int) -> None:  # recursion is bounded: it stops at MAX_NESTING
+        for child in node.children:  # in document order, which raw HTML's open elements need
+            if child.name in _HTML_NODES:
+                for closing, tag, rest in HTML_TAG.findall(child.meta.get("content", "")):
+                    tag = tag.lower()
+                    if closing and tag in open_tags:
+                        del open_tags[len(open_tags) - 1 - open_tags[::-1].index(tag) :]
+                    elif not closing and not rest.endswith("/") and tag not in UNNESTED_TAGS:
+                        open_tags.append(tag)
+                if depth + len(open_tags) > MAX_NESTING:
+                    raise _too_deep(data.count(b"\n", 0, (child.srcmap or node.srcmap or (0, 0))[0]) + 1)
+            elif child.children:
+                if depth + 1 + len(open_tags) > MAX_NESTING:
+                    raise _too_deep(data.count(b"\n", 0, (child.srcmap or node.srcmap or (0, 0))[0]) + 1)
+                visit(child, depth + 1)
+
+    visit(root, 1)
 
 
 _HTML_NODES = frozenset({"html_block", "html_inline"})
