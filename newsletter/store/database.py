@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import MissingExtraError, StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -297,26 +297,87 @@ def _add_confirmation_due_at(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_subscribers_confirmation_due_at ON subscribers (confirmation_due_at)"))
 
 
+def _never_reuse_subscriber_ids(conn: Connection) -> None:
+    """SQLite: rebuild `subscribers` with AUTOINCREMENT, its counter past every id that any table still names.
+
+    Unsubscribe links name an id for ever, and without AUTOINCREMENT SQLite gives the highest id again once
+    its subscriber is removed. SQLite's procedure for changing a table: make the new one, copy, drop the old,
+    rename the new; with foreign keys off (see _migrate) nothing cascades into the send log. Ids that a
+    store gave out twice before this upgrade cannot be told apart afterwards; from here on none is reused.
+    PostgreSQL's sequences never reuse an id: nothing to do there.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    table_sql = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'subscribers'"))
+    if "AUTOINCREMENT" in (table_sql.scalar_one() or "").upper():
+        return
+    highest = conn.execute(
+        sa.text(
+            "SELECT max(coalesce((SELECT max(id) FROM subscribers), 0), "
+            "coalesce((SELECT max(subscriber_id) FROM deliveries), 0), "
+            "coalesce((SELECT max(subscriber_id) FROM events), 0))"
+        )
+    ).scalar_one()
+    columns = ", ".join(column.name for column in subscribers.columns)
+    conn.execute(sa.schema.CreateTable(subscribers.to_metadata(sa.MetaData(), name="subscribers_v4")))
+    conn.execute(sa.text(f"INSERT INTO subscribers_v4 ({columns}) SELECT {columns} FROM subscribers"))
+    conn.execute(sa.text("DROP TABLE subscribers"))  # its indexes go with it; foreign keys are off: no cascade
+    conn.execute(sa.text("ALTER TABLE subscribers_v4 RENAME TO subscribers"))
+    for index in subscribers.indexes:
+        index.create(conn)
+    conn.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = 'subscribers'"))
+    conn.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES ('subscribers', :seq)"), {"seq": highest})
+
+
 # version → the step that upgrades the version before it. A new database gets `metadata` whole.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_events_table,  # 2: bounces and complaints from SES
     3: _add_confirmation_due_at,  # 3: confirmation mails sent after the answer, from the pending row
+    4: _never_reuse_subscriber_ids,  # 4: SQLite gives no subscriber id twice (links name ids for ever)
 }
 
 
 def _migrate(engine: Engine) -> None:
-    """Create the schema in an empty database; run the upgrades a newer version added."""
-    with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        if not inspector.has_table("newsletter_schema"):
-            metadata.create_all(conn)
-            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
-            return
-        version = conn.execute(sa.select(schema_version.c.version)).scalar_one()
-        if version > SCHEMA_VERSION:
+    """Create the schema in an empty database; run the upgrades a newer version added.
+
+    On SQLite the upgrades run with foreign keys off (SQLite's own procedure for changing a table: dropping a
+    rebuilt table must not cascade into the send log), and end with a foreign key check.
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:  # only outside a transaction does this pragma take effect
+            conn.execute(sa.text("PRAGMA foreign_keys = OFF"))
+            conn.commit()
+        try:
+            with conn.begin():
+                _upgrade(conn)
+        finally:
+            if sqlite:
+                conn.execute(sa.text("PRAGMA foreign_keys = ON"))
+                conn.commit()
+
+
+def _upgrade(conn: Connection) -> None:
+    """The schema steps of _migrate, in its transaction."""
+    if not sa.inspect(conn).has_table("newsletter_schema"):
+        metadata.create_all(conn)
+        conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+        return
+    version = conn.execute(sa.select(schema_version.c.version)).scalar_one()
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            "store", f"schema version {version} is newer than this program's {SCHEMA_VERSION}", "upgrade newsletter"
+        )
+    if version < SCHEMA_VERSION:
+        # A write first: pysqlite opens its transaction only before a write, not before DDL, and the steps
+        # must be undone together if one fails.
+        conn.execute(schema_version.update().values(version=version))
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[target](conn)
+        conn.execute(schema_version.update().values(version=target))
+    if conn.dialect.name == "sqlite" and version < SCHEMA_VERSION:
+        broken = conn.execute(sa.text("PRAGMA foreign_key_check")).all()
+        if broken:
             raise StoreError(
-                "store", f"schema version {version} is newer than this program's {SCHEMA_VERSION}", "upgrade newsletter"
+                "store", f"the upgrade would break {len(broken)} reference(s)", "report it; nothing changed"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[target](conn)
-            conn.execute(schema_version.update().values(version=target))
