@@ -25,13 +25,27 @@ MAX_TOKEN_LENGTH = 200  # longer input is refused before any work
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def secret_key(transport: str) -> tuple[bytes, bool]:
-    """(the signing secret, whether it is the development one). Real transports refuse to run without one."""
+def _secret_from_env(development: bool) -> str:
+    """NEWSLETTER_SECRET_KEY ("" when unset); the public development secret only when `development`."""
     value = os.environ.get(SECRET_ENV, "")
+    if value == DEVELOPMENT_SECRET and not development:
+        raise ConfigError(
+            SECRET_ENV,
+            "is the public development secret, so anyone could forge links signed with it",
+            'generate one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`',
+        )
+    if value and len(value) < 16:
+        raise ConfigError(SECRET_ENV, "is shorter than 16 characters", "use a long random string")
+    return value
+
+
+def secret_key(transport: str) -> tuple[bytes, bool]:
+    """(the signing secret, whether it is the development one). Real transports refuse to run without one,
+    or with the public development secret; the file transport (development) falls back to it."""
+    development = transport == "file"
+    value = _secret_from_env(development)
     if value:
-        if len(value) < 16:
-            raise ConfigError(SECRET_ENV, "is shorter than 16 characters", "use a long random string")
-        return value.encode(), False
+        return value.encode(), value == DEVELOPMENT_SECRET
     if transport == "file":
         return DEVELOPMENT_SECRET.encode(), True
     raise ConfigError(
@@ -44,11 +58,13 @@ def secret_key(transport: str) -> tuple[bytes, bool]:
 def server_secret_key(development: bool) -> bytes:
     """The web app's signing secret: NEWSLETTER_SECRET_KEY, required unless `development` is asked for.
 
-    Only development mode falls back to the public development secret (which anyone can use to forge links).
+    Only development mode falls back to, or accepts, the public development secret (anyone can forge links with it).
     """
-    value = os.environ.get(SECRET_ENV, "")
-    if value or development:
-        return secret_key("file")[0]
+    value = _secret_from_env(development)
+    if value:
+        return value.encode()
+    if development:
+        return DEVELOPMENT_SECRET.encode()
     raise ConfigError(
         SECRET_ENV,
         "is not set; the web app would check links with the public development secret, so anyone could forge them",

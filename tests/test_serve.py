@@ -87,6 +87,16 @@ def test_serve_without_a_secret_refuses_to_start(publication: Path) -> None:
     assert "newsletter serve --dev" in done.stderr
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_serve_refuses_the_public_development_secret_as_the_real_key(publication: Path, host: str) -> None:
+    from newsletter.tokens import DEVELOPMENT_SECRET
+
+    done = _refusal(publication, "--host", host, secret=DEVELOPMENT_SECRET)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("Error: NEWSLETTER_SECRET_KEY: is the public development secret, ")
+    assert done.stderr.count("\n") == 1 and "secrets.token_urlsafe(32)" in done.stderr
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "example.com"])
 def test_development_mode_refuses_an_address_that_is_not_loopback(publication: Path, host: str) -> None:
     done = _refusal(publication, "--dev", "--host", host, secret=None)

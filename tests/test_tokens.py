@@ -72,3 +72,15 @@ def test_the_web_app_never_falls_back_to_the_development_secret_unless_asked(mon
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-real-secret-of-some-length")
     assert server_secret_key(development=False) == b"a-real-secret-of-some-length"
     assert server_secret_key(development=True) == b"a-real-secret-of-some-length"
+
+
+def test_the_public_development_secret_is_refused_as_the_real_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", DEVELOPMENT_SECRET)
+    refusal = r"^NEWSLETTER_SECRET_KEY: is the public development secret, .*secrets\.token_urlsafe\(32\)"
+    for transport in ["smtp", "ses"]:
+        with pytest.raises(ConfigError, match=refusal):
+            secret_key(transport)
+    with pytest.raises(ConfigError, match=refusal):
+        server_secret_key(development=False)
+    assert server_secret_key(development=True) == DEVELOPMENT_SECRET.encode()  # asked for explicitly
+    assert secret_key("file") == (DEVELOPMENT_SECRET.encode(), True)  # the file transport sends no real mail
