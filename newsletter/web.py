@@ -340,16 +340,15 @@ def create_app(
     @app.get("/", defaults={"path": ""})
     @app.get("/<archive:path>")
     def archive(path: str) -> Response:
-        target = site / path
-        if path == "" or path.endswith("/") or target.is_dir():
-            path = path.rstrip("/") + ("/index.html" if path else "index.html")
         try:
+            if path == "" or path.endswith("/") or (site / path).is_dir():
+                path = path.rstrip("/") + ("/index.html" if path else "index.html")
             response = send_from_directory(site, path.lstrip("/"), max_age=300)
-        except NotFound:
+        except (NotFound, OSError, ValueError):  # a name the file system refuses (too long, NUL, loop…) is absent
             missing = site / "404.html"
             if missing.is_file():
                 return Response(missing.read_bytes(), status=404, mimetype="text/html")
-            raise
+            raise NotFound() from None
         if path.endswith(".xml") and path.rsplit("/", 1)[-1] in {"feed.xml", "rss.xml"}:
             kind = "atom" if path.endswith("feed.xml") else "rss"
             response.headers["Content-Type"] = f"application/{kind}+xml; charset=utf-8"

@@ -219,6 +219,42 @@ def test_the_archive_is_served(web) -> None:
     assert requests.get(server.url + "/../pyproject.toml", timeout=5).status_code == 404
 
 
+def test_archive_paths_the_file_system_refuses_are_404s(web, publication: Path) -> None:
+    """Names too long (one part, the whole path), NUL, a symlink loop, a file used as a folder, a folder
+    without access, bad UTF-8: each is a page that is not there (404 with the site's page), never a 500."""
+    server, *_ = web
+    site = publication / "site"
+    (site / "loop").symlink_to(site / "loop")
+    (site / "closed").mkdir()
+    (site / "closed" / "index.html").write_text("secret")
+    (site / "closed").chmod(0)
+    paths = [
+        "/" + "a" * 256,
+        "/" + "a" * 300 + "/",
+        "/" + "/".join(["b" * 200] * 25),  # past PATH_MAX
+        "/a%00b",
+        "/en/%00/",
+        "/loop",
+        "/loop/",
+        "/loop/index.html",
+        "/robots.txt/x",
+        "/robots.txt/",
+        "/%ff%fe",
+        "/closed/",
+        "/closed/index.html",
+    ]
+    try:
+        for path in paths:
+            answer = requests.get(server.url + path, timeout=10)
+            if path.startswith("/closed") and answer.status_code == 200:  # root reads it anyway
+                assert answer.text == "secret"
+                continue
+            assert answer.status_code == 404, (path[:40], answer.status_code)
+            assert "페이지를 찾을 수 없습니다" in answer.text, path[:40]
+    finally:
+        (site / "closed").chmod(0o700)
+
+
 def test_unsubscribe_link_from_a_real_message_in_chromium(
     web, browser, run, publication: Path, artifacts: Path
 ) -> None:
