@@ -11,6 +11,7 @@ serves only on a loopback address and says so on every page.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -18,12 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import PathConverter
 
 from .config import Settings
 from .confirmations import ConfirmationWorker
+from .errors import StoreError
 from .render.templates import Templates, load_templates
 from .store import (
     Store,
@@ -61,6 +64,9 @@ DEVELOPMENT_BANNER = (
 DEVELOPMENT_SECRET_IN_USE = "links are checked with the public development secret, so anyone can forge them."
 DEVELOPMENT_ONLY = "this server answers on this machine only."
 CONFIRMATIONS = "newsletter.confirmations"  # app.extensions key of the ConfirmationWorker
+STORE_RETRY_AFTER = "30"  # seconds, in the 503 a locked or unreachable store gives
+
+log = logging.getLogger("newsletter.web")
 
 
 POST_ONLY = ("resubscribe", "ses/notifications")  # the archive's GET route must not match these
@@ -363,6 +369,16 @@ def create_app(
         for name, value in err.get_headers():  # 405 keeps its Allow header
             if name.lower() != "content-type":
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(StoreError)
+    @app.errorhandler(sa.exc.OperationalError)
+    def store_unavailable(err: Exception) -> Response:
+        """A locked SQLite file or an unreachable PostgreSQL: 503, try again later; one line in the log."""
+        detail = str(getattr(err, "orig", None) or err).strip().splitlines()
+        log.error("%s %s: the store is unavailable: %s", request.method, request.path, detail[0] if detail else "")
+        response = error(503, best_language(), "error_busy")
+        response.headers["Retry-After"] = STORE_RETRY_AFTER
         return response
 
     return app

@@ -481,3 +481,47 @@ def test_hostile_requests_change_nothing_reflect_nothing_and_never_redirect(web)
         assert "Location" not in answer.headers and "<script>" not in answer.text, name
         assert "evil.example" not in answer.text, name
     assert _dump(store) == before
+
+
+def test_a_locked_store_answers_503_with_retry_after(
+    publication: Path, run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the SQLite write lock: every write answers 503, Retry-After and the error page
+    (not a 500), logged in one line each; the same requests work once the lock is gone."""
+    import sqlite3
+
+    from newsletter.config import load_settings
+    from newsletter.store import database, open_store
+    from newsletter.web import create_app
+
+    from .conftest import WebServer
+
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)  # wait 0.2 s for the lock, not 10 s
+    assert run("build").exit_code == 0
+    settings = load_settings(publication)
+    with open_store(settings.database_url) as store:
+        kim = add_subscriber(store, "kim@example.com")
+        server = WebServer(create_app(settings, store, secret=SECRET))
+        token = _token(settings, kim.id)
+        writes = [
+            ("/subscribe", {"email": "new@example.com", "lang": "en"}),
+            (f"/unsubscribe?token={token}", {"List-Unsubscribe": "One-Click"}),
+            (f"/preferences?token={token}", {"lang": "en"}),
+        ]
+        holder = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            for path, form in writes:
+                answer = requests.post(server.url + path, data=form, timeout=15)
+                assert answer.status_code == 503, (path, answer.status_code)
+                assert answer.headers["Retry-After"] == "30" and answer.headers["Cache-Control"] == "no-store"
+                assert "잠시 뒤에 다시 시도해 주세요" in answer.text or "try again in a minute" in answer.text
+            holder.execute("ROLLBACK")
+            logged = [r.getMessage() for r in caplog.records if r.name == "newsletter.web"]
+            assert len(logged) == len(writes) and all("\n" not in line for line in logged), logged
+            assert all("the store is unavailable" in line and "locked" in line for line in logged), logged
+            for path, form in writes:
+                assert requests.post(server.url + path, data=form, timeout=15).status_code == 200, path
+        finally:
+            holder.close()
+            server.close()
