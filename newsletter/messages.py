@@ -105,13 +105,14 @@ def encode_display_name(name: str) -> str:
     """A display name for the To: header, folded so each line stays within 78 octets where it can.
 
     ASCII: an RFC 5322 quoted-string, folded before its spaces (unfolding gives the same name back).
-    Otherwise RFC 2047 encoded-words. Only the first DISPLAY_NAME_LIMIT characters are used, so even
+    Otherwise RFC 2047 encoded-words, and so is a name holding `=?`: mail clients (and Python's email
+    package) decode an encoded-word even inside a quoted-string, so only encoding it keeps it literal. Only the first DISPLAY_NAME_LIMIT characters are used, so even
     a run with no space to fold at keeps the line far below RFC 5322's 998 octets.
     """
     name = name[:DISPLAY_NAME_LIMIT]
     if not name:
         return ""
-    if name.isascii() and name.isprintable():
+    if name.isascii() and name.isprintable() and "=?" not in name:
         return _fold_quoted('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"', width=LINE_WIDTH - len("To: "))
     words: list[str] = []
     current = ""

@@ -98,6 +98,26 @@ def test_quoted_and_long_names(sample) -> None:
     assert all(len(line) <= 78 for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n") if line.startswith((b"To", b" ")))
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "=?utf-8?q?x?=",
+        "Kim =?utf-8?b?QUJD?= Lee",
+        "=?iso-8859-1?q?caf=E9?=",
+        '"=?utf-8?q?x?="',
+        "김 =?utf-8?q?x?=",
+        "=?",
+    ],
+)
+def test_a_name_that_looks_like_an_encoded_word_stays_literal(sample, name: str) -> None:
+    """RFC 2047 text in a subscriber's name is shown as typed, never decoded by the reader's client."""
+    settings, _, _ = sample
+    token = unsubscribe_token(SECRET, settings.list_id, 1)
+    _, _, message = _message(sample, "en", Recipient("a@example.com", name, token))
+    assert message["To"].addresses[0].display_name == name
+    assert message["To"].addresses[0].addr_spec == "a@example.com"
+
+
 def test_preview_writes_a_complete_message(run, tmp_path: Path) -> None:
     assert run("preview", "2023-09-25-top-ml-papers", "--out", str(tmp_path)).exit_code == 0
     message = BytesParser(policy=policy.default).parsebytes((tmp_path / "en" / "message.eml").read_bytes())
