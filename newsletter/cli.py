@@ -436,12 +436,22 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy:
     behind an HTTPS reverse proxy); to try it locally: newsletter serve --dev
     """
     from .server import serve as run_server
-    from .server import serving_secret
 
     settings = settings_of(ctx)
-    serving_secret(host, development)  # refuses here, before the announcement, without a real secret
-    click.echo(f"Serving on http://{host}:{port}/{' in development mode' if development else ''} (Ctrl-C to stop)")
-    run_server(settings, host=host, port=port, threads=threads, trusted_proxy=trusted_proxy, development=development)
+    shown = f"[{host}]" if ":" in host else host
+
+    def announce() -> None:  # once the port is bound: a refused --host or --port says so instead
+        click.echo(f"Serving on http://{shown}:{port}/{' in development mode' if development else ''} (Ctrl-C to stop)")
+
+    run_server(
+        settings,
+        host=host,
+        port=port,
+        threads=threads,
+        trusted_proxy=trusted_proxy,
+        development=development,
+        announce=announce,
+    )
 
 
 @cli.command()

@@ -1,19 +1,26 @@
 """`newsletter serve`: the web app and its confirmation worker under waitress, with the secret it needs and the
-connection limits that keep slow clients from blocking everyone else."""
+connection limits that keep slow clients from blocking everyone else.
+
+The web stack (Flask, waitress) is imported only inside `serve`, so a missing one is a MissingExtraError.
+"""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from .config import Settings
 from .errors import ConfigError, MissingExtraError
 from .tokens import server_secret_key
-from .web import CONFIRMATIONS, create_app
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 CONNECTION_LIMIT = 1000  # open connections waitress keeps; slow clients beyond this wait in the backlog
+PER_ADDRESS_LIMIT = 50  # open connections one client address may hold (not the trusted proxy's)
+HEADER_TIMEOUT = 15  # seconds a request's headers may take to arrive in full, however steadily they trickle
+WEB_STACK = {"flask", "werkzeug", "waitress", "cryptography", "itsdangerous", "blinker"}  # the [web] extra
 
 
 def is_loopback(host: str) -> bool:
@@ -86,27 +93,67 @@ def serve(
     threads: int = 8,
     trusted_proxy: str | None = None,
     development: bool = False,
+    announce: Callable[[], None] | None = None,
 ) -> None:
     """Run the app and its confirmation worker under waitress (a production WSGI server) until interrupted.
 
     Without NEWSLETTER_SECRET_KEY it refuses to start; `development` allows the public development secret,
-    on a loopback address only (see serving_secret).
+    on a loopback address only (see serving_secret). `announce` is called once the port is bound.
     """
     secret = serving_secret(host, development)
     try:
-        import waitress
-    except ModuleNotFoundError:
-        raise MissingExtraError("newsletter serve", "web") from None
-    from .events import sns_handler
+        from .events import sns_handler
+        from .guarded_server import create_server
+        from .web import CONFIRMATIONS, create_app
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] in WEB_STACK:
+            raise MissingExtraError("newsletter serve", "web") from None
+        raise
     from .store import open_store
 
     store = open_store(settings.database_url)
-    handler = sns_handler(settings, store=store, transient_limit=settings.ses.transient_bounces)
-    app = create_app(settings, store, events_handler=handler, secret=secret, development=development)
-    worker = app.extensions[CONFIRMATIONS]
-    worker.start()  # first sends what an earlier run left due
     try:
-        waitress.serve(app, **waitress_options(host, port, threads, trusted_proxy))
+        handler = sns_handler(settings, store=store, transient_limit=settings.ses.transient_bounces)
+        app = create_app(settings, store, events_handler=handler, secret=secret, development=development)
+        server = listen(create_server, app, host, port, waitress_options(host, port, threads, trusted_proxy))
+        if announce is not None:
+            announce()
+        worker = app.extensions[CONFIRMATIONS]
+        worker.start()  # first sends what an earlier run left due
+        try:
+            server.run()
+        finally:
+            worker.stop()
+            server.close()
     finally:
-        worker.stop()
         store.close()
+
+
+def listen(create_server: Callable[..., Any], app: Any, host: str, port: int, options: dict[str, Any]) -> Any:
+    """The server bound to host:port; a host or port it cannot use is a one-line ConfigError naming the option."""
+    try:
+        return create_server(app, **options)
+    except ValueError:  # waitress: getaddrinfo refused the host (the port is checked by the CLI)
+        raise ConfigError(
+            "--host",
+            f"{host} is neither an IP address nor a name that resolves",
+            "use an address such as 127.0.0.1, or 0.0.0.0 for every interface",
+        ) from None
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                "--port", f"{port} is already in use on {host}", "stop what listens there, or choose another --port"
+            ) from None
+        if err.errno == errno.EACCES:
+            raise ConfigError(
+                "--port", f"{port} needs privileges on {host}", "choose a port above 1023 behind a reverse proxy"
+            ) from None
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(
+                "--host",
+                f"{host} is not an address of this machine",
+                "use one of its addresses, 127.0.0.1, or 0.0.0.0 for every interface",
+            ) from None
+        raise ConfigError(
+            "--host", f"cannot listen on {host} port {port}: {err.strerror or err}", "check --host and --port"
+        ) from None

@@ -194,50 +194,140 @@ def test_a_restarted_server_sends_the_confirmations_left_due(serve, publication:
         assert verify_confirm_token(REAL_SECRET.encode(), settings.list_id, token, max_age=60) is not None
 
 
-SLOW_CLIENTS = 150
+def _is_open(sock: socket.socket) -> bool:
+    """Whether the server still holds this connection (nothing to read yet), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:  # reset by the server
+        return False
+
+
+def _drip(sockets: list[socket.socket], data: bytes, pace: float, stop: threading.Event) -> threading.Thread:
+    """Send `data` a byte every `pace` seconds on every socket (the way a slow client does), until `stop`."""
+
+    def drip() -> None:
+        for position in range(len(data)):
+            for slow in sockets:
+                try:
+                    slow.send(data[position : position + 1])
+                except OSError:
+                    pass
+            if stop.wait(pace):
+                return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    return thread
 
 
 def test_slow_clients_do_not_block_normal_requests(serve) -> None:
-    """150 clients sending their headers a byte every 2 s; a normal request still answers at once."""
+    """170 clients sending their headers a byte a second, 70 of them from one address: that address keeps its
+    50 and the 20 more are closed; a normal request from another address still answers at once."""
+    from newsletter.server import PER_ADDRESS_LIMIT
+
     url = serve()
     port = int(url.rsplit(":", 1)[1])
     request = b"GET /subscribe HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000 + b"\r\n\r\n"
-    sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(SLOW_CLIENTS)]
+    crowd = {"127.0.0.3": PER_ADDRESS_LIMIT + 20, "127.0.0.4": PER_ADDRESS_LIMIT, "127.0.0.5": PER_ADDRESS_LIMIT}
+    sockets = {
+        address: [
+            socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0)) for _ in range(count)
+        ]
+        for address, count in crowd.items()
+    }
+    every = [slow for group in sockets.values() for slow in group]
     stop = threading.Event()
-
-    def drip() -> None:
-        position = 0
-        while not stop.is_set() and position < len(request):
-            for slow in sockets:
-                try:
-                    slow.send(request[position : position + 1])
-                except OSError:
-                    pass
-            position += 1
-            stop.wait(2.0)  # the pace of a slow client
-
-    dripping = threading.Thread(target=drip, daemon=True)
-    dripping.start()
+    dripping = _drip(every, request, 1.0, stop)
     try:
         for _ in range(3):
             started = time.monotonic()
-            answer = requests.get(url + "/subscribe", timeout=10)
+            answer = requests.get(url + "/subscribe", timeout=10)  # from 127.0.0.1
             took = time.monotonic() - started
             assert answer.status_code == 200 and took < 3.0, took
-        # every slow client is still connected (accepted and waiting), not turned away
-        open_ones = 0
-        for slow in sockets:
-            slow.setblocking(False)
-            try:
-                open_ones += slow.recv(1) != b""
-            except BlockingIOError:
-                open_ones += 1
-        assert open_ones == SLOW_CLIENTS
+        wait_until(
+            lambda: sum(map(_is_open, sockets["127.0.0.3"])) == PER_ADDRESS_LIMIT, 10, "the 20 beyond the limit closed"
+        )
+        assert all(_is_open(slow) for slow in sockets["127.0.0.4"] + sockets["127.0.0.5"])
     finally:
         stop.set()
         dripping.join(5)
-        for slow in sockets:
+        for slow in every:
             slow.close()
+
+
+class _Guarded:
+    """newsletter's guarded waitress server in a thread with a one-line app, for limits set small."""
+
+    def __init__(self, **options) -> None:
+        from newsletter.guarded_server import create_server
+
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+            return [b"ok"]
+
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=2, **options)
+        self.port = self.server.effective_port
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        def close_every_channel() -> None:
+            for channel in list(self.server._map.values()):
+                channel.close()
+
+        self.server.trigger.pull_trigger(close_every_channel)
+        self.thread.join(10)
+        self.server.task_dispatcher.shutdown()
+
+    def get(self, sock: socket.socket) -> bytes:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"ok"):
+            answer += sock.recv(4096)
+        return answer
+
+
+def test_a_request_whose_headers_trickle_is_closed_at_the_header_deadline() -> None:
+    """A client that sends a byte every 0.2 s is never idle, yet is closed once its headers are 2 s late;
+    a kept-alive connection idle between requests for as long is not (channel_timeout covers that)."""
+    server = _Guarded(header_timeout=2, cleanup_interval=1, channel_timeout=60)
+    stop = threading.Event()
+    try:
+        kept = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        assert server.get(kept).startswith(b"HTTP/1.1 200")
+        trickler = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        started = time.monotonic()
+        dripping = _drip([trickler], b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 10_000, 0.2, stop)
+        wait_until(lambda: not _is_open(trickler), 15, "the trickling connection to be closed")
+        took = time.monotonic() - started
+        assert 2.0 <= took < 10.0, took
+        assert _is_open(kept)  # idle as long, but between requests
+        kept.setblocking(True)
+        assert server.get(kept).startswith(b"HTTP/1.1 200")
+    finally:
+        stop.set()
+        server.close()
+    dripping.join(5)
+
+
+@pytest.mark.parametrize("trusted_proxy", [None, "127.0.0.1"])
+def test_the_per_address_limit_spares_the_trusted_proxy(trusted_proxy: str | None) -> None:
+    """Beyond 3 connections from one address, the rest are closed at accept; the trusted proxy has no limit."""
+    options = {"trusted_proxy": trusted_proxy, "trusted_proxy_headers": "x-forwarded-for"} if trusted_proxy else {}
+    server = _Guarded(per_address_limit=3, **options)
+    try:
+        sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(6)]
+        other = socket.create_connection(("127.0.0.1", server.port), timeout=5, source_address=("127.0.0.2", 0))
+        assert server.get(other).startswith(b"HTTP/1.1 200")  # accepted after the six: each was let in or not
+        expected = 6 if trusted_proxy else 3
+        wait_until(lambda: sum(map(_is_open, sockets)) == expected, 10, f"{expected} connections open")
+        for sock in sockets:
+            sock.close()
+    finally:
+        server.close()
 
 
 def test_development_mode_with_a_real_secret_uses_it_and_says_only_what_is_true(serve) -> None:
@@ -246,3 +336,56 @@ def test_development_mode_with_a_real_secret_uses_it_and_says_only_what_is_true(
     assert answer.headers["X-Newsletter-Development"] == "this server answers on this machine only."
     assert "Development mode:</strong> this server answers on this machine only." in answer.text
     assert "development secret" not in answer.text
+
+
+def test_a_port_in_use_or_a_host_that_cannot_be_used_is_one_line(publication: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cases = [
+        ("127.0.0.1", str(port), f"Error: --port: {port} is already in use on 127.0.0.1 (stop what listens there"),
+        ("256.1.1.1", "0", "Error: --host: 256.1.1.1 is neither an IP address nor a name that resolves (use "),
+        ("nonexistent.invalid", "0", "Error: --host: nonexistent.invalid is neither an IP address nor a name that "),
+        ("192.0.2.1", "0", "Error: --host: 192.0.2.1 is not an address of this machine (use one of its addresses"),
+    ]
+    try:
+        for host, port_given, expected in cases:
+            done = subprocess.run(
+                _serve_command(publication, "--host", host, "--port", port_given),
+                env=_env(REAL_SECRET),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 1 and done.stdout == "", (host, done.stdout, done.stderr)
+            assert "Traceback" not in done.stderr and "Error:" not in done.stderr.rsplit("\n", 2)[0], done.stderr
+            assert done.stderr.splitlines()[-1].startswith(expected), (host, done.stderr)  # after the SNS warning
+    finally:
+        taken.close()
+
+
+REFUSE_FLASK = """
+import importlib.abc, sys
+
+class RefuseFlask(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "flask" or name.startswith("flask."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, RefuseFlask())
+"""
+
+
+def test_serve_without_flask_names_the_extra_to_install(publication: Path, tmp_path: Path) -> None:
+    """As if Flask were not installed (a sitecustomize refuses to import it): the one MissingExtraError line."""
+    (tmp_path / "no_flask").mkdir()
+    (tmp_path / "no_flask" / "sitecustomize.py").write_text(REFUSE_FLASK)
+    env = _env(REAL_SECRET) | {"PYTHONPATH": str(tmp_path / "no_flask")}
+    done = subprocess.run(
+        _serve_command(publication, "--port", str(free_port())), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == "Error: newsletter serve needs the web extra (pip install 'newsletter[web]')\n"
