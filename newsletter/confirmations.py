@@ -1,9 +1,10 @@
 """The confirmation-mail worker: sends the double opt-in mails that web sign-ups left due in the store.
 
-The sign-up request only marks its pending row due (`request_subscription`) and answers, so the answer takes
-as long for a new address as for a known one. This worker, a thread of `newsletter serve`, claims due rows
-(one process gets each, see `claim_confirmations`), sends each mail through the configured transport and
-clears the mark. Whatever a stopped server left due is sent by the next one.
+The sign-up request only marks its pending row due (`request_subscription`, the same statement for a new
+address as for a known one) and answers; the worker is woken after the answer, and waits WAKE_DELAY before
+it sends, so the answer takes as long for a new address as for a known one. This worker, a thread of
+`newsletter serve`, claims due rows (one process gets each, see `claim_confirmations`), sends each mail
+through the configured transport and clears the mark. Whatever a stopped server left due is sent by the next one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .transports import OutgoingMessage, SendStatus, open_transport
 
 LEASE = dt.timedelta(minutes=10)  # a claim not finished by then (a crash) is due again
 POLL_SECONDS = 5.0  # how often the worker looks for rows other processes marked due
+WAKE_DELAY = 0.25  # seconds a wake waits before sending, so the sending never overlaps the answer that woke it
 
 log = logging.getLogger("newsletter.confirmations")
 
@@ -48,6 +50,7 @@ class ConfirmationWorker:
         clock: Callable[[], float] = time.time,
         poll_seconds: float = POLL_SECONDS,
         lease: dt.timedelta = LEASE,
+        wake_delay: float = WAKE_DELAY,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -56,12 +59,17 @@ class ConfirmationWorker:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.lease = lease
+        self.wake_delay = wake_delay
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def wake(self) -> None:
-        """Look for due mails now (a sign-up just marked one)."""
+        """Look for due mails in `wake_delay` seconds (a sign-up just answered; its mail may be due).
+
+        The web app calls this once a sign-up's answer has been written, for new and known addresses alike;
+        the delay keeps the thread's work (store, rendering, SMTP) off the CPU while that answer is sent.
+        """
         self._wake.set()
 
     def start(self) -> None:
@@ -87,7 +95,8 @@ class ConfirmationWorker:
                     pass
             except Exception:  # a broken store or transport must not kill the thread; the rows stay due
                 log.exception("confirmation mails not sent; trying again in %s s", self.poll_seconds)
-            self._wake.wait(self.poll_seconds)
+            if self._wake.wait(self.poll_seconds) and not self._stop.is_set():
+                self._stop.wait(self.wake_delay)  # the answer that woke it goes out first
 
     def send_due(self) -> int:
         """Claim and send one batch of due confirmations; the number claimed (0: nothing was due)."""

@@ -314,9 +314,12 @@ def create_app(
             consent=f"web form, {settings.base_url}/subscribe",
             confirm=per_address.allow(email.lower()),
         )
-        confirmations.wake()  # the mail goes out after this answer, from the worker thread
         # The same answer, in the same time, whether the address was new, known, or refused: no enumeration.
-        return subscribe_page(lang, state="sent")
+        # The worker is woken for every sign-up, and only once the answer has been written, so its sending
+        # never competes with this answer (see ConfirmationWorker.wake).
+        response = subscribe_page(lang, state="sent")
+        response.call_on_close(confirmations.wake)
+        return response
 
     @app.route("/confirm", methods=["GET", "POST"])
     def confirm() -> Response:

@@ -132,44 +132,74 @@ def test_a_claim_left_by_a_crash_is_sent_after_its_lease(database_url: str, publ
         assert [e.rcpt_tos for e in handler.envelopes] == [["crash@example.com"]] and _due(store) == 0
 
 
-def test_sign_up_time_does_not_tell_new_addresses_from_known_ones(publication: Path, slow_smtp, run) -> None:
-    """Median answer times for new and known addresses differ by less than a quarter of one SMTP delivery.
+SIGN_UP_ROUNDS = 400  # pairs of sign-ups: one new address, one known
+BEST_GUESS = 0.60  # the most either classifier below may get right; 0.5 is a coin
 
-    Sending inside the request made every new address wait for the SMTP server (here at least SMTP_DELAY
-    = 200 ms; 7.8x in the report). Now the request only writes a row, so the difference is a few ms of
-    store writes. The bound, SMTP_DELAY / 4 = 50 ms, leaves room for a loaded machine and still fails when
-    even one message is sent inline.
+
+def _median_split_accuracy(timings: list[tuple[str, float]]) -> float:
+    """How often "slower than the pooled median means new" is right: 0.5 when time says nothing."""
+    cut = statistics.median(t for _, t in timings)
+    right = sum((kind == "new") == (took > cut) for kind, took in timings)
+    return right / len(timings)
+
+
+def _paired_accuracy(timings: list[tuple[str, float]]) -> float:
+    """How often "the slower of two adjacent sign-ups is the new one" is right: 0.5 when time says nothing."""
+    pairs = [(timings[i], timings[i + 1]) for i in range(0, len(timings), 2)]
+    return sum((first[1] > second[1]) == (first[0] == "new") for first, second in pairs) / len(pairs)
+
+
+def test_sign_up_time_does_not_tell_new_addresses_from_known_ones(publication: Path, smtp_server, run) -> None:
+    """An attacker's two simple classifiers get no more than 60 % of new-or-known right (a coin gets 50 %).
+
+    The report's attack: one timed POST /subscribe per address, over real waitress, with SMTP confirmations.
+    Here 400 new and 400 known (active) addresses are signed up in adjacent pairs, the order within each
+    pair drawn at random (fixed seed), so the worker's sending after an earlier new address falls on either
+    kind alike. Why these statistics on a loaded 2-core machine: both use only the order of times, so a
+    50 ms stall moves one vote, not a mean; the paired one compares requests ~10 ms apart, so the load of
+    other processes, which drifts over seconds, hits both of a pair and cancels. With no difference they
+    are binomial: spreads of 2.5 % (400 pairs) and 1.8 % (800 times), so 60 % is four spreads away or more.
+    Measured here under load (medians 4-8 ms): before, pooled 54-65 %, paired 63-71 %; a store write that
+    differed by 0.3-0.4 ms gave paired 57-74 %; now 47-54 %. Load only adds noise, which lowers both.
     """
-    handler, port = slow_smtp
+    import random
+
+    handler, port = smtp_server
     assert run("build").exit_code == 0
     settings = _smtp_settings(publication, port, load_settings(publication).database_url)
-    rounds = 21
+    draw = random.Random(8)
     with open_store(settings.database_url) as store:
-        known = [add_subscriber(store, f"known{n}@example.com").email for n in range(rounds)]
+        known = [add_subscriber(store, f"known{n}@example.com").email for n in range(SIGN_UP_ROUNDS)]
         app = create_app(settings, store, secret=SECRET, sign_ups_per_client=10_000)
         worker = app.extensions[CONFIRMATIONS]
         worker.start()
         server = WebServer(app)
         try:
-            timings: dict[str, list[float]] = {"new": [], "known": []}
+            timings: list[tuple[str, float]] = []
             session = requests.Session()
-            for n in range(rounds):
-                for kind, address in (("new", f"new{n}@example.com"), ("known", known[n])):
+            for _ in range(20):  # warm up: connections, caches, the worker's first mails
+                session.post(f"{server.url}/subscribe", data={"email": known[0], "lang": "en"}, timeout=10)
+            for n in range(SIGN_UP_ROUNDS):
+                pair = [("new", f"new{n}@example.com"), ("known", known[n])]
+                draw.shuffle(pair)
+                for kind, address in pair:
                     started = time.perf_counter()
                     answer = session.post(f"{server.url}/subscribe", data={"email": address, "lang": "en"}, timeout=10)
-                    timings[kind].append(time.perf_counter() - started)
+                    timings.append((kind, time.perf_counter() - started))
                     assert answer.status_code == 200 and "Check your inbox" in answer.text
-            wait_until(lambda: len(handler.envelopes) == rounds, 60, "the confirmation mails")
+            wait_until(lambda: len(handler.envelopes) == SIGN_UP_ROUNDS, 60, "the confirmation mails")
         finally:
             server.close()
             worker.stop()
-        new, old = statistics.median(timings["new"]), statistics.median(timings["known"])
-        print(f"median sign-up: new {new * 1000:.1f} ms, known {old * 1000:.1f} ms")
-        assert abs(new - old) < SMTP_DELAY / 4, timings
+        pooled, paired = _median_split_accuracy(timings), _paired_accuracy(timings)
+        medians = {k: statistics.median(t for kind, t in timings if kind == k) * 1000 for k in ("new", "known")}
+        print(f"median sign-up: new {medians['new']:.2f} ms, known {medians['known']:.2f} ms; ", end="")
+        print(f"told apart: pooled {pooled:.1%}, paired {paired:.1%}")
+        assert pooled <= BEST_GUESS and paired <= BEST_GUESS, (pooled, paired, medians)
         assert sorted(a for e in handler.envelopes for a in e.rcpt_tos) == sorted(
-            f"new{n}@example.com" for n in range(rounds)
+            f"new{n}@example.com" for n in range(SIGN_UP_ROUNDS)
         )
-        for n in range(rounds):
+        for n in range(SIGN_UP_ROUNDS):
             assert subscriber_by_email(store, f"new{n}@example.com").status == SubscriberStatus.PENDING
 
 
@@ -188,3 +218,32 @@ def test_the_worker_thread_survives_a_transport_that_is_down(
             assert worker.alive() and _due(store) == 1  # still due: nothing was lost
         finally:
             worker.stop()
+
+
+def test_a_sign_up_marks_due_only_those_who_may_confirm(database_url: str) -> None:
+    """The one INSERT … ON CONFLICT statement keeps each case's meaning, on SQLite and PostgreSQL."""
+    from newsletter.store import record_unsubscribe, remove_subscriber
+
+    with open_store(database_url) as store:
+        active = add_subscriber(store, "active@example.com")
+        gone = add_subscriber(store, "gone@example.com")
+        record_unsubscribe(store, gone.id, "page")
+        bounced = add_subscriber(store, "bounced@example.com", status=SubscriberStatus.BOUNCED)
+        add_subscriber(store, "removed@example.com")
+        assert remove_subscriber(store, "removed@example.com")
+
+        new, was_new = request_subscription(store, "New@Example.com", "ko", consent="web form", confirm=True)
+        assert was_new and new is not None and new.status == SubscriberStatus.PENDING and new.lang == "ko"
+        again, was_new = request_subscription(store, "new@example.com", "en", consent="web form", confirm=False)
+        assert not was_new and again is not None and again.id == new.id
+        back, _ = request_subscription(store, "gone@example.com", "en", consent="web form", confirm=True)
+        assert back is not None and back.id == gone.id
+        for address in ["active@example.com", "bounced@example.com", "removed@example.com"]:
+            assert request_subscription(store, address, "en", consent="web form", confirm=True) == (None, False)
+        assert subscriber_by_email(store, "removed@example.com") is None  # a removed address gets no row again
+        with store.engine.connect() as conn:
+            due = dict(conn.execute(sa.select(subscribers.c.email, subscribers.c.confirmation_due_at)).all())
+        assert due["active@example.com"] is None and due["bounced@example.com"] is None
+        assert due["New@Example.com"] is not None and due["gone@example.com"] is not None
+        assert subscriber_by_email(store, "active@example.com").status == SubscriberStatus.ACTIVE
+        assert subscriber_by_email(store, "bounced@example.com").id == bounced.id and active.id

@@ -229,33 +229,58 @@ def request_subscription(
     """
     stamp = now()
     due = stamp if confirm else None
+    key = email_key(email)
     with store.begin() as conn:
-        if is_suppressed(conn, email):
-            return None, False
+        suppressed = is_suppressed(conn, email)
         existing = find_subscriber(conn, email)
+        # One statement for every address, new or known: insert the pending row unless the address is
+        # suppressed; on a known one, mark it due again only if it may confirm. The same Python and SQL work
+        # either way (then the row is read back), so the answer time does not tell a known address from a new one.
+        fresh = {
+            "email": email,
+            "email_key": key,
+            "name": "",
+            "lang": lang,
+            "status": SubscriberStatus.PENDING.value,
+            "source": "web",
+            "created_at": stamp,
+            "attributes": {"consent": consent, "consent_at": stamp.isoformat()},
+            "confirmation_due_at": due,
+        }
+        values = sa.select(*[sa.literal(value, subscribers.c[name].type) for name, value in fresh.items()]).where(
+            ~sa.exists().where(suppressions.c.email_hash == email_hash(email))
+        )
+        again = sa.case(
+            (
+                sa.and_(subscribers.c.status.in_([s.value for s in _CONFIRMABLE]), sa.literal(due is not None)),
+                sa.literal(due, subscribers.c.confirmation_due_at.type),
+            ),
+            else_=subscribers.c.confirmation_due_at,
+        )
+        insert = _upsert(conn)(subscribers).from_select(list(fresh), values)
+        conn.execute(
+            insert.on_conflict_do_update(index_elements=[subscribers.c.email_key], set_={"confirmation_due_at": again})
+        )
+        row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == key)).first()
+        if suppressed or row is None:
+            return None, False
         if existing is None:
-            result = conn.execute(
-                subscribers.insert().values(
-                    email=email,
-                    email_key=email_key(email),
-                    name="",
-                    lang=lang,
-                    status=SubscriberStatus.PENDING,
-                    source="web",
-                    created_at=stamp,
-                    attributes={"consent": consent, "consent_at": stamp.isoformat()},
-                    confirmation_due_at=due,
-                )
-            )
-            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == _inserted_id(result))).one()
             return _subscriber(row), True
-        if existing.status in {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}:
-            if due is not None:
-                conn.execute(
-                    subscribers.update().where(subscribers.c.id == existing.id).values(confirmation_due_at=due)
-                )
-            return existing, False
-        return None, False
+        return (existing, False) if existing.status in _CONFIRMABLE else (None, False)
+
+
+def _upsert(conn: Connection) -> Any:
+    """The dialect's INSERT … ON CONFLICT construct (SQLite and PostgreSQL both have one)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+_CONFIRMABLE = {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}  # due a new confirmation on a sign-up
 
 
 def claim_confirmations(store: Store, *, lease: dt.timedelta, limit: int = 50) -> list[tuple[Subscriber, dt.datetime]]:
