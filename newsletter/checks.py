@@ -130,6 +130,8 @@ def check_publication(settings: Settings, templates: Templates) -> tuple[list[Pr
             templates.html.get_template(name) if not name.endswith(
                 (".txt.j2", ".md.j2")
             ) else templates.text.get_template(name)
+        except NewsletterError as err:  # names its file already (an unreadable template)
+            problems.append(Problem("error", str(err)))
         except Exception as err:  # noqa: BLE001 - every template failure is reported the same way
             line = getattr(err, "lineno", None)
             problems.append(Problem("error", f"templates/{name}{f':{line}' if line else ''}: {err}"))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .files import read_regular_file
 
 if TYPE_CHECKING:
     from email.headerregistry import Address
@@ -32,6 +33,7 @@ BASE_URL_LIMIT = 500  # List-Unsubscribe carries it unfolded, with the token and
 LIST_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+$")  # RFC 2919 §2
 LIST_ID_LIMIT = 255  # RFC 2919 §2
 AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+CONFIG_FILE_LIMIT = 1_000_000  # bytes of pyproject.toml; a publication's is about 2 KB
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,11 @@ def find_root(start: Path) -> Path:
     start = start.resolve()
     for folder in (start, *start.parents):
         candidate = folder / CONFIG_FILE
-        if candidate.is_file() and b"[tool.newsletter" in candidate.read_bytes():
+        if not candidate.exists():
+            continue
+        if b"[tool.newsletter" in read_regular_file(
+            candidate, str(candidate), limit=CONFIG_FILE_LIMIT, fail=ConfigError
+        ):
             return folder
     raise ConfigError(str(start), "no pyproject.toml with [tool.newsletter] here or above", "pass --root DIR")
 
@@ -211,7 +217,8 @@ def load_settings(root: Path) -> Settings:
     """Read and check the publication settings at `root`."""
     path = root / CONFIG_FILE
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = read_regular_file(path, str(path), limit=CONFIG_FILE_LIMIT, fail=ConfigError)
+        document = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(str(path), "not found", "pass --root DIR of a publication") from err
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

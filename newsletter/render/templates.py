@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import posixpath
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,10 @@ import jinja2
 
 from ..config import Settings
 from ..errors import TemplateError
+from ..files import read_regular_file
 
 STRINGS_FILE = "strings.toml"
+FILE_LIMIT = 1_000_000  # bytes of a template, strings.toml or email.css; the sample's largest is about 10 KB
 REQUIRED_TEMPLATES = (
     "email.mjml.j2",
     "email.txt.j2",
@@ -48,10 +52,7 @@ class Templates:
 
     def read(self, name: str) -> str:
         """The text of a non-template file in the templates folder (such as email.css)."""
-        try:
-            return (self.folder / name).read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError) as err:
-            raise TemplateError(f"templates/{name}", f"cannot be read: {err}", "restore it from the sample") from None
+        return read_template_file(self.folder / name, f"templates/{name}")
 
     def preload(self, *names: str) -> None:
         """Compile templates now (before worker processes fork, so each does not compile them again)."""
@@ -81,6 +82,40 @@ class Templates:
         except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as err:
             where = f"templates/{name}:{_template_line(err, self.folder)}"
             raise TemplateError(where, f"{type(err).__name__}: {err}", "fix the template") from None
+
+
+def read_template_file(path: Path, where: str) -> str:
+    """The UTF-8 text of a file in the templates folder; anything but a regular file is refused unread."""
+    try:
+        raw = read_regular_file(path, where, limit=FILE_LIMIT, fail=TemplateError)
+    except FileNotFoundError:
+        raise TemplateError(where, "not found", "restore it from the sample") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TemplateError(where, f"byte 0x{raw[err.start]:02x} is not UTF-8", "save the file as UTF-8") from None
+
+
+class _TemplateLoader(jinja2.FileSystemLoader):
+    """Jinja's file loader, but a template that is not a regular file (a FIFO, a device, a folder) or is over
+    FILE_LIMIT is refused with a TemplateError naming it, instead of blocking or reading "not found"."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        pieces = jinja2.loaders.split_template_path(template)  # refuses .. and the like
+        folder = self.searchpath[0]
+        filename = posixpath.join(folder, *pieces)
+        if not os.path.lexists(filename):
+            raise jinja2.TemplateNotFound(template)
+        text = read_template_file(Path(filename), f"templates/{'/'.join(pieces)}")
+        mtime = os.path.getmtime(filename)
+        return text, os.path.normpath(filename), lambda: _mtime(filename) == mtime
+
+
+def _mtime(filename: str) -> float | None:
+    try:
+        return os.path.getmtime(filename)
+    except OSError:
+        return None
 
 
 def _template_line(err: BaseException, folder: Path) -> int:
@@ -117,19 +152,17 @@ def load_templates(settings: Settings) -> Templates:
     folder = settings.templates_dir
     if not folder.is_dir():
         raise TemplateError(str(folder), "not found", "copy templates/ from the sample publication")
-    strings_path = folder / STRINGS_FILE
+    strings_text = read_template_file(folder / STRINGS_FILE, f"templates/{STRINGS_FILE}")
     try:
-        strings = tomllib.loads(strings_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TemplateError(f"templates/{STRINGS_FILE}", "not found", "restore it from the sample") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        strings = tomllib.loads(strings_text)
+    except tomllib.TOMLDecodeError as err:
         raise TemplateError(f"templates/{STRINGS_FILE}", f"is not valid TOML: {err}", "fix the syntax") from None
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             digest.update(path.relative_to(folder).as_posix().encode())
             digest.update(path.read_bytes())
-    loader = jinja2.FileSystemLoader(str(folder))
+    loader = _TemplateLoader(str(folder))
     common: dict[str, Any] = {
         "loader": loader,
         "undefined": jinja2.StrictUndefined,
