@@ -106,8 +106,9 @@ def encode_display_name(name: str) -> str:
 
     ASCII: an RFC 5322 quoted-string, folded before its spaces (unfolding gives the same name back).
     Otherwise RFC 2047 encoded-words, and so is a name holding `=?`: mail clients (and Python's email
-    package) decode an encoded-word even inside a quoted-string, so only encoding it keeps it literal. Only the first DISPLAY_NAME_LIMIT characters are used, so even
-    a run with no space to fold at keeps the line far below RFC 5322's 998 octets.
+    package) decode an encoded-word even inside a quoted-string, so only encoding it keeps it literal.
+    Only the first DISPLAY_NAME_LIMIT characters are used, so even a run with no space to fold at keeps
+    the line far below RFC 5322's 998 octets.
     """
     name = name[:DISPLAY_NAME_LIMIT]
     if not name:
