@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import click
 
 from . import __version__
 from .config import TRANSPORTS, Settings, find_root, load_settings
-from .errors import NewsletterError
+from .errors import NewsletterError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,10 +33,26 @@ def reports_errors(command: F) -> F:
         except NewsletterError as err:
             raise click.ClickException(str(err)) from None
         except OSError as err:
-            where = getattr(err, "filename", None) or "file system"
-            raise click.ClickException(f"{where}: {err.strerror or err} (check the path and permissions)") from None
+            where = one_line(str(getattr(err, "filename", None) or "file system"))
+            what = one_line(str(err.strerror or err))
+            raise click.ClickException(f"{where}: {what} (check the path and permissions)") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class MessageRate(click.FloatRange):
+    """Messages per second: at least 0.01 and finite (FloatRange alone lets nan and inf through)."""
+
+    name = "rate"
+
+    def __init__(self) -> None:
+        super().__init__(min=0.01)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of messages per second", param, ctx)
+        return number
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -193,21 +210,20 @@ def subscribers() -> None:
 def subscribers_add(ctx: click.Context, email: str, name: str, lang: str | None) -> None:
     """Add one active subscriber. Example: newsletter subscribers add kim@example.com --lang ko"""
     from .store import add_subscriber
-    from .subscriber_csv import NAME_LIMIT, normalise_address
+    from .subscriber_csv import name_problem, normalise_address
 
     settings = settings_of(ctx)
     try:
         address = normalise_address(email)
     except ValueError as err:
-        raise click.BadParameter(f"'{email}' is not a valid address ({err})", param_hint="EMAIL") from None
+        raise click.BadParameter(f"'{one_line(email)}' is not a valid address ({err})", param_hint="EMAIL") from None
     if lang is not None and lang not in settings.all_languages:
-        raise click.BadParameter(f"'{lang}' is not one of {', '.join(settings.all_languages)}", param_hint="--lang")
-    if any(ch in name for ch in "\r\n\0"):
-        raise click.BadParameter("the name must be one line", param_hint="--name")
-    if len(name) > NAME_LIMIT:
         raise click.BadParameter(
-            f"the name is {len(name):,} characters long (at most {NAME_LIMIT})", param_hint="--name"
+            f"'{one_line(lang)}' is not one of {', '.join(settings.all_languages)}", param_hint="--lang"
         )
+    problem = name_problem(name)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--name")
     with _store(settings) as store:
         subscriber = add_subscriber(store, address, name=name, lang=lang, source="cli")
     click.echo(f"Added {subscriber.email} ({subscriber.status})")
@@ -234,7 +250,7 @@ def subscribers_import(ctx: click.Context, file: Path, skip_invalid: bool) -> No
         click.echo(problem, err=True)
     if report.problems and not skip_invalid:
         raise click.ClickException(
-            f"{file}: {len(report.problems)} bad row(s) of {report.rows}; nothing imported "
+            f"{one_line(str(file))}: {len(report.problems)} bad row(s) of {report.rows}; nothing imported "
             "(fix them, or pass --skip-invalid to import the good rows)"
         )
     counts = report.counts
@@ -251,7 +267,7 @@ def subscribers_import(ctx: click.Context, file: Path, skip_invalid: bool) -> No
 @click.pass_context
 @reports_errors
 def subscribers_export(ctx: click.Context, file: Path | None, status: str | None) -> None:
-    """Write subscribers as CSV to FILE (or standard output); cells never start a spreadsheet formula.
+    """Write subscribers as CSV to FILE (or standard output, also for `-`); cells never start a spreadsheet formula.
 
     Example: newsletter subscribers export backup.csv
     """
@@ -264,7 +280,7 @@ def subscribers_export(ctx: click.Context, file: Path | None, status: str | None
 
     settings = settings_of(ctx)
     with _store(settings) as store:
-        if file is None:
+        if file is None or str(file) == "-":
             export_subscribers(store, sys.stdout, SubscriberStatus(status) if status else None)
             return
         # Private (0600, like the store) and a temporary name of its own; the file appears whole or not at all.
@@ -276,7 +292,7 @@ def subscribers_export(ctx: click.Context, file: Path | None, status: str | None
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-    click.echo(f"Exported {count} subscriber(s) to {file}", err=True)
+    click.echo(f"Exported {count} subscriber(s) to {one_line(str(file))}", err=True)
 
 
 @subscribers.command("list")
@@ -365,7 +381,7 @@ def subscribers_count(ctx: click.Context) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--test", "test_address", metavar="ADDR", help="Send one copy of each edition to ADDR only.")
 @click.option("--dry-run", is_flag=True, help="Build every message, send none, and say who would get what.")
-@click.option("--rate", type=click.FloatRange(min=0.01), help="At most this many messages per second.")
+@click.option("--rate", type=MessageRate(), help="At most this many messages per second.")
 @click.option("--allow-partial", is_flag=True, help="With SES: send what the 24-hour quota allows, the rest later.")
 @click.option("--resend", is_flag=True, help="Send an issue that was sent already to everyone again.")
 @click.pass_context

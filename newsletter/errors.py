@@ -6,6 +6,18 @@ NewsletterError subclass of the "keep going" kind: a bad setting stops a run bef
 
 from __future__ import annotations
 
+import re
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: each would break the line or
+# drive the terminal (an ESC starts an ANSI sequence), so a message shows them escaped, as repr() does.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character escaped (\\r, \\n, \\x1b, …): it stays one line and cannot
+    inject a terminal escape. Text without them (escaped text too) comes back as it is."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
 
 class NewsletterError(Exception):
     """Base class: a problem the user can fix, reported as one line."""
@@ -17,8 +29,10 @@ class NewsletterError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
-        return f"{text} ({self.hint})" if self.hint else text
+        """`<where>: <what> (<hint>)` on one line: control characters from input are shown escaped."""
+        where, message, hint = one_line(self.where), one_line(self.message), one_line(self.hint)
+        text = f"{where}: {message}" if where else message
+        return f"{text} ({hint})" if hint else text
 
 
 class IssueError(NewsletterError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
 from .config import LANGUAGE_PATTERN
-from .errors import NewsletterError
+from .errors import NewsletterError, one_line
+from .files import read_regular_file
 from .store import (
     ImportCounts,
     Store,
@@ -33,6 +35,7 @@ from .store import (
 _COLUMNS = metadata.tables["subscribers"].c
 NAME_LIMIT = cast(sa.String, _COLUMNS.name.type).length or 200  # characters the store keeps (PostgreSQL refuses more)
 SOURCE_LIMIT = cast(sa.String, _COLUMNS.source.type).length or 200
+CSV_LIMIT = 200_000_000  # bytes of an imported CSV: a million subscribers at 200 bytes a row
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: spreadsheets run these
 EXPORT_COLUMNS = [
     "email",
@@ -68,9 +71,10 @@ def normalise_address(text: str) -> str:
 
 def read_rows(path: Path, report: ImportReport, languages: tuple[str, ...]) -> list[dict[str, Any]]:
     """Good rows of the CSV at `path`; every bad row is added to `report.problems` with its line number."""
-    where = str(path)
+    where = one_line(str(path))  # each problem line shows it
+    raw = read_regular_file(path, where, limit=CSV_LIMIT)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise NewsletterError(
             where, f"is not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})", "save it as UTF-8 CSV"
@@ -108,6 +112,28 @@ def _shown(text: str, limit: int = 80) -> str:
     if cut.isprintable():
         return f"'{cut}'"
     return repr(cut)
+
+
+def name_problem(name: str) -> str:
+    """Why `name` cannot be a subscriber's name, as `<what> (<what to do>)`; empty when it can.
+
+    A control character would break out of the To: header or drive a terminal; the store keeps NAME_LIMIT.
+    """
+    control = next((ch for ch in name if unicodedata.category(ch) == "Cc"), None)
+    if control is not None:
+        return f"the name contains {_control_name(control)} (remove it)"
+    if len(name) > NAME_LIMIT:
+        return f"the name is {len(name):,} characters long (shorten it to {NAME_LIMIT} at most)"
+    return ""
+
+
+def _control_name(ch: str) -> str:
+    """How a message names a control character: a line break, a tab, or its code point."""
+    if ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85":
+        return "a line break"
+    if ch == "\t":
+        return "a tab"
+    return f"the control character U+{ord(ch):04X}"
 
 
 def _blank(record: dict[Any, Any]) -> bool:
@@ -150,13 +176,9 @@ def _good_rows(
             report.problems.append(f"{where}:{line}: {_shown(raw_email)} is not a valid address ({_shown(str(err))})")
             continue
         name = (record.get("name") or "").strip()
-        if any(ch in name for ch in "\r\n\0"):
-            report.problems.append(f"{where}:{line}: the name contains a line break")
-            continue
-        if len(name) > NAME_LIMIT:
-            report.problems.append(
-                f"{where}:{line}: the name is {len(name):,} characters long (shorten it to {NAME_LIMIT} at most)"
-            )
+        problem = name_problem(name)
+        if problem:
+            report.problems.append(f"{where}:{line}: {problem}")
             continue
         lang = (record.get("lang") or "").strip() or None
         if lang is not None and (not LANGUAGE_PATTERN.match(lang) or lang not in languages):

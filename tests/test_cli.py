@@ -293,3 +293,69 @@ def test_a_database_locked_by_another_process_is_one_line(
     )
     assert "Traceback" not in result.output
     assert run(*command).exit_code == 0  # once the other process is done, the same command works
+
+
+@pytest.mark.parametrize("rate", ["nan", "inf", "-inf", "1e999", "NaN"])
+def test_a_rate_that_is_not_a_finite_number_is_a_usage_error(run, rate: str) -> None:
+    result = run("send", "2023-09-25-top-ml-papers", "--yes", "--rate", rate)
+    assert result.exit_code == 2
+    assert "Error: Invalid value for '--rate': " in result.stderr
+    assert "is not a finite number of messages per second" in result.stderr or "x>=0.01" in result.stderr
+
+
+HOSTILE = "x\r\nBcc: x@y.com\x1b[2J\x85\u2028end"  # a header injection, an ANSI escape, NEL, LS (argv has no NUL)
+
+
+def test_every_control_character_in_an_error_is_escaped() -> None:
+    from newsletter.errors import ConfigError, IssueError, NewsletterError
+
+    controls = "".join(map(chr, [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]))
+    for error in (
+        NewsletterError(f"a{controls}", f"b{controls}", f"c{controls}"),
+        IssueError(f"p{controls}", 3, f"m{controls}"),
+        ConfigError("", controls),
+    ):
+        text = str(error)
+        assert not any(ch in controls for ch in text), text
+        assert (
+            "\\x00" in text
+            and "\\r" in text
+            and "\\n" in text
+            and "\\x1b" in text
+            and "\\x85" in text
+            and "\\u2028" in text
+        )
+    assert str(NewsletterError("a\\nb", "plain", "")) == "a\\nb: plain"  # escaped text stays as it is
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("send", "2023-09-25-top-ml-papers", "--test", f"a@b.com{HOSTILE}"),  # our error (NewsletterError)
+        ("subscribers", "import", f"missing{HOSTILE}.csv"),  # an OSError
+        ("send", f"no-such-issue{HOSTILE}", "--yes"),
+    ],
+    ids=["address", "path", "issue"],
+)
+def test_control_characters_from_input_never_break_an_error_line(
+    run, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-test-secret-of-enough-length-0123456789")
+    result = run(*args)
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("Error: ") and result.stderr.endswith("\n")
+    assert not any(ch in result.stderr[:-1] for ch in "\r\n\x1b\x85\u2028"), result.stderr
+    assert "\\r\\nBcc: x@y.com\\x1b[2J\\x85\\u2028end" in result.stderr
+
+
+def test_a_root_with_control_characters_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    root = tmp_path / f"pub{HOSTILE}"
+    result = CliRunner().invoke(cli, ["--root", str(root), "check"], obj={})
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: {tmp_path}/pubx\\r\\nBcc: x@y.com\\x1b[2J\\x85\\u2028end/pyproject.toml: not found (pass --root DIR of a publication)\n"
+    )

@@ -134,7 +134,7 @@ def test_names_longer_than_the_store_keeps_are_refused_on_every_database(
     assert run("subscribers", "import", str(path), "--skip-invalid").exit_code == 0
     too_long = run("subscribers", "add", "add@example.com", "--name", "x" * 201)
     assert too_long.exit_code == 2
-    assert "Invalid value for --name: the name is 201 characters long (at most 200)" in too_long.stderr
+    assert "Invalid value for --name: the name is 201 characters long (shorten it to 200 at most)" in too_long.stderr
     assert run("subscribers", "add", "add@example.com", "--name", "가" * 200).exit_code == 0
     with open_store(database_url) as store:
         assert subscriber_by_email(store, "ko@example.com").name == longest_ko
@@ -169,3 +169,33 @@ def test_export_is_private_whatever_the_umask(run, tmp_path: Path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert out.read_text(encoding="utf-8").splitlines()[1].startswith("kim@example.com,")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    ("character", "named"),
+    [
+        ("\x00", "the control character U+0000"),
+        ("\x1b", "the control character U+001B"),
+        ("\x7f", "the control character U+007F"),
+        ("\x85", "a line break"),
+        ("\t", "a tab"),
+    ],
+)
+def test_a_control_character_in_a_name_is_named_as_what_it_is(run, tmp_path: Path, character: str, named: str) -> None:
+    path = _csv(tmp_path, f"email,name\na@example.com,Kim{character}Lee\n")
+    result = run("subscribers", "import", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == f"{path}:2: the name contains {named} (remove it)"
+    added = run("subscribers", "add", "b@example.com", "--name", f"Kim{character}Lee")
+    assert added.exit_code == 2
+    assert f"Invalid value for --name: the name contains {named} (remove it)" in added.stderr
+    assert run("subscribers", "count").output.splitlines()[-1].split() == ["total", "0"]
+
+
+def test_export_to_a_dash_writes_standard_output(run, tmp_path: Path, publication: Path) -> None:
+    assert run("subscribers", "add", "a@example.com", "--name", "Kim").exit_code == 0
+    result = run("subscribers", "export", "-")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(row["email"], row["name"]) for row in rows] == [("a@example.com", "Kim")]
+    assert not (publication / "-").exists() and not Path("-").exists()
