@@ -36,6 +36,16 @@ AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 CONFIG_FILE_LIMIT = 1_000_000  # bytes of pyproject.toml; a publication's is about 2 KB
 
 
+MULTILINE_KEYS = frozenset({"description"})  # the settings that may span lines
+MULTILINE_CONTROLS = "\r\n\t"  # the control characters those may hold
+LINE_BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _is_control(ch: str) -> bool:
+    """C0 and C1 controls, DEL and the Unicode line and paragraph separators."""
+    return ch <= "\x1f" or "\x7f" <= ch <= "\x9f" or ch in "\u2028\u2029"
+
+
 @dataclass(frozen=True)
 class LanguageSettings:
     """Per-language wording of the publication (title and description shown to readers)."""
@@ -150,9 +160,18 @@ class _Reader:
             raise self.fail(key, "is missing", f'add {key} = "…" to [tool.newsletter]')
         if not isinstance(value, str) or not value.strip():
             raise self.fail(key, f"{value!r} is not a non-empty string", "quote the value")
-        if ("\r" in value or "\n" in value) and key != "description":
+        allowed = MULTILINE_CONTROLS if key in MULTILINE_KEYS else ""
+        control = next((ch for ch in value if _is_control(ch) and ch not in allowed), None)
+        if control is not None and control in LINE_BREAKS:
             raise self.fail(key, "contains a line break", "write it on one line")
+        if control is not None:
+            raise self.fail(key, f"contains the control character U+{ord(control):04X}", "remove it")
         return value.strip()
+
+    def optional_string(self, key: str) -> str:
+        """A string setting that may be absent or empty (then ""), checked like string() otherwise."""
+        value = self.table.get(key, "")
+        return "" if value == "" else self.string(key)
 
     def overridable(
         self, key: str, env: str, default: str | None = None
@@ -234,9 +253,9 @@ def load_settings(root: Path) -> Settings:
     languages = table.get("languages", [])
     if not isinstance(languages, list) or not all(isinstance(x, str) for x in languages):
         raise read.fail("languages", f"{languages!r} is not a list of codes", 'use ["en"]')
-    for code in (language, *languages):
+    for key, code in [("language", language), *(("languages", code) for code in languages)]:
         if not LANGUAGE_PATTERN.match(code) or len(code) > LANGUAGE_LIMIT:
-            raise read.fail("languages", f"{code!r} is not a BCP 47 language code", "use ko, en, …")
+            raise read.fail(key, f"{code!r} is not a BCP 47 language code", "use ko, en, …")
 
     feed_size = read.positive_int("feed_size", 20)
     page_size = read.positive_int("page_size", 50)
@@ -310,6 +329,20 @@ def _base_url(read: _Reader) -> str:
     """NEWSLETTER_BASE_URL, else `base_url`: an absolute http(s) URL."""
     url, fail = read.overridable("base_url", "NEWSLETTER_BASE_URL")
     _check_url(url, fail)
+    # Every link and List-Unsubscribe add a path to it: a query or fragment would swallow that path (and the
+    # token with it), and a user name or password would go into every mail.
+    parts = urlsplit(url)
+    extra = [
+        name
+        for name, present in [
+            ("a user name or password", "@" in parts.netloc),
+            ("a query", "?" in url),
+            ("a fragment", "#" in url),
+        ]
+        if present
+    ]
+    if extra:
+        raise fail(f"{url!r} has {' and '.join(extra)}; pages and links add a path to it", "use https://host/path")
     if len(url) > BASE_URL_LIMIT:
         raise fail(
             f"is {len(url):,} characters long; List-Unsubscribe must carry it on one header line",
@@ -419,15 +452,22 @@ def _port(read: _Reader) -> int:
 def _ses(table: dict[str, Any], path: Path) -> SesSettings:
     sub = table.get("ses", {})
     read = _Reader(sub if isinstance(sub, dict) else {}, f"{CONFIG_FILE} [tool.newsletter.ses]")
-    table = sub if isinstance(sub, dict) else {}
     return SesSettings(
         region=_aws_region(read),
-        configuration_set=str(table.get("configuration_set", "")),
+        configuration_set=read.optional_string("configuration_set"),
         endpoint_url=_url_override("NEWSLETTER_SES_ENDPOINT_URL"),
-        queue_url=_url_override("NEWSLETTER_SES_QUEUE_URL") or str(table.get("queue_url", "")),
+        queue_url=_url_override("NEWSLETTER_SES_QUEUE_URL") or _queue_url(read),
         topic_arns=_topic_arns(read),
         transient_bounces=read.positive_int("transient_bounces", 3),
     )
+
+
+def _queue_url(read: _Reader) -> str:
+    """`queue_url` of [tool.newsletter.ses]: the SQS queue's https URL, or empty."""
+    url = read.optional_string("queue_url")
+    if url:
+        _check_url(url, lambda message, hint: read.fail("queue_url", message, hint))
+    return url
 
 
 def _topic_arns(read: _Reader) -> tuple[str, ...]:
