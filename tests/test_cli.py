@@ -359,3 +359,30 @@ def test_a_root_with_control_characters_is_one_line(tmp_path: Path) -> None:
         result.stderr
         == f"Error: {tmp_path}/pubx\\r\\nBcc: x@y.com\\x1b[2J\\x85\\u2028end/pyproject.toml: not found (pass --root DIR of a publication)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("out", "problem"),
+    [
+        (".", "holds the publication's pyproject.toml"),
+        ("..", "holds the publication's pyproject.toml"),
+        ("issues", "holds the publication's issues/"),
+        ("issues/site", "is inside the publication's issues/"),
+        ("templates", "holds the publication's templates/"),
+        ("templates/static", "is inside the publication's templates/"),
+        ("subscribers", "holds the publication's subscriber store"),
+        (".cache", "holds the publication's build cache"),
+    ],
+)
+def test_build_never_writes_over_the_sources(publication: Path, run, out: str, problem: str) -> None:
+    assert run("subscribers", "add", "a@example.com").exit_code == 0  # the store exists in subscribers/
+    assert run("build").exit_code == 0  # the build cache exists
+    before = sorted(p.relative_to(publication) for p in publication.rglob("*") if "site" not in p.parts)
+    target = (publication / out).resolve()
+    result = run("build", "--out", str(publication / out))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: --out {target}: {problem} (build into a folder of its own: site/)\n"
+    after = sorted(p.relative_to(publication) for p in publication.rglob("*") if "site" not in p.parts)
+    assert after == before
+    elsewhere = run("build", "--out", str(publication / "public"))
+    assert elsewhere.exit_code == 0, elsewhere.stderr

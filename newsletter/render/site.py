@@ -541,6 +541,28 @@ def build_site(settings: Settings, **options: Any) -> BuildResult:
             gc.enable()
 
 
+def check_out_folder(out: Path, settings: Settings) -> None:
+    """Refuse an output folder that holds a source of the publication or lies inside one: a build replaces
+    the whole folder (and writes .md files), so it would delete or pollute the issues, templates or settings."""
+    root = settings.root.resolve()
+    sources = {
+        "pyproject.toml": root / "pyproject.toml",
+        "issues/": settings.issues_dir.resolve(),
+        "templates/": settings.templates_dir.resolve(),
+        "build cache": (root / ".cache").resolve(),
+    }
+    prefix = "sqlite:///"
+    if settings.database_url.startswith(prefix) and settings.database_url != "sqlite:///:memory:":
+        sources["subscriber store"] = Path(settings.database_url[len(prefix) :]).resolve()
+    for name, source in sources.items():
+        if source == out or source.is_relative_to(out):
+            raise BuildError(f"--out {out}", f"holds the publication's {name}", "build into a folder of its own: site/")
+        if out.is_relative_to(source):
+            raise BuildError(
+                f"--out {out}", f"is inside the publication's {name}", "build into a folder of its own: site/"
+            )
+
+
 def _build_site(
     settings: Settings,
     *,
@@ -551,6 +573,7 @@ def _build_site(
 ) -> BuildResult:
     started = time.perf_counter()
     out = (out or settings.root / "site").resolve()
+    check_out_folder(out, settings)
     templates = templates or load_templates(settings)
     templates.preload("page.html.j2", "entry.html.j2")  # before the parse workers fork, which use them
     workers = workers or min(2, os.cpu_count() or 1)
