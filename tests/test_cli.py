@@ -219,6 +219,10 @@ def test_every_environment_override_read_by_the_settings_is_checked() -> None:
             'database_url = "nonsense"',
             "database_url: is not a database URL: Could not parse SQLAlchemy URL from given URL string (use sqlite:///… or postgresql://…)",
         ),
+        (
+            'database_url = "http://[::1"',
+            "database_url: is not a database URL: invalid literal for int() with base 10: ':1' (use sqlite:///… or postgresql://…)",
+        ),
         ("rate = nan", "rate: nan is not a positive number of messages per second (use 14)"),
         ("rate = inf", "rate: inf is not a positive number of messages per second (use 14)"),
         (

@@ -259,7 +259,7 @@ def open_store(url: str, *, setting: str = "") -> Store:
         if "psycopg" in str(err):
             raise MissingExtraError("PostgreSQL", "postgres") from None
         raise StoreError(wrong_url, f"{shown}needs a database driver: {err}", "install it") from None
-    except sa.exc.ArgumentError as err:
+    except (sa.exc.ArgumentError, ValueError) as err:
         raise StoreError(
             wrong_url, f"{shown}is not a database URL: {err}", "use sqlite:///… or postgresql://…"
         ) from None
@@ -281,7 +281,7 @@ def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port SQLAlchemy cannot read, as in http://[::1
         return UNREADABLE_URL
 
 
