@@ -9,7 +9,6 @@ import datetime as dt
 import difflib
 import hashlib
 import re
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from .config import LANGUAGE_PATTERN, Settings
 from .errors import IssueError
+from .files import FileRules
 from .markdown import Body, MarkdownError, Section, render_body
 
 FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
@@ -149,8 +149,11 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         slug, lang = split_file_name(path.name, settings)
     except ValueError as err:
         raise IssueError(where, None, *err.args) from None
-    raw = read_issue_file(path, settings) if data is None else data
-    _check_size(len(raw), where)
+    if data is None:
+        raw = read_issue_file(path, settings)
+    else:
+        raw = data
+        ISSUE_FILE.check_size(len(raw), where)
     text = decode_issue(raw, where)
     fields, body_text, body_line = _split_front_matter(text, where)
     values: dict[str, Any] = {"summary": "", "tags": (), "draft": False, "advertisement": False}
@@ -223,22 +226,16 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
 def read_issue_file(path: Path, settings: Settings) -> bytes:
     """The bytes of an issue file, refusing what is not a regular file (a FIFO would block the read for ever,
     a device never end) and files over MAX_FILE_BYTES, before reading them."""
-    where = _display_path(path, settings.root)
-    status = path.stat()
-    if not stat.S_ISREG(status.st_mode):
-        raise IssueError(where, None, "is not a regular file", "issue files are plain files: remove it")
-    _check_size(status.st_size, where)
-    with path.open("rb") as handle:
-        raw = handle.read(MAX_FILE_BYTES + 1)
-    _check_size(len(raw), where)  # it grew since
-    return raw
+    return ISSUE_FILE.read(path, _display_path(path, settings.root))
 
 
-def _check_size(size: int, where: str) -> None:
-    if size > MAX_FILE_BYTES:
-        raise IssueError(
-            where, None, f"is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit of an issue file", "split it"
-        )
+ISSUE_FILE = FileRules(
+    limit=MAX_FILE_BYTES,
+    fail=lambda where, what, hint: IssueError(where, None, what, hint),
+    kind="an issue file",
+    not_regular_hint="issue files are plain files: remove it",
+    too_big_hint="split it",
+)
 
 
 def decode_issue(raw: bytes, where: str) -> str:
