@@ -6,6 +6,7 @@ under CI (CI=true) that skip fails the run instead, because CI must have install
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -151,19 +152,26 @@ class RecordingHandler:
         return "250 2.0.0 Ok: queued"
 
 
-@pytest.fixture
-def smtp_server():
-    """An aiosmtpd server on 127.0.0.1; yields (handler, port)."""
+@contextlib.contextmanager
+def running_smtp(handler):
+    """An aiosmtpd server on 127.0.0.1 with `handler`, for the block; yields its port."""
     from aiosmtpd.controller import Controller
 
-    handler = RecordingHandler()
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield handler, port
+        yield port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server():
+    """An aiosmtpd server on 127.0.0.1; yields (handler, port)."""
+    handler = RecordingHandler()
+    with running_smtp(handler) as port:
+        yield handler, port
 
 
 @pytest.fixture(scope="session")

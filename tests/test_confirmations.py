@@ -28,7 +28,7 @@ from newsletter.store import (
 )
 from newsletter.web import CONFIRMATIONS, create_app
 
-from .conftest import RecordingHandler, WebServer, free_port, wait_until
+from .conftest import RecordingHandler, WebServer, free_port, running_smtp, wait_until
 
 SECRET = b"a-secret-for-the-confirmation-tests"
 SMTP_DELAY = 0.2  # seconds the slow server takes per message
@@ -46,16 +46,9 @@ class SlowHandler(RecordingHandler):
 
 @pytest.fixture
 def slow_smtp():
-    from aiosmtpd.controller import Controller
-
     handler = SlowHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with running_smtp(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 def _smtp_settings(publication: Path, port: int, database_url: str):
