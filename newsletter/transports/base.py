@@ -8,11 +8,18 @@ from typing import Protocol
 
 
 class SendStatus(enum.StrEnum):
-    """What the peer said about one message."""
+    """What the peer said about one attempt at one message.
+
+    A transport makes one attempt per call; the send loop decides what is tried again, and when, so that
+    every retry waits for its rate-limit slot like a first attempt.
+    """
 
     SENT = "sent"  # accepted; the peer's message id is kept
     FAILED = "failed"  # refused for good (bad recipient, rejected message): never retried
-    DEFERRED = "deferred"  # refused for now (throttled, busy, 4xx): a resumed send retries it
+    DEFERRED = "deferred"  # refused for now (a 4xx of SMTP): a later, resumed send retries it
+    THROTTLED = "throttled"  # refused because we sent too fast (SES 429, SMTP 454 throttling): slow down, retry
+    RETRY = "retry"  # not taken, and safe to try again now (5xx of SES, a connection that never opened)
+    AMBIGUOUS = "ambiguous"  # the request left and no answer came: the peer may have taken it
 
 
 @dataclass(frozen=True)
@@ -24,23 +31,47 @@ class OutgoingMessage:
     raw: bytes  # the whole RFC 5322 message, CRLF line ends
     issue: str  # slug, for file names and SES tags
     lang: str
+    test: bool = False  # a `send --test` copy: the file transport names its file by edition too
 
 
 @dataclass(frozen=True)
 class SendResult:
-    """A transport's answer for one message."""
+    """A transport's answer for one attempt."""
 
     status: SendStatus
     message_id: str | None = None  # the peer's id (SES MessageId, the .eml path, our Message-ID for SMTP)
     error: str | None = None  # the peer's own words, with its code
 
 
+@dataclass(frozen=True)
+class SendQuota:
+    """An account's limits: per second, per 24 hours (None: unlimited), and what was sent in the last 24 hours."""
+
+    max_send_rate: float
+    max_24_hour_send: float | None
+    sent_last_24_hours: float
+
+    @property
+    def remaining(self) -> float | None:
+        if self.max_24_hour_send is None:
+            return None
+        return max(0.0, self.max_24_hour_send - self.sent_last_24_hours)
+
+
 class Transport(Protocol):
     """Hands messages to a peer. Raises TransportError only when the whole send must stop
-    (no connection, bad credentials, a paused account); one refused message is a SendResult."""
+    (no connection, bad credentials, a paused account); one refused message is a SendResult.
+
+    `send` is called from several threads at once, at most `max_in_flight` at a time.
+    """
 
     name: str
+    max_in_flight: int  # the most messages this transport takes at once
 
     def send(self, message: OutgoingMessage) -> SendResult: ...
+
+    def quota(self) -> SendQuota | None:
+        """The account's sending quota, or None when the peer has none to tell (file, SMTP)."""
+        ...
 
     def close(self) -> None: ...
