@@ -1,0 +1,452 @@
+"""A fake Amazon SES v2 endpoint on 127.0.0.1 for benches and tests: SendEmail (raw) and GetAccount over HTTP/1.1.
+
+It answers after `latency` seconds (the round trip) and enforces MaxSendRate = `rate` as a strict sliding window
+on arrival times: a SendEmail that arrives when `rate` were accepted in the last second gets 429
+TooManyRequestsException "Maximum sending rate exceeded." and is not sent. It records what it accepted (time,
+recipient, tags, and the raw message when `keep_raw`), and can lose an answer after accepting (the ambiguous
+case) or answer 500 for chosen requests. Each answer is one write on a TCP_NODELAY socket (a two-write answer
+stalls 40 ms on Nagle and delayed ACK); connections are kept alive as boto3 expects.
+
+In a test: `with FakeSes(rate=100, latency=0.05) as ses: ... ses.endpoint_url, ses.snapshot()`.
+By hand, or as a separate process for a bench: `python tests/fake_ses.py --rate 14 --latency 0.05 --port 0`
+prints its URL; GET <url>/_fake/stats gives the counters as JSON (`FakeSesProcess` reads them).
+Standard library only, so the file runs as a script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import collections
+import itertools
+import json
+import math
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+WINDOW = 1.0  # seconds: SES's sliding window for MaxSendRate
+THROTTLED_TEXT = "Maximum sending rate exceeded."
+DAILY_TEXT = "Daily message quota exceeded."
+Fault = Literal["drop", "reset", "error"]  # lose the answer (close) | reset the connection | answer 500
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One SendEmail the fake took: when it arrived (time.monotonic(), one clock for every process here)."""
+
+    at: float
+    recipient: str
+    tags: dict[str, str]
+    raw: bytes | None  # the message as sent (None unless keep_raw)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The counters at one moment: accepted arrivals (sorted), throttled arrivals, faults, the most in flight."""
+
+    accepted: list[tuple[float, str]]  # (arrival, recipient), in arrival order
+    throttled: list[float]  # arrivals answered 429
+    errors: int  # answered 500 (chosen by the fault hook)
+    dropped: int  # accepted, then the connection closed or reset without an answer
+    max_concurrent: int  # the most requests between arrival and answer at once
+    in_flight: int  # requests between arrival and answer now
+
+    @property
+    def sent(self) -> int:
+        return len(self.accepted)
+
+    def recipients(self) -> collections.Counter[str]:
+        """How often each recipient was accepted."""
+        return collections.Counter(recipient for _, recipient in self.accepted)
+
+    def duplicates(self) -> dict[str, int]:
+        """Recipients accepted more than once, with their counts."""
+        return {recipient: n for recipient, n in self.recipients().items() if n > 1}
+
+    def busiest_window(self, *, include_throttled: bool = False) -> int:
+        """The most arrivals in any sliding window of WINDOW seconds: accepted only (never above the rate, by
+        construction), or every SendEmail that arrived (what the client really started)."""
+        times = [at for at, _ in self.accepted]
+        if include_throttled:
+            times = sorted(times + self.throttled)
+        return max((bisect.bisect_left(times, start + WINDOW) - i for i, start in enumerate(times)), default=0)
+
+    def span(self) -> float:
+        """Seconds from the first accepted arrival to the last."""
+        return self.accepted[-1][0] - self.accepted[0][0] if len(self.accepted) > 1 else 0.0
+
+    def rate(self) -> float:
+        """Accepted messages per second over the span (the intervals between the first and last arrival)."""
+        span = self.span()
+        return (len(self.accepted) - 1) / span if span > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "throttled": self.throttled,
+            "errors": self.errors,
+            "dropped": self.dropped,
+            "max_concurrent": self.max_concurrent,
+            "in_flight": self.in_flight,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Stats:
+        return cls(
+            [(float(at), str(who)) for at, who in data["accepted"]],
+            [float(at) for at in data["throttled"]],
+            int(data["errors"]),
+            int(data["dropped"]),
+            int(data["max_concurrent"]),
+            int(data["in_flight"]),
+        )
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: dict[str, Any]
+    error_type: str | None = None
+    fault: Fault | None = None  # "drop"/"reset": no answer at all
+
+
+class FakeSes:
+    """The fake SES server in threads of this process (a thread per connection); a context manager.
+
+    `fault(n, recipient)` is asked for the n-th SendEmail (1-based) and may return "drop" (accept it, then
+    close the connection without answering), "reset" (accept it, then reset the connection) or "error"
+    (answer 500 InternalFailure, not sent). It may be set or changed while the server runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float | None = None,
+        latency: float = 0.0,
+        max_24_hour_send: float | None = None,
+        sent_last_24_hours: int = 0,
+        keep_raw: bool = True,
+        fault: Callable[[int, str], Fault | None] | None = None,
+        port: int = 0,
+    ) -> None:
+        self.rate = rate
+        self.latency = latency
+        self.max_24_hour_send = max_24_hour_send
+        self.sent_last_24_hours = sent_last_24_hours
+        self.keep_raw = keep_raw
+        self.fault = fault
+        self.paused = False  # True: SendEmail answers SendingPausedException
+        self._lock = threading.Lock()
+        self._window: collections.deque[float] = collections.deque()  # accepted arrivals of the last WINDOW
+        self._accepted: list[Accepted] = []
+        self._throttled: list[float] = []
+        self._errors = self._dropped = self._in_flight = self._max_concurrent = 0
+        self._arrivals = itertools.count(1)
+        self._connections: set[socket.socket] = set()
+        self.connections_opened = 0  # TCP connections accepted so far (keep-alive reuses them)
+        self._server = _Server(("127.0.0.1", port), self)
+        self.port = self._server.server_address[1]
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ses", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> FakeSes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop accepting and close every open connection (their threads end)."""
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=10)
+
+    # ---------------------------------------------------------------- what it saw
+
+    @property
+    def accepted(self) -> list[Accepted]:
+        with self._lock:
+            return list(self._accepted)
+
+    @property
+    def sent(self) -> int:
+        with self._lock:
+            return len(self._accepted)
+
+    @property
+    def throttled(self) -> int:
+        with self._lock:
+            return len(self._throttled)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_concurrent(self) -> int:
+        with self._lock:
+            return self._max_concurrent
+
+    def snapshot(self) -> Stats:
+        with self._lock:
+            return Stats(
+                [(item.at, item.recipient) for item in self._accepted],
+                list(self._throttled),
+                self._errors,
+                self._dropped,
+                self._max_concurrent,
+                self._in_flight,
+            )
+
+    def busiest_window(self, *, include_throttled: bool = False) -> int:
+        return self.snapshot().busiest_window(include_throttled=include_throttled)
+
+    # ---------------------------------------------------------------- the API
+
+    def _answer(self, request: _Request) -> _Answer:
+        if request.path == "/v2/email/outbound-emails" and request.method == "POST":
+            return self._send_email(request)
+        if request.path == "/v2/email/account" and request.method == "GET":
+            return _Answer(200, self._account())
+        if request.path == "/_fake/stats" and request.method == "GET":
+            return _Answer(200, self.snapshot().to_json())
+        return _Answer(404, {"message": f"no such operation: {request.method} {request.path}"}, "UnknownOperation")
+
+    def _account(self) -> dict[str, Any]:
+        with self._lock:
+            sent = self.sent_last_24_hours + len(self._accepted)
+        quota = {
+            "Max24HourSend": -1.0 if self.max_24_hour_send is None else float(self.max_24_hour_send),
+            "MaxSendRate": float(self.rate) if self.rate else 1_000_000.0,
+            "SentLast24Hours": float(sent),
+        }
+        return {
+            "DedicatedIpAutoWarmupEnabled": False,
+            "EnforcementStatus": "HEALTHY",
+            "ProductionAccessEnabled": True,
+            "SendQuota": quota,
+            "SendingEnabled": not self.paused,
+        }
+
+    def _send_email(self, request: _Request) -> _Answer:
+        arrival = time.monotonic()
+        try:
+            data = json.loads(request.body)
+            recipient = str(data.get("Destination", {}).get("ToAddresses", [""])[0])
+            raw = data["Content"]["Raw"]["Data"]
+            tags = {str(tag["Name"]): str(tag["Value"]) for tag in data.get("EmailTags", [])}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+            return _Answer(400, {"message": f"bad SendEmail request: {err!r}"}, "BadRequestException")
+        with self._lock:
+            number = next(self._arrivals)
+            fault = self.fault(number, recipient) if self.fault else None
+            while self._window and self._window[0] <= arrival - WINDOW:
+                self._window.popleft()
+            if self.paused:
+                return _Answer(400, {"message": "Sending is paused for this account."}, "SendingPausedException")
+            daily = self.max_24_hour_send
+            if daily is not None and self.sent_last_24_hours + len(self._accepted) >= daily:
+                return _Answer(429, {"message": DAILY_TEXT}, "TooManyRequestsException")
+            if self.rate and len(self._window) >= max(1, math.floor(self.rate)):
+                self._throttled.append(arrival)
+                return _Answer(429, {"message": THROTTLED_TEXT}, "TooManyRequestsException")
+            if fault == "error":
+                self._errors += 1
+                return _Answer(500, {"message": "Internal failure (injected)."}, "InternalFailure")
+            self._window.append(arrival)
+            content = base64.b64decode(raw) if self.keep_raw else None
+            self._accepted.append(Accepted(arrival, recipient, tags, content))
+            if fault in ("drop", "reset"):
+                self._dropped += 1
+                return _Answer(0, {}, fault=fault)
+        return _Answer(200, {"MessageId": f"0100018b{number:08x}-{uuid.uuid4()}-000000"})
+
+    def _arrived(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_concurrent = max(self._max_concurrent, self._in_flight)
+
+    def _left(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], fake: FakeSes) -> None:
+        self.fake = fake
+        super().__init__(address, _Connection)
+
+
+class _Connection(socketserver.BaseRequestHandler):
+    """One keep-alive connection: read a request, wait the latency, answer in one write; repeat."""
+
+    server: _Server
+
+    def handle(self) -> None:
+        fake = self.server.fake
+        sock: socket.socket = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with fake._lock:
+            fake._connections.add(sock)
+            fake.connections_opened += 1
+        buffer = bytearray()
+        try:
+            while (request := _read_request(sock, buffer)) is not None:
+                api = not request.path.startswith("/_fake/")  # the fake's own counters: no latency, not counted
+                if api:
+                    fake._arrived()
+                try:
+                    answer = fake._answer(request)
+                    if fake.latency and api:
+                        time.sleep(fake.latency)
+                    if answer.fault == "reset":
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        return
+                    if answer.fault == "drop":
+                        sock.shutdown(socket.SHUT_RDWR)
+                        return
+                    closing = request.headers.get("connection", "").lower() == "close"
+                    sock.sendall(_encode(answer, closing))  # ONE write: status line, headers and body together
+                finally:
+                    if api:
+                        fake._left()
+                if closing:
+                    return
+        except OSError:
+            return  # the client went away
+        finally:
+            with fake._lock:
+                fake._connections.discard(sock)
+
+
+def _read_request(sock: socket.socket, buffer: bytearray) -> _Request | None:
+    """The next request on the connection, or None when the client closed it."""
+    while (end := buffer.find(b"\r\n\r\n")) < 0:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    method, target, _version = head[0].split(" ", 2)
+    headers = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    del buffer[: end + 4]
+    if headers.get("expect", "").lower() == "100-continue":
+        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    length = int(headers.get("content-length", "0"))
+    while len(buffer) < length:
+        chunk = sock.recv(max(65536, length - len(buffer)))
+        if not chunk:
+            return None
+        buffer += chunk
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return _Request(method, target.split("?", 1)[0], headers, body)
+
+
+def _encode(answer: _Answer, closing: bool) -> bytes:
+    body = json.dumps(answer.body).encode()
+    lines = [
+        f"HTTP/1.1 {answer.status} {REASONS.get(answer.status, 'Error')}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        f"x-amzn-RequestId: {uuid.uuid4()}",
+        "Connection: close" if closing else "Connection: keep-alive",
+    ]
+    if answer.error_type:
+        lines.append(f"x-amzn-ErrorType: {answer.error_type}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@dataclass
+class FakeSesProcess:
+    """The fake in a process of its own (its CPU is not the client's); a context manager. Counters via HTTP."""
+
+    rate: float | None = None
+    latency: float = 0.0
+    max_24_hour_send: float | None = None
+    endpoint_url: str = field(init=False, default="")
+    process: subprocess.Popen[str] | None = field(init=False, default=None)
+
+    def __enter__(self) -> FakeSesProcess:
+        command = [sys.executable, str(Path(__file__).resolve()), "--port", "0", "--latency", str(self.latency)]
+        if self.rate:
+            command += ["--rate", str(self.rate)]
+        if self.max_24_hour_send is not None:
+            command += ["--max-24-hour-send", str(self.max_24_hour_send)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()  # the server prints its URL once it listens
+        if not line.startswith("http://"):
+            self.process.kill()
+            raise RuntimeError(f"fake SES did not start: {line!r}")
+        self.endpoint_url = line
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def snapshot(self) -> Stats:
+        with urllib.request.urlopen(f"{self.endpoint_url}/_fake/stats", timeout=30) as answer:
+            return Stats.from_json(json.load(answer))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A fake Amazon SES v2 endpoint on 127.0.0.1 (prints its URL).")
+    parser.add_argument("--rate", type=float, default=None, help="MaxSendRate, enforced per sliding second")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
+    parser.add_argument("--max-24-hour-send", type=float, default=None)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    fake = FakeSes(
+        rate=args.rate, latency=args.latency, max_24_hour_send=args.max_24_hour_send, keep_raw=False, port=args.port
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(fake.endpoint_url, flush=True)
+    stop.wait()
+    fake.close()
+
+
+if __name__ == "__main__":
+    main()
