@@ -384,6 +384,11 @@ def subscribers_count(ctx: click.Context) -> None:
 @click.option("--rate", type=MessageRate(), help="At most this many messages per second.")
 @click.option("--allow-partial", is_flag=True, help="With SES: send what the 24-hour quota allows, the rest later.")
 @click.option("--resend", is_flag=True, help="Send an issue that was sent already to everyone again.")
+@click.option(
+    "--include-new",
+    is_flag=True,
+    help="Resuming: also send to those who subscribed after the first run (nobody gets it twice).",
+)
 @click.pass_context
 @reports_errors
 def send(ctx: click.Context, issue: str, **options: Any) -> None:
@@ -409,20 +414,23 @@ def status(ctx: click.Context, issue: str, problems: int) -> None:
     server's words. Example: newsletter status 2023-09-25-top-ml-papers
     """
     from .issues import find_issue
-    from .store import DeliveryState, delivery_counts, delivery_problems
+    from .store import DeliveryState, ambiguous_outcomes, delivery_counts, delivery_problems
 
     settings = settings_of(ctx)
     found = find_issue(settings, issue)
     with _store(settings) as store:
         counts = delivery_counts(store, found.slug)
         listed = delivery_problems(store, found.slug, problems) if problems else []
+        lost, concerned = ambiguous_outcomes(store, found.slug)
     for state, count in counts.items():
         click.echo(f"{state:<9}{count:>9,}")
     click.echo(f"{'total':<9}{sum(counts.values()):>9,}")
-    unsent = counts[DeliveryState.FAILED] + counts[DeliveryState.DEFERRED]
+    click.echo(f"{'no answer':<9}{lost:>9,} request(s) left and got no answer, for {concerned:,} recipient(s)")
+    unsent = counts[DeliveryState.FAILED] + counts[DeliveryState.DEFERRED] + counts[DeliveryState.UNKNOWN]
     if listed:
         click.echo(
-            f"\nNot sent ({len(listed):,} of {unsent:,}; failed is for good, deferred is retried by a resumed send):"
+            f"\nNot sent ({len(listed):,} of {unsent:,}; failed is for good, deferred is retried by a resumed send, "
+            "unknown may have arrived and is not sent again):"
         )
         for problem in listed:
             click.echo(f"{problem.state:<9}{problem.email}\t{problem.error or '-'}")

@@ -1,6 +1,6 @@
 """The interactive side of `newsletter send`: the plan shown first, confirmation, progress bar, Ctrl-C, summary.
 
-The work itself is sending.py's; this module only talks to the person at the terminal.
+The work itself is sending.py's (plan_send, send_issue); this module only talks to the person at the terminal.
 """
 
 from __future__ import annotations
@@ -14,27 +14,23 @@ import click
 
 from .config import Settings
 from .errors import NewsletterError
-from .issues import Issue, find_issue
-from .messages import MessageTemplate
-from .ratelimit import RateLimiter
+from .issues import find_issue
 from .render.templates import load_templates
 from .sending import (
     Progress,
     SendError,
     SendOutcome,
+    SendPlan,
     build_templates,
+    dry_run,
     messages_left,
-    preview_audience,
-    send_edition,
+    plan_send,
+    send_issue,
     send_test,
-    start_send,
 )
-from .sending import dry_run as build_all
-from .store import Store, delivery_counts, open_store
+from .store import Store, ambiguous_outcomes, delivery_counts, open_store
 from .tokens import secret_key
-from .transports import Transport, open_transport
-
-UNLIMITED_RATE_GUESS = 1500  # messages/s the file transport writes here (bench/send_file.py)
+from .transports import open_transport
 
 
 def _duration(seconds: float) -> str:
@@ -44,22 +40,6 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-def _limits(transport: Any, settings: Settings, rate: float | None) -> tuple[float | None, int | None, str]:
-    """(messages per second, cap for this run, a line saying where they come from)."""
-    wanted = rate or settings.rate
-    if not hasattr(transport, "quota"):  # only a transport with an account quota (SES) has one
-        return wanted, None, f"{wanted:g}/s" if wanted else "as fast as the transport takes them"
-    quota = transport.quota()
-    chosen = min(quota.max_send_rate, wanted) if wanted else quota.max_send_rate
-    remaining = quota.remaining
-    left = "unlimited" if remaining is None else f"{int(remaining):,} left of {int(quota.max_24_hour_send or 0):,}"
-    return (
-        chosen,
-        None if remaining is None else int(remaining),
-        f"{chosen:g}/s (SES allows {quota.max_send_rate:g}/s; 24-hour quota: {left})",
-    )
 
 
 def run_send(
@@ -73,6 +53,7 @@ def run_send(
     rate: float | None,
     allow_partial: bool,
     resend: bool,
+    include_new: bool,
 ) -> None:
     """Everything `newsletter send` does, in order; raises our errors for the CLI to print."""
     issue = find_issue(settings, issue_name)
@@ -85,64 +66,67 @@ def run_send(
             "secret that a real server would not accept.",
             err=True,
         )
-    with open_store(settings.database_url, setting=settings.database_setting) as store:
-        if test_address:
-            transport = open_transport(name, settings, slug=issue.slug)
-            for lang, status, error in send_test(settings, issue, transport, messages, test_address, secret):
-                click.echo(f"{lang}: {status} to {test_address}" + (f" ({error})" if error else ""))
-            return
-        audience = preview_audience(store, issue, settings)
-        per_edition, left_out = audience.per_edition, audience.left_out
-        click.echo(f"Issue     {issue.slug}: {', '.join(messages)} edition(s)")
-        for lang, count in sorted(per_edition.items()):
-            click.echo(f"  {lang}: {count:,} recipient(s)")
-        click.echo("Left out  " + ", ".join(f"{count:,} {reason}" for reason, count in left_out.items()))
-        if dry_run:
-            built = build_all(settings, store, issue, messages, secret)
-            click.echo(
-                "Dry run   built "
-                + ", ".join(f"{n:,} {lang}" for lang, n in built.items() if lang != "invalid")
-                + f" message(s); {built['invalid']:,} address(es) could not be used; nothing was sent"
-            )
-            return
+    if test_address:
         transport = open_transport(name, settings, slug=issue.slug)
-        per_second, cap, rate_line = _limits(transport, settings, rate)
-        counts = delivery_counts(store, issue.slug)
-        resuming = any(counts.values()) and not resend
-        total_now = messages_left(counts) if resuming else sum(per_edition.values())
-        click.echo(f"Transport {transport.name}, rate {rate_line}")
-        if resuming:
-            click.echo(f"Resuming  {total_now:,} message(s) left of {sum(counts.values()):,} ({counts['sent']:,} sent)")
-        if per_second:
-            click.echo(f"Estimate  {_duration(total_now / per_second)}")
-        else:  # no rate limit: the transport sets the pace
-            click.echo(f"Estimate  {_duration(total_now / UNLIMITED_RATE_GUESS)} or more (no rate limit)")
-        if cap is not None and total_now > cap and not allow_partial:
-            raise SendError(
-                issue.slug,
-                f"needs {total_now:,} messages but only {cap:,} are left of the 24-hour quota",
-                "pass --allow-partial to send those now and the rest later",
-            )
+        for lang, status, error in send_test(settings, issue, transport, messages, test_address, secret):
+            click.echo(f"{lang}: {status} to {test_address}" + (f" ({error})" if error else ""))
+        return
+    with open_store(settings.database_url, setting=settings.database_setting) as store:
+        plan = plan_send(
+            settings, store, issue, messages, secret,
+            transport=name, rate=rate, resend=resend, include_new=include_new, allow_partial=allow_partial,
+        )  # fmt: skip
+        _show_plan(plan)
+        if dry_run:
+            built = _dry_run(plan, store)
+            plan.transport.close()
+            if built is not None:
+                raise built
+            return
+        refusal = plan.refusal()
+        if refusal is not None:
+            plan.transport.close()
+            raise refusal
         if not yes:
             click.confirm("Send now?", abort=True)
-        total = start_send(store, issue, settings, resend=resend)
-        limiter = RateLimiter(per_second, cap=cap)
-        outcome = _send_with_progress_bar(settings, store, issue, transport, messages, secret, limiter, total)
+        outcome = _send_with_progress_bar(plan, store)
         final = delivery_counts(store, issue.slug)
-    _report(outcome, final, issue.slug, total)
+        _report(outcome, final, store, issue.slug, plan.total)
 
 
-def _send_with_progress_bar(
-    settings: Settings,
-    store: Store,
-    issue: Issue,
-    transport: Transport,
-    messages: dict[str, MessageTemplate],
-    secret: bytes,
-    limiter: RateLimiter,
-    total: int,
-) -> SendOutcome:
-    """send_edition behind a progress bar; the first Ctrl-C stops after the message in flight, a second at once."""
+def _show_plan(plan: SendPlan) -> None:
+    """The plan, as the send will carry it out."""
+    audience = plan.audience
+    click.echo(f"Issue     {plan.issue.slug}: {', '.join(plan.messages)} edition(s)")
+    if plan.resuming:
+        logged = audience.logged
+        click.echo(
+            f"Resuming  {plan.total:,} message(s) left of {sum(logged.values()):,} ({logged['sent']:,} sent)"
+            + (", and those who joined since" if plan.include_new else "")
+        )
+    elif plan.resend and any(audience.logged.values()):
+        click.echo(f"Resending to everyone: the send log of {sum(audience.logged.values()):,} is started again")
+    for lang, count in audience.per_edition.items():
+        click.echo(f"  {lang}: {count:,} recipient(s)")
+    click.echo("Left out  " + ", ".join(f"{count:,} {reason}" for reason, count in audience.left_out.items()))
+    click.echo(f"Transport {plan.transport.name}, rate {plan.rate_source}")
+    if plan.total:
+        click.echo(f"Estimate  {_duration(plan.estimate)} at about {plan.expected_rate:,.0f}/s")
+
+
+def _dry_run(plan: SendPlan, store: Store) -> SendError | None:
+    """Build every planned message and say so; the refusal a real send would meet, if any."""
+    built = dry_run(plan, store)
+    click.echo(
+        "Dry run   built "
+        + ", ".join(f"{n:,} {lang}" for lang, n in built.items() if lang != "invalid")
+        + f" message(s); {built['invalid']:,} address(es) could not be used; nothing was sent"
+    )
+    return plan.refusal() if plan.total else None
+
+
+def _send_with_progress_bar(plan: SendPlan, store: Store) -> SendOutcome:
+    """send_issue behind a progress bar; the first Ctrl-C stops after the messages in flight, a second at once."""
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
 
@@ -150,43 +134,54 @@ def _send_with_progress_bar(
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        click.echo("\nStopping after the message in flight (Ctrl-C again to stop at once) …", err=True)
+        click.echo("\nStopping after the messages in flight (Ctrl-C again to stop at once) …", err=True)
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
         with click.progressbar(
-            length=total, label="Sending", show_eta=True, show_pos=True, item_show_func=lambda p: p, file=sys.stderr
+            length=plan.total,
+            label="Sending",
+            show_eta=True,
+            show_pos=True,
+            item_show_func=lambda p: p,
+            file=sys.stderr,
         ) as bar:
+            shown = [0]
 
             def update(progress: Progress) -> None:
-                bar.update(1, f"sent {progress.sent:,} · failed {progress.failed:,} · {progress.rate:,.1f}/s")
+                bar.update(
+                    progress.done - shown[0],
+                    f"sent {progress.sent:,} · failed {progress.failed:,} · {progress.rate:,.1f}/s",
+                )
+                shown[0] = progress.done
 
-            return send_edition(
-                settings,
-                store,
-                issue,
-                transport,
-                messages,
-                secret,
-                limiter=limiter,
-                total=total,
-                stop=stop,
-                on_progress=update,
-            )
+            return send_issue(plan, store, stop=stop, on_progress=update)
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def _report(outcome: SendOutcome, final: dict[str, int], slug: str, total: int) -> None:
-    """The summary line; an error (exit 1) when the run stopped early, or left failures or deferrals."""
+def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str, total: int) -> None:
+    """The summary lines; an error (exit 1) when the run stopped early, or left failures or deferrals."""
     p = outcome.progress
     click.echo(
-        f"Sent {p.sent:,}, failed {p.failed:,}, deferred {p.deferred:,}, skipped {p.skipped:,} in "
-        f"{_duration(p.elapsed)} ({p.rate:,.1f}/s). Send log: "
+        f"Sent {p.sent:,}, failed {p.failed:,}, deferred {p.deferred:,}, skipped {p.skipped:,}"
+        + (f", outcome unknown {p.unknown:,}" if p.unknown else "")
+        + f" in {_duration(p.elapsed)} ({p.rate:,.1f}/s). Send log: "
         + ", ".join(f"{count:,} {state}" for state, count in final.items() if count)
     )
-    left = messages_left(final)
+    if p.throttled or p.ambiguous or p.retried:
+        settled = f"; the rate settled at {outcome.settled_rate:,.1f}/s" if outcome.settled_rate else ""
+        click.echo(
+            f"Throttled {p.throttled:,} time(s){settled} (of {outcome.ceiling or 0:,.1f}/s); "
+            f"{p.ambiguous:,} answer(s) lost (the peer may have taken those), {p.retried:,} attempt(s) made again"
+        )
+    lost, concerned = ambiguous_outcomes(store, slug)
+    if lost:
+        click.echo(
+            f"No answer {lost:,} request(s) of this issue got none ({concerned:,} recipient(s) may have it twice)"
+        )
     if outcome.stopped:
+        left = messages_left(final)
         raise SendError(
             "send",
             f"stopped after {p.done:,} of {total:,}: {outcome.stopped}",
@@ -194,9 +189,9 @@ def _report(outcome: SendOutcome, final: dict[str, int], slug: str, total: int) 
         )
     if p.failed:
         raise NewsletterError(slug, f"{p.failed:,} message(s) failed for good", f"see 'newsletter status {slug}'")
-    if left:
+    if final["deferred"]:
         raise NewsletterError(
             slug,
-            f"{left:,} message(s) deferred by the server",
+            f"{final['deferred']:,} message(s) deferred by the server",
             f"run 'newsletter send {slug}' again later to retry them",
         )

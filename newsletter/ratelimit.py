@@ -1,13 +1,33 @@
-"""A rate limiter with an injected clock: at most `rate` messages in any one second, and a cap on the total.
+"""The send's pacing: a hard sliding-window bound, smooth spacing that makes up lost time, and an adaptive rate.
 
-Separate from sending.py so tests drive it with a fake clock and never wait.
+Separate from the send loop so tests drive it with a fake clock and never wait. Thread-safe.
+
+- **Hard bound.** No window of `WINDOW + MARGIN` seconds holds more than floor(rate) starts (at least one), so a
+  peer that enforces exactly `rate` per sliding second throttles nothing, even when the network delays one
+  request a little more than the next (MARGIN).
+- **Spacing.** Starts are spaced 1/rate apart on a schedule (GCRA): a start that came late (an oversleep, a busy
+  CPU) lets the next ones come sooner, up to CATCH_UP seconds' worth, so lost time is made up within the window
+  instead of being lost, and never beyond the hard bound.
+- **Adaptive rate (AIMD).** `throttled()` cuts the rate (once per window: one overload throttles several requests
+  in flight), `succeeded()` raises it back by a small step per second of clean sending, up to the ceiling
+  (the account's rate, or this sender's share of it).
+- **Cap.** `cap` first attempts at most (what is left of a 24-hour quota); retries do not count.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+WINDOW = 1.0  # seconds: the peer's sliding window (SES: one second)
+MARGIN = 0.02  # seconds added to it: network jitter must not squeeze two windows' starts into one
+CATCH_UP = 0.1  # seconds of lost time the schedule makes up
+DECREASE = 0.8  # a throttle cuts the rate to this fraction
+RECOVERY = 0.04  # of the ceiling, added back per second of clean sending
+LOWEST = 1.0  # messages per second the rate never goes below
 
 
 class QuotaExhausted(Exception):
@@ -15,8 +35,7 @@ class QuotaExhausted(Exception):
 
 
 class RateLimiter:
-    """Spaces messages 1/rate seconds apart and, as a hard bound, lets no one-second window hold more than
-    `rate` of them (a late message cannot make the next ones bunch up); `cap` ends the run after that many."""
+    """At most `rate` starts per sliding second, smoothly spaced and adapting to throttles; None: no limit."""
 
     def __init__(
         self,
@@ -26,29 +45,97 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self.per_second = max(1, int(rate)) if rate else 0
+        self.ceiling = rate
+        self.rate = rate
         self.cap = cap
         self.clock = clock
         self.sleep = sleep
-        self.next_at = clock()
-        self.recent: deque[float] = deque()  # when the last `per_second` messages left
-        self.taken = 0
+        self.taken = 0  # first attempts granted
+        self.throttles = 0  # throttled() calls
+        self._lock = threading.Lock()
+        self._schedule = clock() + CATCH_UP  # GCRA's theoretical time of the next start (no burst at the start)
+        self._starts: deque[float] = deque()  # the starts of the last window
+        self._last_cut = -math.inf
 
-    def acquire(self) -> None:
-        """Wait for the next slot; raise QuotaExhausted when the cap is used up."""
-        if self.cap is not None and self.taken >= self.cap:
+    @property
+    def span(self) -> float:
+        """The length of the window the hard bound counts in."""
+        return WINDOW + MARGIN
+
+    def permits(self) -> int:
+        """How many starts one window may hold at the current rate."""
+        return max(1, math.floor(self.rate)) if self.rate else 0
+
+    def delay(self, *, first: bool = True) -> float:
+        """Seconds until a start is allowed (0: now); raises QuotaExhausted when a first attempt is over the cap.
+
+        delay() then take() is for one thread (the send loop's dispatcher); threads that share a limiter call
+        acquire()."""
+        with self._lock:
+            return self._delay(first)
+
+    def take(self, *, first: bool = True) -> None:
+        """Record a start now (after delay() said 0: time only moves on, so the bound still holds)."""
+        with self._lock:
+            self._take(first)
+
+    def acquire(self, *, first: bool = True) -> None:
+        """Wait for a start slot and take it; raises QuotaExhausted when a first attempt is over the cap."""
+        while True:
+            with self._lock:
+                wait = self._delay(first)
+                if not wait:
+                    self._take(first)
+                    return
+            self.sleep(wait)
+
+    def _delay(self, first: bool) -> float:
+        if first and self.cap is not None and self.taken >= self.cap:
             raise QuotaExhausted(self.cap)
-        if self.interval:
-            wait_until = self.next_at
-            if len(self.recent) >= self.per_second:
-                wait_until = max(wait_until, self.recent[0] + 1.0)
+        if not self.rate:
+            return 0.0
+        earliest = self._schedule - CATCH_UP
+        permits = self.permits()
+        if len(self._starts) >= permits:
+            earliest = max(earliest, self._starts[-permits] + self.span)
+        return max(0.0, earliest - self.clock())
+
+    def _take(self, first: bool) -> None:
+        if first:
+            self.taken += 1
+        if not self.rate:
+            return
+        now = self.clock()
+        self._schedule = max(self._schedule, now - CATCH_UP) + 1.0 / self.rate
+        self._starts.append(now)
+        while self._starts and self._starts[0] <= now - self.span:
+            self._starts.popleft()
+
+    def throttled(self) -> None:
+        """The peer said we sent too fast: cut the rate (once per window) and pause the schedule one interval."""
+        with self._lock:
+            self.throttles += 1
+            if not self.rate:
+                return
             now = self.clock()
-            if now < wait_until:
-                self.sleep(wait_until - now)
-                now = max(self.clock(), wait_until)
-            self.next_at = now + self.interval
-            self.recent.append(now)
-            if len(self.recent) > self.per_second:
-                self.recent.popleft()
-        self.taken += 1
+            if now - self._last_cut < self.span:
+                return
+            self._last_cut = now
+            self.rate = max(min(LOWEST, self.ceiling or LOWEST), self.rate * DECREASE)
+            self._schedule = max(self._schedule, now) + 1.0 / self.rate
+
+    def succeeded(self) -> None:
+        """A message went through: raise a cut rate back by RECOVERY x ceiling per second of such successes."""
+        with self._lock:
+            if self.rate and self.ceiling and self.rate < self.ceiling:
+                self.rate = min(self.ceiling, self.rate + RECOVERY * self.ceiling / self.rate)
+
+    def set_ceiling(self, ceiling: float) -> None:
+        """A new ceiling (this sender's share of the account's rate changed); a rate at the old ceiling follows it."""
+        with self._lock:
+            if self.ceiling is None or self.rate is None:
+                return
+            at_ceiling = self.rate >= self.ceiling
+            self.ceiling = ceiling
+            if at_ceiling or self.rate > ceiling:
+                self.rate = ceiling

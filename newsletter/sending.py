@@ -1,82 +1,129 @@
-"""The send loop: snapshot the audience into the send log, then rate-limit, claim, personalise, hand over, record.
+"""Sending an issue, as one use case: `plan_send` says what a send would do, `send_issue` does exactly that.
 
-It talks to the store only through store.py and to the peer only through the Transport protocol, so the
-same loop runs against SQLite + files and PostgreSQL + SES. Every message is claimed in the log before it
-leaves and recorded after, so a send killed at any instant resumes without skipping anyone; only the
-message in flight at the crash can be sent twice (never with the file transport, whose files are
-named by recipient).
+The plan, the dry run and the send read the audience from one query (store.Audience), so they agree. The send
+itself is send_loop.py's; this module sets it up: the messages, the transport's limits, the sender's
+registration (one sender per issue on SQLite; several, sharing the rate, on PostgreSQL), and the snapshot.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from .config import Settings
-from .errors import NewsletterError, TransportError
+from .errors import NewsletterError
 from .issues import Edition, Issue
 from .messages import MessageError, MessageTemplate, Recipient
-from .ratelimit import QuotaExhausted, RateLimiter
+from .ratelimit import WINDOW, RateLimiter
 from .render.email import render_email
 from .render.templates import Templates
+from .send_loop import HEARTBEAT, Progress, SendLoop, crash_bound
 from .store import (
     ISSUE_LIMIT,
-    AudiencePreview,
-    Delivery,
-    DeliveryState,
+    AudiencePlan,
+    SenderBusy,
     SendLog,
     Store,
-    audience_preview,
-    delivery_counts,
-    next_deliveries,
+    finish_sender,
+    plan_audience,
+    planned_recipients,
+    register_sender,
     reset_for_resend,
     snapshot_audience,
 )
+from .store.senders import database_now
 from .tokens import unsubscribe_token
-from .transports.base import OutgoingMessage, SendStatus, Transport
+from .transports import open_transport
+from .transports.base import OutgoingMessage, SendQuota, SendStatus, Transport
 
-BATCH = 500
-TO_SEND = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DEFERRED)
 TEST_SUBSCRIBER_ID = 0  # test copies carry a token that names nobody
+FILE_RATE_GUESS = 2000  # messages/s the file transport writes here (bench/send_file.py), for the estimate
+FIRST_LATENCY_GUESS = 0.05  # seconds per request before any answer came (SMTP)
+
+__all__ = ["Progress", "SendError", "SendOutcome", "SendPlan", "crash_bound", "plan_send", "send_issue"]
 
 
 class SendError(NewsletterError):
     """A send cannot start, or had to stop."""
 
 
-@dataclass
-class Progress:
-    """Counts of the run so far, for the progress bar and the summary."""
-
-    total: int  # messages this run means to hand over
-    sent: int = 0
-    failed: int = 0
-    deferred: int = 0
-    skipped: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        return self.sent + self.failed + self.deferred + self.skipped
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def rate(self) -> float:
-        elapsed = self.elapsed
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-
 @dataclass(frozen=True)
 class SendOutcome:
-    """How a run ended: its counts, and why it stopped early (None when it finished)."""
+    """How a run ended: its counts, why it stopped early (None when it finished), and the rate it settled at."""
 
     progress: Progress
     stopped: str | None
+    settled_rate: float | None  # the limiter's rate at the end (lower than the ceiling after throttles)
+    ceiling: float | None
+
+
+@dataclass
+class SendPlan:
+    """What `send_issue` will do: the messages, the audience, the transport and its pace."""
+
+    settings: Settings
+    issue: Issue
+    messages: dict[str, MessageTemplate]
+    secret: bytes
+    transport: Transport
+    audience: AudiencePlan
+    resend: bool
+    include_new: bool
+    rate: float | None  # messages per second for all senders together (None: as fast as the transport goes)
+    rate_source: str  # where the rate comes from, for the plan's line
+    cap: int | None  # what is left of the 24-hour quota
+    quota: SendQuota | None
+    latency: float  # seconds per request, as first seen (the quota's round trip) or guessed
+    allow_partial: bool
+
+    @property
+    def total(self) -> int:
+        """Messages this send hands over."""
+        return self.audience.total
+
+    @property
+    def resuming(self) -> bool:
+        return not self.audience.audience.fresh
+
+    @property
+    def expected_rate(self) -> float:
+        """The rate the transport will reach: the limit, or what its requests in flight allow at its latency."""
+        reachable = self.transport.max_in_flight / max(self.latency, 1e-6)
+        if self.transport.name == "file":
+            reachable = FILE_RATE_GUESS
+        return min(self.rate or reachable, reachable)
+
+    @property
+    def estimate(self) -> float:
+        """Seconds the send should take."""
+        return self.total / self.expected_rate if self.total else 0.0
+
+    def refusal(self) -> SendError | None:
+        """Why this plan must not be sent, or None."""
+        slug = self.issue.slug
+        if not self.total:
+            logged = self.audience.logged
+            if any(logged.values()):
+                return SendError(
+                    slug,
+                    f"was sent already ({logged['sent']:,} sent, {logged['failed']:,} failed)",
+                    "pass --resend to send it to everyone again"
+                    + (", or --include-new for those who joined since" if not self.include_new else ""),
+                )
+            return SendError(
+                slug,
+                "has nobody to send to: no active subscribers",
+                "add some with 'newsletter subscribers import FILE.csv'",
+            )
+        if self.cap is not None and self.total > self.cap and not self.allow_partial:
+            return SendError(
+                slug,
+                f"needs {self.total:,} messages but only {self.cap:,} are left of the 24-hour quota",
+                "pass --allow-partial to send those now and the rest later",
+            )
+        return None
 
 
 def sendable_editions(issue: Issue) -> dict[str, Edition]:
@@ -94,43 +141,50 @@ def build_templates(settings: Settings, templates: Templates, issue: Issue) -> d
     }
 
 
-def start_send(store: Store, issue: Issue, settings: Settings, *, resend: bool) -> int:
-    """Snapshot the audience on the first run (or a --resend); returns the messages left to hand over.
-
-    A resumed run keeps the snapshot of the first: subscribers who joined since get the next issue.
-    """
+def plan_send(
+    settings: Settings,
+    store: Store,
+    issue: Issue,
+    messages: dict[str, MessageTemplate],
+    secret: bytes,
+    *,
+    transport: str | Transport | None = None,
+    rate: float | None = None,
+    resend: bool = False,
+    include_new: bool = False,
+    allow_partial: bool = False,
+) -> SendPlan:
+    """What a send of `issue` would do now (nothing is written; the transport is opened and asked its quota)."""
     if len(issue.slug) > ISSUE_LIMIT:
         raise SendError(
             issue.default.path,
             f"has a name of {len(issue.slug):,} characters; the send log keeps {ISSUE_LIMIT}",
             "rename the file with a shorter slug",
         )
-    counts = delivery_counts(store, issue.slug)
-    if resend:
-        reset_for_resend(store, issue.slug)
-        counts = {state: 0 for state in counts}
-    if not any(counts.values()):
-        snapshot_audience(store, issue.slug, list(sendable_editions(issue)), settings.language)
-        counts = delivery_counts(store, issue.slug)
-        if not any(counts.values()):
-            raise SendError(
-                issue.slug,
-                "has nobody to send to: no active subscribers",
-                "add some with 'newsletter subscribers import FILE.csv'",
-            )
-    left = messages_left(counts)
-    if not left:
-        raise SendError(
-            issue.slug,
-            f"was sent already ({counts['sent']} sent, {counts['failed']} failed)",
-            "pass --resend to send it to everyone again",
-        )
-    return left
-
-
-def messages_left(counts: dict[str, int]) -> int:
-    """How many messages of a send log (counts per state) a run would still hand over."""
-    return sum(counts[state] for state in TO_SEND)
+    if transport is None or isinstance(transport, str):
+        opened = open_transport(transport or settings.transport, settings, slug=issue.slug)
+    else:
+        opened = transport
+    audience = plan_audience(
+        store, issue.slug, list(messages), settings.language, resend=resend, include_new=include_new
+    )
+    wanted = rate or settings.rate
+    started = time.monotonic()
+    quota = opened.quota()
+    latency = time.monotonic() - started if quota is not None else FIRST_LATENCY_GUESS
+    if quota is None:
+        per_second, cap = wanted, None
+        source = f"{wanted:g}/s" if wanted else "as fast as the transport takes them"
+    else:
+        per_second = min(quota.max_send_rate, wanted) if wanted else quota.max_send_rate
+        remaining = quota.remaining
+        cap = None if remaining is None else int(remaining)
+        left = "unlimited" if remaining is None else f"{int(remaining):,} left of {int(quota.max_24_hour_send or 0):,}"
+        source = f"{per_second:g}/s (SES allows {quota.max_send_rate:g}/s; 24-hour quota: {left})"
+    return SendPlan(
+        settings, issue, messages, secret, opened, audience, resend, include_new and not resend,
+        per_second, source, cap, quota, latency, allow_partial,
+    )  # fmt: skip
 
 
 def recipient(settings: Settings, secret: bytes, subscriber_id: int, email: str, name: str) -> Recipient:
@@ -138,117 +192,79 @@ def recipient(settings: Settings, secret: bytes, subscriber_id: int, email: str,
     return Recipient(email, name, unsubscribe_token(secret, settings.list_id, subscriber_id))
 
 
-def _deliveries_to_send(store: Store, issue: str) -> Iterator[Delivery]:
-    """The deliveries left to hand over, in id order, fetched in batches (memory stays flat)."""
-    after = 0
-    while batch := next_deliveries(store, issue, after, BATCH, TO_SEND):
-        yield from batch
-        after = batch[-1].id
-
-
-def send_edition(
-    settings: Settings,
+def send_issue(
+    plan: SendPlan,
     store: Store,
-    issue: Issue,
-    transport: Transport,
-    messages: dict[str, MessageTemplate],
-    secret: bytes,
     *,
-    limiter: RateLimiter,
-    total: int,
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> SendOutcome:
-    """Hand every pending message of `issue` to `transport`, recording each in the send log.
+    """Send what `plan` says, recording every message in the send log; resumable after any stop or crash.
 
-    Each delivery waits for its rate-limit slot, is then claimed (the last look at the subscriber) just
-    before its message leaves, and is recorded after; a transport error stops the run with that message
-    back in `pending`.
+    Raises SendError when the plan is refused or another sender holds the issue (SQLite allows one).
     """
-    run = _SendRun(settings, issue, transport, messages, secret, limiter, SendLog(store), Progress(total=total))
-    stopped: str | None = None
+    refusal = plan.refusal()
+    if refusal is not None:
+        raise refusal
+    settings, issue = plan.settings, plan.issue
     try:
-        for delivery in _deliveries_to_send(store, issue.slug):
-            if stop is not None and stop.is_set():
-                stopped = "stopped on request"
-                break
-            stopped = run.send_one(delivery)
-            if stopped:
-                break
-            if on_progress:
-                on_progress(run.progress)
-    finally:
-        run.log.close()
-        transport.close()
-    return SendOutcome(run.progress, stopped)
-
-
-def edition_language(messages: dict[str, MessageTemplate], lang: str | None, settings: Settings) -> str:
-    """The edition a subscriber reading `lang` gets: theirs, or the default language's when they have none
-    or it is missing."""
-    return lang if lang is not None and lang in messages else settings.language
-
-
-@dataclass
-class _SendRun:
-    """What stays the same for every delivery of one run, and its counts."""
-
-    settings: Settings
-    issue: Issue
-    transport: Transport
-    messages: dict[str, MessageTemplate]
-    secret: bytes
-    limiter: RateLimiter
-    log: SendLog
-    progress: Progress
-    sender: str = field(init=False)  # the envelope sender, worked out once
-
-    def __post_init__(self) -> None:
-        self.sender = self.settings.from_address.addr_spec
-
-    def send_one(self, delivery: Delivery) -> str | None:
-        """Wait for a slot, claim, personalise, hand over and record one delivery, counting it; returns why
-        the whole run must stop, or None.
-
-        The claim (the last look at the subscriber) comes after the rate-limit wait, so an unsubscribe
-        recorded while this message waited for its slot is honoured; a skipped delivery still used a slot.
-        """
-        log, progress = self.log, self.progress
-        try:
-            self.limiter.acquire()  # before the claim: the wait must not sit between the last look and the send
-        except QuotaExhausted:
-            return "the 24-hour sending quota is used up"  # not claimed: it stays in the log to send later
-        if not log.claim(delivery.id, self.transport.name):
-            progress.skipped += 1
-            return None
-        template = self.messages[edition_language(self.messages, delivery.lang, self.settings)]
-        try:
-            raw, message_id = template.personalise(
-                recipient(self.settings, self.secret, delivery.subscriber_id, delivery.email, delivery.name)
-            )
-        except MessageError as err:
-            log.record(delivery.id, DeliveryState.FAILED, error=str(err))
-            progress.failed += 1
-            return None
-        outgoing = OutgoingMessage(self.sender, delivery.email, raw, self.issue.slug, delivery.lang)
-        try:
-            result = self.transport.send(outgoing)
-        except TransportError as err:
-            log.record(delivery.id, DeliveryState.PENDING, error=str(err))  # it did not leave
-            return str(err)
-        log.record(
-            delivery.id,
-            DeliveryState(result.status.value),
-            message_id=result.message_id or message_id,
-            error=result.error,
+        sender_id, sharing = register_sender(store, issue.slug, exclusive=store.engine.dialect.name == "sqlite")
+    except SenderBusy as busy:
+        other = busy.other
+        raise SendError(
+            issue.slug,
+            f"is being sent by another process (pid {other.pid} on {other.host}, since "
+            f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC); SQLite allows one sender per issue",
+            "wait for it to finish, or stop it; for several senders use PostgreSQL",
+        ) from None
+    try:
+        with store.engine.connect() as conn:
+            started = database_now(conn)
+        if plan.resend:
+            reset_for_resend(store, issue.slug)
+        if plan.audience.audience.fresh or plan.include_new:
+            snapshot_audience(store, issue.slug, list(plan.messages), settings.language)
+        limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None, cap=plan.cap)
+        if plan.rate:
+            limiter.ceiling = plan.rate / max(1, sharing)
+        if sharing > 1 and plan.rate and not _wait(stop, 2 * HEARTBEAT + WINDOW):
+            return SendOutcome(Progress(total=plan.total), "stopped on request", limiter.rate, limiter.ceiling)
+        loop = SendLoop(
+            store=store,
+            log=SendLog(store, issue.slug, sender_id, plan.transport.name, started),
+            sender_id=sender_id,
+            transport=plan.transport,
+            messages=plan.messages,
+            recipient=lambda d: recipient(settings, plan.secret, d.subscriber_id, d.email, d.name),
+            sender_address=settings.from_address.addr_spec,
+            issue=issue.slug,
+            default_lang=settings.language,
+            limiter=limiter,
+            account_rate=plan.rate,
+            ambiguous_retries=settings.ambiguous_retries,
+            progress=Progress(total=plan.total),
+            stop=stop,
+            on_progress=on_progress,
+            latency=plan.latency,
         )
-        if result.status == SendStatus.SENT:
-            progress.sent += 1
-        elif result.status == SendStatus.FAILED:
-            progress.failed += 1
-        else:
-            progress.deferred += 1
-        return None
+        stopped = loop.run()
+        return SendOutcome(loop.progress, stopped, limiter.rate, limiter.ceiling)
+    finally:
+        plan.transport.close()
+        finish_sender(store, sender_id)
+
+
+def _wait(stop: threading.Event | None, seconds: float) -> bool:
+    """Wait `seconds` (other senders lower their share meanwhile); False if a stop was asked for."""
+    if stop is None:
+        time.sleep(seconds)
+        return True
+    return not stop.wait(seconds)
+
+
+def messages_left(counts: dict[str, int]) -> int:
+    """How many messages of a send log (counts per state) a run would still hand over."""
+    return counts["pending"] + counts["sending"] + counts["deferred"]
 
 
 def send_test(
@@ -262,34 +278,28 @@ def send_test(
     """One copy of each edition to `address`; nothing is recorded in the send log."""
     results = []
     token = unsubscribe_token(secret, settings.list_id, TEST_SUBSCRIBER_ID)
-    for lang, template in messages.items():
-        try:
-            raw, _ = template.personalise(Recipient(address, "", token))
-        except MessageError as err:
-            raise SendError(address, str(err), "use a plain ASCII address") from None
-        result = transport.send(OutgoingMessage(settings.from_address.addr_spec, address, raw, issue.slug, lang))
-        results.append((lang, result.status, result.error))
-    transport.close()
+    try:
+        for lang, template in messages.items():
+            try:
+                raw, _ = template.personalise(Recipient(address, "", token))
+            except MessageError as err:
+                raise SendError(address, str(err), "use a plain ASCII address") from None
+            outgoing = OutgoingMessage(settings.from_address.addr_spec, address, raw, issue.slug, lang, test=True)
+            result = transport.send(outgoing)
+            results.append((lang, result.status, result.error))
+    finally:
+        transport.close()
     return results
 
 
-def preview_audience(store: Store, issue: Issue, settings: Settings) -> AudiencePreview:
-    """Who would get which edition now, and who is left out and why (nothing is written)."""
-    return audience_preview(store, issue.slug, list(sendable_editions(issue)), settings.language)
-
-
-def dry_run(
-    settings: Settings, store: Store, issue: Issue, messages: dict[str, MessageTemplate], secret: bytes
-) -> dict[str, int]:
-    """Build every message a send would hand over, and send none: messages per edition, and failures."""
-    from .store import SubscriberStatus, iter_subscribers
-
+def dry_run(plan: SendPlan, store: Store) -> dict[str, int]:
+    """Build every message the plan would hand over, and send none: messages per edition, and failures."""
+    settings, messages = plan.settings, plan.messages
     built: dict[str, int] = {lang: 0 for lang in messages}
     built["invalid"] = 0
-    for subscriber in iter_subscribers(store, SubscriberStatus.ACTIVE):
-        lang = edition_language(messages, subscriber.lang, settings)
+    for subscriber_id, email, name, lang in planned_recipients(store, plan.audience.audience):
         try:
-            messages[lang].personalise(recipient(settings, secret, subscriber.id, subscriber.email, subscriber.name))
+            messages[lang].personalise(recipient(settings, plan.secret, subscriber_id, email, name))
         except MessageError:
             built["invalid"] += 1
             continue

@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import sqlalchemy as sa
 
 from newsletter.config import Settings, load_settings
 from newsletter.issues import Issue, find_issue
 from newsletter.messages import MessageTemplate
-from newsletter.ratelimit import QuotaExhausted, RateLimiter
 from newsletter.render.templates import load_templates
-from newsletter.sending import TO_SEND, build_templates, send_edition, start_send
+from newsletter.sending import SendPlan, build_templates, plan_send, send_issue
 from newsletter.store import (
     DeliveryState,
+    deliveries,
     delivery_counts,
-    next_deliveries,
+    iter_subscribers,
     open_store,
     record_unsubscribe,
     subscriber_by_email,
@@ -92,7 +93,7 @@ def test_file_send_gives_each_subscriber_their_edition(run, publication: Path) -
 
 
 class _Prepared(NamedTuple):
-    """What driving send_edition directly needs, made once per test."""
+    """What driving plan_send and send_issue directly needs, made once per test."""
 
     settings: Settings
     issue: Issue
@@ -105,12 +106,28 @@ def _prepared(publication: Path) -> _Prepared:
     return _Prepared(settings, issue, build_templates(settings, load_templates(settings), issue))
 
 
-def _send(prepared: _Prepared, store, transport, total: int, *, limiter: RateLimiter | None = None, **options):
-    """send_edition of the sample issue with the development secret, unlimited unless `limiter` says."""
+def _plan(prepared: _Prepared, store, transport, **options) -> SendPlan:
+    """plan_send of the sample issue with the development secret."""
     settings, issue, messages = prepared
-    limiter = limiter or RateLimiter(None)
-    secret = DEVELOPMENT_SECRET.encode()
-    return send_edition(settings, store, issue, transport, messages, secret, limiter=limiter, total=total, **options)
+    return plan_send(settings, store, issue, messages, DEVELOPMENT_SECRET.encode(), transport=transport, **options)
+
+
+def _send(prepared: _Prepared, store, transport, *, rate: float | None = None, stop=None, on_progress=None):
+    """plan_send then send_issue of the sample issue, unlimited unless `rate` says."""
+    return send_issue(_plan(prepared, store, transport, rate=rate), store, stop=stop, on_progress=on_progress)
+
+
+def _states(store) -> dict[int, str]:
+    """Each subscriber's delivery state for the sample issue."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(deliveries.c.subscriber_id, deliveries.c.state)).all()
+    return {row.subscriber_id: row.state for row in rows}
+
+
+def _in_send_order(store) -> list[int]:
+    """The subscribers of the sample issue's send log, in the order the send takes them (delivery id)."""
+    with store.engine.connect() as conn:
+        return list(conn.execute(sa.select(deliveries.c.subscriber_id).order_by(deliveries.c.id)).scalars())
 
 
 def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> None:
@@ -120,7 +137,6 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
     with open_store(settings.database_url) as store:
         record_unsubscribe(store, subscriber_by_email(store, "bob.jones@example.com").id, "page")
         late = subscriber_by_email(store, "eun.han@example.com")  # the last in the send order
-        total = start_send(store, issue, settings, resend=False)
         transport = FileTransport(_outbox(publication))
         original = transport.send
         calls = []
@@ -133,10 +149,11 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
 
         transport.send = send_then_unsubscribe
         reported: list[int] = []
-        outcome = _send(prepared, store, transport, total, on_progress=lambda p: reported.append(p.done))
+        plan = _plan(prepared, store, transport, rate=20)  # 9 messages over 0.4 s: the last leaves well after
+        outcome = send_issue(plan, store, on_progress=lambda p: reported.append(p.done))
         counts = delivery_counts(store, ISSUE)
     names = {p.name for p in _outbox(publication).glob("*.eml")}
-    assert total == 9  # bob had left before the snapshot
+    assert plan.total == 9  # bob had left before the snapshot
     assert file_name("bob.jones@example.com") not in names and file_name("eun.han@example.com") not in names
     assert "eun.han@example.com" not in calls
     assert counts["skipped"] == 1 and outcome.progress.skipped == 1 and counts["sent"] == len(names) == 8
@@ -144,35 +161,36 @@ def test_unsubscribed_never_get_mail_even_mid_send(publication: Path, run) -> No
 
 
 def test_an_unsubscribe_recorded_during_the_rate_limit_wait_is_honoured(publication: Path, run) -> None:
-    """The last look at the subscriber comes after the wait for the rate-limit slot, right before the hand-over."""
+    """The last look at a subscriber is at most LOOK_FRESH old when the message leaves: an unsubscribe recorded
+    after the second message was claimed and first looked at, while it waits for its slot, is honoured."""
+    from newsletter.send_loop import LOOK_FRESH
+
     _import(run)
     prepared = _prepared(publication)
-    settings, issue, _ = prepared
+    settings, _, _ = prepared
     with open_store(settings.database_url) as store:
-        total = start_send(store, issue, settings, resend=False)
-        second = next_deliveries(store, ISSUE, 0, 2, TO_SEND)[1]  # the first message that has to wait
-        now = [0.0]
-        waits: list[float] = []
-
-        def sleep(seconds: float) -> None:  # the wait for the slot: the subscriber leaves meanwhile
-            if not waits:
-                record_unsubscribe(store, second.subscriber_id, "one-click")
-            waits.append(seconds)
-            now[0] += seconds
-
         transport = FileTransport(_outbox(publication))
         handed_over: list[str] = []
         original = transport.send
-        transport.send = lambda message: handed_over.append(message.recipient) or original(message)
-        limiter = RateLimiter(0.5, clock=lambda: now[0], sleep=sleep)
-        outcome = _send(prepared, store, transport, total, limiter=limiter)
+        second: list[str] = []
+
+        def send(message):
+            handed_over.append(message.recipient)
+            if len(handed_over) == 1:  # the second delivery is claimed and was looked at with the first
+                second.append(_in_send_order(store)[1])
+                record_unsubscribe(store, second[0], "one-click")
+            return original(message)
+
+        transport.send = send
+        rate = 1 / (3 * LOOK_FRESH)  # the second slot comes 3 x LOOK_FRESH after the first
+        outcome = _send(prepared, store, transport, rate=rate)
         counts = delivery_counts(store, ISSUE)
-        states = {d.subscriber_id: d.state for d in next_deliveries(store, ISSUE, 0, 100, tuple(DeliveryState))}
-    assert waits and waits[0] == pytest.approx(2.0)  # --rate 0.5: the second message waited 2 s
-    assert second.email not in handed_over and len(handed_over) == total - 1
-    assert not (_outbox(publication) / file_name(second.email)).exists()
-    assert states[second.subscriber_id] == DeliveryState.SKIPPED
-    assert counts["skipped"] == outcome.progress.skipped == 1 and counts["sent"] == total - 1
+        states = _states(store)
+        gone = next(s for s in iter_subscribers(store) if s.id == second[0])
+    assert gone.email not in handed_over and len(handed_over) == 9
+    assert not (_outbox(publication) / file_name(gone.email)).exists()
+    assert states[gone.id] == DeliveryState.SKIPPED
+    assert counts["skipped"] == outcome.progress.skipped == 1 and counts["sent"] == 9
 
 
 def test_stop_then_resume_sends_the_rest_once(publication: Path, run, tmp_path: Path) -> None:
@@ -180,21 +198,16 @@ def test_stop_then_resume_sends_the_rest_once(publication: Path, run, tmp_path: 
     prepared = _prepared(publication)
     settings, issue, _ = prepared
     with open_store(settings.database_url) as store:
-        total = start_send(store, issue, settings, resend=False)
         stop = threading.Event()
-        first = _send(
-            prepared,
-            store,
-            FileTransport(_outbox(publication)),
-            total,
-            stop=stop,
-            on_progress=lambda p: stop.set() if p.sent == 12 else None,
-        )
-        assert first.stopped == "stopped on request" and first.progress.sent == 12
-        assert delivery_counts(store, ISSUE)["pending"] == 18
+        transport = FileTransport(_outbox(publication))
+        first = _send(prepared, store, transport, stop=stop, on_progress=lambda p: stop.set() if p.sent == 12 else None)
+        sent = first.progress.sent
+        assert first.stopped == "stopped on request" and 12 <= sent <= 12 + transport.max_in_flight
+        counts = delivery_counts(store, ISSUE)
+        assert (counts["sent"], counts["pending"], counts["sending"]) == (sent, 30 - sent, 0)
     result = run("send", ISSUE, "--yes")
     assert result.exit_code == 0
-    assert "Resuming  18 message(s) left of 30 (12 sent)" in result.stdout
+    assert f"Resuming  {30 - sent} message(s) left of 30 ({sent} sent)" in result.stdout
     assert len(list(_outbox(publication).glob("*.eml"))) == 30
 
 
@@ -299,26 +312,6 @@ def test_ses_send_over_moto(publication: Path, run, ses, monkeypatch: pytest.Mon
     assert counts["sent"] == 2
 
 
-def test_rate_limiter_spaces_messages_and_stops_at_the_cap() -> None:
-    now = [0.0]
-    waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
-
-    limiter = RateLimiter(50, cap=120, clock=lambda: now[0], sleep=sleep)
-    stamps = []
-    for _ in range(120):
-        limiter.acquire()
-        stamps.append(now[0])
-    with pytest.raises(QuotaExhausted):
-        limiter.acquire()
-    for start in stamps:  # no one-second window holds more than 50
-        assert sum(1 for s in stamps if start <= s < start + 1) <= 50
-    assert stamps[-1] == pytest.approx(119 / 50)
-
-
 def test_killed_sends_resume_and_everyone_gets_exactly_one(publication: Path, run, tmp_path: Path) -> None:
     """SIGKILL a real `newsletter send` at random moments, several times, then let it finish."""
     _import(run, rows=400, tmp=tmp_path)
@@ -356,6 +349,7 @@ def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Pa
     import boto3
     from botocore.config import Config
 
+    from newsletter.transports.base import SendQuota
     from newsletter.transports.ses import SesTransport
     from tests.transports.test_ses import FaultProxy
 
@@ -363,8 +357,10 @@ def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Pa
     prepared = _prepared(publication)
     settings, issue, _ = prepared
     with open_store(settings.database_url) as store:
-        total = start_send(store, issue, settings, resend=False)
-        capped = _send(prepared, store, FileTransport(_outbox(publication)), total, limiter=RateLimiter(None, cap=2))
+        capped_transport = FileTransport(_outbox(publication))
+        capped_transport.quota = lambda: SendQuota(100.0, 2.0, 0.0)  # two messages left of the day's
+        plan = _plan(prepared, store, capped_transport, allow_partial=True)
+        capped = send_issue(plan, store)
         assert capped.stopped == "the 24-hour sending quota is used up" and capped.progress.sent == 2
         assert delivery_counts(store, ISSUE)["pending"] == 4
 
@@ -377,7 +373,7 @@ def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Pa
                 endpoint_url=proxy.url,
                 config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
             )
-            paused = _send(prepared, store, SesTransport(client), 4)
+            paused = _send(prepared, store, SesTransport(client))
         finally:
             proxy.close()
         assert paused.progress.sent == 1 and len(sent) == 1

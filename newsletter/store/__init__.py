@@ -23,17 +23,20 @@ from .database import (
 )
 from .deliveries import (
     ISSUE_LIMIT,
-    AudiencePreview,
+    TO_SEND,
+    Audience,
+    AudiencePlan,
     DeliveryProblem,
-    SendLog,
-    audience_preview,
-    claim_delivery,
+    ambiguous_outcomes,
     delivery_counts,
     delivery_problems,
-    next_deliveries,
+    plan_audience,
+    planned_recipients,
     reset_for_resend,
     snapshot_audience,
 )
+from .send_log import Result, SendLog
+from .senders import SenderBusy, finish_sender, heartbeat, register_sender
 from .subscribers import (
     ImportCounts,
     add_subscriber,
@@ -64,7 +67,11 @@ subscribers = _database.subscribers  # noqa: F811
 
 __all__ = [
     "ISSUE_LIMIT",
-    "AudiencePreview",
+    "TO_SEND",
+    "Audience",
+    "AudiencePlan",
+    "Result",
+    "SenderBusy",
     "SCHEMA_VERSION",
     "Delivery",
     "DeliveryProblem",
@@ -75,9 +82,8 @@ __all__ = [
     "Subscriber",
     "SubscriberStatus",
     "add_subscriber",
-    "audience_preview",
+    "ambiguous_outcomes",
     "claim_confirmations",
-    "claim_delivery",
     "confirm_subscription",
     "confirmation_is_current",
     "confirmation_issue_time",
@@ -95,7 +101,11 @@ __all__ = [
     "is_suppressed",
     "iter_subscribers",
     "metadata",
-    "next_deliveries",
+    "finish_sender",
+    "heartbeat",
+    "plan_audience",
+    "planned_recipients",
+    "register_sender",
     "now",
     "open_store",
     "purge_unconfirmed",

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import MissingExtraError, StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -39,11 +39,12 @@ class DeliveryState(enum.StrEnum):
     """Where one message of one issue to one subscriber stands."""
 
     PENDING = "pending"  # in the audience snapshot, not yet handed to the transport
-    SENDING = "sending"  # claimed and being handed over; after a crash, "in flight"
+    SENDING = "sending"  # claimed by a sender (lease_owner) and being handed over; after a crash, "in flight"
     SENT = "sent"  # the transport accepted it
     FAILED = "failed"  # permanently refused (the recipient or the message); not retried
     DEFERRED = "deferred"  # a transient refusal; a resumed send retries it
     SKIPPED = "skipped"  # the subscriber left (unsubscribed, bounced, complained) after the snapshot
+    UNKNOWN = "unknown"  # requests left and no answer came, as often as `ambiguous_retries` allows: not sent again
 
 
 metadata = sa.MetaData()
@@ -97,8 +98,29 @@ deliveries = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The sender (senders.id) that claimed it, and until when; a dead sender's claims fall back after the lease.
+    sa.Column("lease_owner", sa.String(32)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    # How often a request for it left and no answer came (the peer may have taken it): shown by `status`.
+    sa.Column("ambiguous", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("issue", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_state_id", "issue", "state", "id"),
+)
+
+
+# The `newsletter send` processes at work on this store: their heartbeats renew their leases and tell each one its
+# share of the account's rate. A finished or dead sender's row stays for one rate window (its last starts still
+# count against the account), then goes.
+senders = sa.Table(
+    "senders",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("issue", sa.String(200), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
 )
 
 
@@ -329,11 +351,23 @@ def _never_reuse_subscriber_ids(conn: Connection) -> None:
     conn.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES ('subscribers', :seq)"), {"seq": highest})
 
 
+def _add_leases_and_senders(conn: Connection) -> None:
+    """Leases and ambiguous counts on the send log, and the senders table."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns("deliveries")}
+    stamp = sa.DateTime(timezone=True).compile(dialect=conn.dialect)
+    added = (("lease_owner", "VARCHAR(32)"), ("lease_until", stamp), ("ambiguous", "INTEGER NOT NULL DEFAULT 0"))
+    for name, kind in added:
+        if name not in present:
+            conn.execute(sa.text(f"ALTER TABLE deliveries ADD COLUMN {name} {kind}"))
+    senders.create(conn, checkfirst=True)
+
+
 # version → the step that upgrades the version before it. A new database gets `metadata` whole.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_events_table,  # 2: bounces and complaints from SES
     3: _add_confirmation_due_at,  # 3: confirmation mails sent after the answer, from the pending row
     4: _never_reuse_subscriber_ids,  # 4: SQLite gives no subscriber id twice (links name ids for ever)
+    5: _add_leases_and_senders,  # 5: several senders share one send log (leases, heartbeats, ambiguous counts)
 }
 
 

@@ -1,18 +1,17 @@
-"""The send log: one delivery row per message of a send; the snapshot that creates them, and the claim and
-record around each hand-over."""
+"""The send log: one delivery row per message of a send; the snapshot that creates them, what a send would do
+(the plan, from the same predicates the send uses), counts and problems. The hot path is send_log.py."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
 
-from .database import Delivery, DeliveryState, Store, SubscriberStatus, deliveries, now, subscribers
+from .database import DeliveryState, Store, SubscriberStatus, deliveries, now, subscribers
 from .subscribers import count_subscribers
 
-MESSAGE_ID_LIMIT = cast(sa.String, deliveries.c.message_id.type).length or 300
 ISSUE_LIMIT = cast(sa.String, deliveries.c.issue.type).length or 200  # characters of an issue's slug kept
 
 
@@ -40,101 +39,21 @@ def snapshot_audience(store: Store, issue: str, editions: Collection[str], defau
     columns = ["issue", "subscriber_id", "lang", "state", "attempts", "created_at", "updated_at"]
     with store.begin() as conn:
         before = conn.execute(count).scalar_one()
-        conn.execute(deliveries.insert().from_select(columns, select))
+        conn.execute(_insert_new(conn.dialect.name).from_select(columns, select).on_conflict_do_nothing())
         return conn.execute(count).scalar_one() - before  # rowcount of INSERT … SELECT is not portable
+
+
+def _insert_new(dialect: str) -> Any:
+    """INSERT that leaves a row another sender's snapshot added meanwhile alone (ON CONFLICT DO NOTHING)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if dialect == "postgresql" else sqlite).insert(deliveries)
 
 
 def reset_for_resend(store: Store, issue: str) -> int:
     """Forget an issue's send log so it can be sent again (newsletter send --resend)."""
     with store.begin() as conn:
         return conn.execute(deliveries.delete().where(deliveries.c.issue == issue)).rowcount or 0
-
-
-def next_deliveries(
-    store: Store, issue: str, after_id: int, limit: int, states: tuple[DeliveryState, ...]
-) -> list[Delivery]:
-    """The next deliveries of `issue` in `states` after `after_id`, with their subscribers' addresses."""
-    query = (
-        sa.select(
-            deliveries.c.id,
-            deliveries.c.subscriber_id,
-            subscribers.c.email,
-            subscribers.c.name,
-            deliveries.c.lang,
-            deliveries.c.state,
-            deliveries.c.attempts,
-        )
-        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(deliveries.c.issue == issue, deliveries.c.state.in_(states), deliveries.c.id > after_id)
-        .order_by(deliveries.c.id)
-        .limit(limit)
-    )
-    with store.engine.connect() as conn:
-        return [
-            Delivery(r.id, r.subscriber_id, r.email, r.name, r.lang, DeliveryState(r.state), r.attempts)
-            for r in conn.execute(query)
-        ]
-
-
-class SendLog:
-    """The hot path of a send: one connection and statements built once, a transaction per step.
-
-    claim() is the last look at the subscriber before a message leaves, so an unsubscribe recorded
-    before it is honoured; record() stores what the transport said.
-    """
-
-    _stamp = sa.bindparam("now", type_=sa.DateTime(timezone=True))
-    _claim = sa.text(
-        "UPDATE deliveries SET state = 'sending', transport = :transport, attempts = attempts + 1, updated_at = :now "
-        "WHERE id = :id AND EXISTS (SELECT 1 FROM subscribers "
-        "WHERE subscribers.id = deliveries.subscriber_id AND subscribers.status = 'active')"
-    ).bindparams(_stamp)
-    _skip = sa.text(
-        "UPDATE deliveries SET state = 'skipped', error = 'subscriber left before sending', updated_at = :now "
-        "WHERE id = :id"
-    ).bindparams(_stamp)
-    _record = sa.text(
-        "UPDATE deliveries SET state = :state, message_id = :message_id, error = :error, updated_at = :now "
-        "WHERE id = :id"
-    ).bindparams(_stamp)
-
-    def __init__(self, store: Store) -> None:
-        self.connection = store.engine.connect()
-
-    def claim(self, delivery_id: int, transport: str) -> bool:
-        """Mark a delivery `sending` if its subscriber is still active, else `skipped`; True if it may go."""
-        stamp = now()
-        with self.connection.begin():
-            claimed = self.connection.execute(self._claim, {"id": delivery_id, "transport": transport, "now": stamp})
-            if claimed.rowcount:
-                return True
-            self.connection.execute(self._skip, {"id": delivery_id, "now": stamp})
-        return False
-
-    def record(
-        self, delivery_id: int, state: DeliveryState, *, message_id: str | None = None, error: str | None = None
-    ) -> None:
-        """Store what the transport said. A message id longer than the column (a file transport's path under a
-        deep folder) is cut to fit: PostgreSQL would refuse it after the message had already left."""
-        if message_id is not None:
-            message_id = message_id[:MESSAGE_ID_LIMIT]
-        with self.connection.begin():
-            self.connection.execute(
-                self._record,
-                {"id": delivery_id, "state": state.value, "message_id": message_id, "error": error, "now": now()},
-            )
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-def claim_delivery(store: Store, delivery_id: int, transport: str) -> bool:
-    """SendLog.claim for one delivery (outside a send loop)."""
-    log = SendLog(store)
-    try:
-        return log.claim(delivery_id, transport)
-    finally:
-        log.close()
 
 
 def delivery_counts(store: Store, issue: str) -> dict[str, int]:
@@ -150,12 +69,34 @@ def delivery_counts(store: Store, issue: str) -> dict[str, int]:
     return counts
 
 
-@dataclass(frozen=True)
-class AudiencePreview:
-    """What a send would do now: recipients per edition, and who is left out and why."""
+TO_SEND = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DEFERRED)  # what a send hands over
 
-    per_edition: dict[str, int]
-    left_out: dict[str, int]  # by status, and "already sent"
+
+@dataclass(frozen=True)
+class Audience:
+    """Who a send of an issue is for: a new snapshot, or the one a first run took (plus, if asked, newcomers)."""
+
+    issue: str
+    editions: tuple[str, ...]
+    default_lang: str
+    fresh: bool  # no send log yet, or --resend: the snapshot is taken when the send starts
+    include_new: bool  # resuming: also the active subscribers who joined after the snapshot
+
+    def recipients(self) -> sa.Select[Any]:
+        """(subscriber id, email, name, edition) of every message the send would hand over now."""
+        s, d = subscribers.c, deliveries.c
+        everyone = sa.select(s.id, s.email, s.name, _edition_for(self.editions, self.default_lang).label("lang"))
+        if self.fresh:
+            return everyone.where(s.status == SubscriberStatus.ACTIVE)
+        logged = (
+            sa.select(s.id, s.email, s.name, d.lang)
+            .join(deliveries, d.subscriber_id == s.id)
+            .where(d.issue == self.issue, d.state.in_(TO_SEND), s.status == SubscriberStatus.ACTIVE)
+        )
+        if not self.include_new:
+            return logged
+        newcomers = everyone.where(s.status == SubscriberStatus.ACTIVE, ~_has_delivery(self.issue))
+        return sa.union_all(logged, newcomers)  # type: ignore[return-value]
 
 
 def _edition_for(editions: Collection[str], default_lang: str) -> Any:
@@ -163,32 +104,74 @@ def _edition_for(editions: Collection[str], default_lang: str) -> Any:
     return sa.case(*[(subscribers.c.lang == lang, lang) for lang in editions], else_=sa.literal(default_lang))
 
 
-def audience_preview(store: Store, issue: str, editions: Collection[str], default_lang: str) -> AudiencePreview:
-    """What a send would do now, without writing anything."""
-    lang_case = _edition_for(editions, default_lang)
-    done = sa.select(deliveries.c.id).where(
-        deliveries.c.issue == issue,
-        deliveries.c.subscriber_id == subscribers.c.id,
-        deliveries.c.state.in_([DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED]),
-    )
+def _has_delivery(issue: str) -> Any:
+    return sa.exists().where(deliveries.c.issue == issue, deliveries.c.subscriber_id == subscribers.c.id)
+
+
+@dataclass(frozen=True)
+class AudiencePlan:
+    """What a send would do now: messages per edition, who is left out and why, and the send log so far."""
+
+    audience: Audience
+    per_edition: dict[str, int]
+    left_out: dict[str, int]
+    logged: dict[str, int]  # the send log's deliveries per state before this run
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_edition.values())
+
+
+def plan_audience(
+    store: Store, issue: str, editions: Collection[str], default_lang: str, *, resend: bool, include_new: bool
+) -> AudiencePlan:
+    """What a send would do now, from the same query the send and the dry run use; nothing is written."""
+    logged = delivery_counts(store, issue)
+    fresh = resend or not any(logged.values())
+    audience = Audience(issue, tuple(editions), default_lang, fresh, include_new and not fresh)
+    planned = audience.recipients().subquery()
+    s = subscribers.c
     with store.engine.connect() as conn:
         per_edition: dict[str, int] = dict(
-            conn.execute(
-                sa.select(lang_case, sa.func.count())
-                .where(subscribers.c.status == SubscriberStatus.ACTIVE, ~sa.exists(done))
-                .group_by(lang_case)
-            ).all()
+            conn.execute(sa.select(planned.c.lang, sa.func.count()).group_by(planned.c.lang)).all()
         )
-        already = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(subscribers)
-            .where(subscribers.c.status == SubscriberStatus.ACTIVE, sa.exists(done))
-        ).scalar_one()
-    left_out = {
-        status: count for status, count in count_subscribers(store).items() if status not in {SubscriberStatus.ACTIVE}
-    }
-    left_out["already sent"] = already
-    return AudiencePreview(per_edition, left_out)
+        left_out = {status: n for status, n in count_subscribers(store).items() if status != SubscriberStatus.ACTIVE}
+        if not fresh:
+            d = deliveries.c
+            left_since = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(deliveries.join(subscribers, d.subscriber_id == s.id))
+                .where(d.issue == issue, d.state.in_(TO_SEND), s.status != SubscriberStatus.ACTIVE)
+            ).scalar_one()
+            joined = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(subscribers)
+                .where(s.status == SubscriberStatus.ACTIVE, ~_has_delivery(issue))
+            ).scalar_one()
+            left_out = {
+                "already sent": logged[DeliveryState.SENT],
+                "failed for good": logged[DeliveryState.FAILED],
+                "outcome unknown": logged[DeliveryState.UNKNOWN],
+                "left since the first run": left_since,
+                **({} if include_new else {"joined since the first run (--include-new sends to them)": joined}),
+            }
+    return AudiencePlan(audience, {lang: per_edition[lang] for lang in sorted(per_edition)}, left_out, logged)
+
+
+def planned_recipients(store: Store, audience: Audience, batch: int = 1000) -> Iterator[tuple[int, str, str, str]]:
+    """(subscriber id, email, name, edition) of every planned message, fetched in batches (memory stays flat)."""
+    planned = audience.recipients().subquery()
+    after = 0
+    while True:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(planned).where(planned.c.id > after).order_by(planned.c.id).limit(batch)
+            ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row.id, row.email, row.name, row.lang
+        after = rows[-1].id
 
 
 @dataclass(frozen=True)
@@ -200,14 +183,29 @@ class DeliveryProblem:
     error: str
 
 
+PROBLEMS = (DeliveryState.FAILED, DeliveryState.DEFERRED, DeliveryState.UNKNOWN)
+
+
 def delivery_problems(store: Store, issue: str, limit: int = 20) -> list[DeliveryProblem]:
-    """The first `limit` failed or deferred deliveries of `issue`, in send order, with their errors."""
+    """The first `limit` failed, deferred or unknown deliveries of `issue`, in send order, with their errors."""
     query = (
         sa.select(subscribers.c.email, deliveries.c.state, deliveries.c.error)
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(deliveries.c.issue == issue, deliveries.c.state.in_([DeliveryState.FAILED, DeliveryState.DEFERRED]))
+        .where(deliveries.c.issue == issue, deliveries.c.state.in_(PROBLEMS))
         .order_by(deliveries.c.id)
         .limit(limit)
     )
     with store.engine.connect() as conn:
         return [DeliveryProblem(r.email, DeliveryState(r.state), r.error or "") for r in conn.execute(query)]
+
+
+def ambiguous_outcomes(store: Store, issue: str) -> tuple[int, int]:
+    """(requests of `issue` that left with no answer, deliveries they concern): what may have gone out twice."""
+    d = deliveries.c
+    with store.engine.connect() as conn:
+        total, rows = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(d.ambiguous), 0), sa.func.count()).where(
+                d.issue == issue, d.ambiguous > 0
+            )
+        ).one()
+    return int(total), int(rows)

@@ -1,0 +1,422 @@
+"""The send loop: one dispatching thread feeds a pool of workers, paced by the rate limiter, and records results
+in groups.
+
+The dispatcher (the caller's thread) claims deliveries in batches, takes the last look at each subscriber at most
+LOOK_FRESH seconds before the message leaves, waits for a rate-limit slot, and hands the delivery to a worker,
+which personalises the message and makes one attempt through the transport. Results come back on a queue; the
+dispatcher decides what is tried again (through the limiter, like a first attempt) and records the rest in groups.
+
+How many requests are in flight follows from Little's law: rate x observed latency x 1.25, plus one, capped by
+the transport's `max_in_flight` (n). A message is *uncertain* from the moment its request leaves until its result
+is handled, unless the peer then said it did not take it; no more than n are uncertain at once, and results are
+written at the latest when RECORD_GROUP wait. So a SIGKILL leaves at most n + RECORD_GROUP - 1 messages that may
+have gone out without the send log knowing (`crash_bound`): a resume sends those again, and nothing else twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import sqlalchemy as sa
+
+from .errors import TransportError
+from .messages import MessageError, MessageTemplate, Recipient
+from .ratelimit import QuotaExhausted, RateLimiter
+from .store import Delivery, DeliveryState, Result, SendLog, Store, heartbeat
+from .transports.base import OutgoingMessage, SendResult, SendStatus, Transport
+
+BATCH = 200  # deliveries claimed per transaction
+RECORD_GROUP = 50  # results written per transaction at most
+RECORD_DELAY = 0.1  # seconds a result waits at most before it is written
+LOOK_FRESH = 0.1  # seconds: the last look at a subscriber is at most this old when their message leaves
+LOOK_AHEAD = 64  # subscribers looked at in one query at most (those due to leave within LOOK_FRESH)
+HEARTBEAT = 0.5  # seconds between heartbeats (leases, the rate's share)
+MAX_THROTTLED = 12  # throttles of one message before it is deferred to a later run
+MAX_RETRIES = 4  # RETRY answers of one message before it is deferred
+BACKOFF = 0.2  # seconds, doubled per retry (full jitter), at most BACKOFF_CAP
+BACKOFF_CAP = 10.0
+DATABASE_PATIENCE = 60.0  # seconds the loop waits for a database that went away before it stops
+
+_T = TypeVar("_T")
+
+
+def crash_bound(max_in_flight: int) -> int:
+    """The most messages that can have left without the send log knowing: what a resume after a crash may repeat."""
+    return max_in_flight + RECORD_GROUP - 1
+
+
+@dataclass
+class Progress:
+    """Counts of the run so far, for the progress bar and the summary."""
+
+    total: int  # messages this run means to hand over
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    unknown: int = 0  # no answer, and not tried again (ambiguous_retries)
+    throttled: int = 0  # throttled answers (each retried through the limiter, never counted as sent)
+    retried: int = 0  # attempts made again after a RETRY or ambiguous answer
+    ambiguous: int = 0  # attempts whose request left and whose answer never came
+    peak_in_flight: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.deferred + self.skipped + self.unknown
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        elapsed = self.elapsed
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class _Attempt:
+    """One delivery on its way, with what this run learned about it."""
+
+    delivery: Delivery
+    looked_at: float = -math.inf
+    uncertain: bool = False  # a request left that the peer may have taken, and no result is recorded yet
+    raw: bytes | None = None
+    message_id: str | None = None
+    throttles: int = 0
+    retries: int = 0
+    ambiguous: int = 0
+    error: str = ""
+
+
+@dataclass
+class _Answer:
+    attempt: _Attempt
+    result: SendResult | None
+    error: BaseException | None
+    seconds: float
+
+
+class LoopStopped(Exception):
+    """Why the loop had to stop early (a transport error, the quota, the database)."""
+
+
+@dataclass
+class SendLoop:
+    """One sender's run over an issue's send log."""
+
+    store: Store
+    log: SendLog
+    sender_id: str
+    transport: Transport
+    messages: dict[str, MessageTemplate]
+    recipient: Callable[[Delivery], Recipient]
+    sender_address: str
+    issue: str
+    default_lang: str
+    limiter: RateLimiter
+    account_rate: float | None  # the rate all senders share (their ceilings add up to it)
+    ambiguous_retries: int
+    progress: Progress
+    stop: threading.Event | None = None
+    on_progress: Callable[[Progress], None] | None = None
+    latency: float = 0.05  # seconds per request, observed (an initial guess until the first answers)
+    _answers: queue.SimpleQueue[_Answer] = field(default_factory=queue.SimpleQueue)
+    _claimed: deque[_Attempt] = field(default_factory=deque)
+    _retries: list[tuple[float, int, _Attempt]] = field(default_factory=list)
+    _results: list[Result] = field(default_factory=list)
+    _oldest_result: float = 0.0
+    _in_flight: int = 0
+    _uncertain: int = 0  # attempts that are uncertain (see the module's docstring)
+    _exhausted: bool = False  # the send log has nothing more to claim
+    _heartbeat_at: float = 0.0
+    _sequence: int = 0
+
+    def run(self) -> str | None:
+        """Send until nothing is left, a stop is asked for, or something stops the run; returns why it stopped."""
+        workers = max(1, self.transport.max_in_flight)
+        stopped: str | None = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+            try:
+                stopped = self._dispatch(pool)
+            except LoopStopped as err:
+                stopped = str(err)
+            finally:
+                self._finish(stopped is None)
+        return stopped
+
+    # ------------------------------------------------------------------ dispatching
+
+    def _dispatch(self, pool: ThreadPoolExecutor) -> str | None:
+        while True:
+            self._collect(0.0)
+            self._flush_if_due()
+            self._heartbeat_if_due()
+            if self.stop is not None and self.stop.is_set():
+                return "stopped on request"
+            if self._in_flight >= self._in_flight_target() or self._uncertain >= self.transport.max_in_flight:
+                self._collect(RECORD_DELAY)
+                continue
+            attempt, first = self._next()
+            if attempt is None:
+                if not self._in_flight and not self._retries:
+                    return None
+                due = self._retries[0][0] - time.monotonic() if self._retries else RECORD_DELAY
+                self._collect(min(RECORD_DELAY, max(0.0, due)))
+                continue
+            try:
+                wait = self.limiter.delay(first=first)
+            except QuotaExhausted:
+                self._put_back(attempt, first)
+                return "the 24-hour sending quota is used up"
+            if wait > 0:
+                self._put_back(attempt, first)
+                self._collect(min(wait, RECORD_DELAY))
+                continue
+            if not self._looked_at_lately(attempt):
+                continue  # the subscriber left: recorded as skipped, the slot is still free
+            self.limiter.take(first=first)
+            self._set_uncertain(attempt, True)
+            self._in_flight += 1
+            self.progress.peak_in_flight = max(self.progress.peak_in_flight, self._in_flight)
+            pool.submit(self._attempt_once, attempt)
+
+    def _in_flight_target(self) -> int:
+        """Little's law: enough requests in flight to keep the rate, with a quarter to spare, within the cap."""
+        cap = max(1, self.transport.max_in_flight)
+        if not self.limiter.rate:
+            return cap
+        return max(1, min(cap, math.ceil(self.limiter.rate * self.latency * 1.25) + 1))
+
+    def _next(self) -> tuple[_Attempt | None, bool]:
+        """A retry whose time has come, else the next claimed delivery (claiming a batch when none is left)."""
+        if self._retries and self._retries[0][0] <= time.monotonic():
+            return heapq.heappop(self._retries)[2], False
+        if not self._claimed and not self._exhausted:
+            batch = self._database(lambda: self.log.claim(BATCH))
+            self._claimed.extend(_Attempt(delivery) for delivery in batch)
+            self._exhausted = not batch
+        if self._claimed:
+            return self._claimed.popleft(), True
+        return None, True
+
+    def _put_back(self, attempt: _Attempt, first: bool) -> None:
+        if first:
+            self._claimed.appendleft(attempt)
+        else:
+            self._retry_at(attempt, time.monotonic())
+
+    def _retry_at(self, attempt: _Attempt, when: float) -> None:
+        self._sequence += 1
+        heapq.heappush(self._retries, (when, self._sequence, attempt))
+
+    def _looked_at_lately(self, attempt: _Attempt) -> bool:
+        """The last look: if the subscriber was not looked at within LOOK_FRESH, look again, with the next
+        claimed ones in the same query; False (and the delivery skipped) if they left."""
+        now = time.monotonic()
+        if now - attempt.looked_at <= LOOK_FRESH:
+            return True
+        ahead = LOOK_AHEAD if not self.limiter.rate else min(LOOK_AHEAD, math.ceil(self.limiter.rate * LOOK_FRESH))
+        group = [attempt] + [a for a in list(self._claimed)[:ahead] if now - a.looked_at > LOOK_FRESH]
+        active = self._database(lambda: self.log.still_active({a.delivery.subscriber_id for a in group}))
+        gone = [a for a in group if a.delivery.subscriber_id not in active]
+        for looked in group:
+            looked.looked_at = now
+        for left in gone:
+            if left is not attempt:
+                self._claimed.remove(left)
+            self._record(left, DeliveryState.SKIPPED, error="subscriber left before sending")
+            self.progress.skipped += 1
+            self._report()
+        return attempt not in gone
+
+    # ------------------------------------------------------------------ the workers
+
+    def _attempt_once(self, attempt: _Attempt) -> None:
+        """Personalise (once) and make one attempt; the answer goes back to the dispatcher."""
+        started = time.monotonic()
+        try:
+            if attempt.raw is None:
+                delivery = attempt.delivery
+                lang = delivery.lang if delivery.lang in self.messages else self.default_lang
+                attempt.raw, attempt.message_id = self.messages[lang].personalise(self.recipient(delivery))
+            outgoing = OutgoingMessage(
+                self.sender_address, attempt.delivery.email, attempt.raw, self.issue, attempt.delivery.lang
+            )
+            result: SendResult | None = self.transport.send(outgoing)
+            error: BaseException | None = None
+        except BaseException as err:  # noqa: BLE001 - handed to the dispatcher, which decides
+            result, error = None, err
+        self._answers.put(_Answer(attempt, result, error, time.monotonic() - started))
+
+    # ------------------------------------------------------------------ answers
+
+    def _collect(self, timeout: float) -> None:
+        """Handle the answers that came (waiting up to `timeout` for the first)."""
+        try:
+            answer = self._answers.get(timeout=timeout) if timeout > 0 else self._answers.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._in_flight -= 1
+            self._handle(answer)
+            try:
+                answer = self._answers.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, answer: _Answer) -> None:
+        attempt, result = answer.attempt, answer.result
+        if answer.error is not None:
+            if isinstance(answer.error, MessageError):
+                self._record(attempt, DeliveryState.FAILED, error=str(answer.error))
+                self.progress.failed += 1
+                return self._report()
+            if isinstance(answer.error, TransportError):  # it did not leave
+                self._set_uncertain(attempt, attempt.ambiguous > 0)
+                self._retry_at(attempt, math.inf)  # given back by _finish
+                raise LoopStopped(str(answer.error))
+            raise answer.error
+        assert result is not None
+        self.latency = 0.8 * self.latency + 0.2 * answer.seconds
+        status = result.status
+        if status == SendStatus.SENT:
+            self.limiter.succeeded()
+            self._record(attempt, DeliveryState.SENT, message_id=result.message_id or attempt.message_id)
+            self.progress.sent += 1
+        elif status == SendStatus.FAILED:
+            self._record(attempt, DeliveryState.FAILED, error=result.error)
+            self.progress.failed += 1
+        elif status == SendStatus.DEFERRED:
+            self._record(attempt, DeliveryState.DEFERRED, error=result.error)
+            self.progress.deferred += 1
+        elif status == SendStatus.THROTTLED:
+            self.limiter.throttled()
+            self.progress.throttled += 1
+            attempt.throttles += 1
+            attempt.error = result.error or "throttled"
+            self._set_uncertain(attempt, attempt.ambiguous > 0)  # not taken this time
+            if attempt.throttles > MAX_THROTTLED:
+                return self._defer(attempt, f"{attempt.error} ({attempt.throttles} times)")
+            self._retry_at(attempt, time.monotonic())  # the limiter, slowed down, paces it
+            return None
+        elif status == SendStatus.RETRY:
+            attempt.retries += 1
+            attempt.error = result.error or "not taken"
+            self._set_uncertain(attempt, attempt.ambiguous > 0)  # not taken this time
+            if attempt.retries > MAX_RETRIES:
+                return self._defer(attempt, f"{attempt.error} (after {attempt.retries} attempts)")
+            self.progress.retried += 1
+            backoff = random.uniform(0, min(BACKOFF_CAP, BACKOFF * 2**attempt.retries))  # full jitter
+            self._retry_at(attempt, time.monotonic() + backoff)
+            return None
+        else:  # AMBIGUOUS: it may have been taken
+            self.progress.ambiguous += 1
+            attempt.ambiguous += 1
+            attempt.error = result.error or "no answer"
+            if attempt.ambiguous > self.ambiguous_retries:
+                self._record(
+                    attempt,
+                    DeliveryState.UNKNOWN,
+                    error=f"{attempt.error}; the peer may have taken it, so it is not sent again",
+                )
+                self.progress.unknown += 1
+            else:
+                self.progress.retried += 1
+                self._retry_at(attempt, time.monotonic() + BACKOFF)
+                return None
+        self._report()
+        return None
+
+    def _set_uncertain(self, attempt: _Attempt, uncertain: bool) -> None:
+        if attempt.uncertain != uncertain:
+            attempt.uncertain = uncertain
+            self._uncertain += 1 if uncertain else -1
+
+    def _defer(self, attempt: _Attempt, error: str) -> None:
+        self._record(attempt, DeliveryState.DEFERRED, error=error)
+        self.progress.deferred += 1
+        self._report()
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+
+    # ------------------------------------------------------------------ the send log
+
+    def _record(
+        self, attempt: _Attempt, state: DeliveryState, *, message_id: str | None = None, error: str | None = None
+    ) -> None:
+        self._results.append(Result(attempt.delivery.id, state, message_id, error, attempt.ambiguous))
+        if len(self._results) == 1:
+            self._oldest_result = time.monotonic()
+        self._set_uncertain(attempt, False)  # its result waits in the group now
+        if len(self._results) >= RECORD_GROUP:
+            self._flush()
+
+    def _flush_if_due(self) -> None:
+        if self._results and time.monotonic() - self._oldest_result >= RECORD_DELAY:
+            self._flush()
+
+    def _flush(self) -> None:
+        results, self._results = self._results, []
+        self._database(lambda: self.log.record(results))
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._heartbeat_at < HEARTBEAT:
+            return
+        self._heartbeat_at = now
+        sharing = self._database(lambda: heartbeat(self.store, self.sender_id))
+        if self.account_rate:
+            self.limiter.set_ceiling(self.account_rate / max(1, sharing))
+
+    def _database(self, step: Callable[[], _T]) -> _T:
+        """Run a store step; while the database is away (a restart), wait and try again, up to DATABASE_PATIENCE."""
+        deadline = time.monotonic() + DATABASE_PATIENCE
+        delay = 0.25
+        while True:
+            try:
+                return step()
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as err:
+                if time.monotonic() + delay > deadline:
+                    detail = str(getattr(err, "orig", err)).strip().splitlines()[0]
+                    raise LoopStopped(f"the database went away and did not come back: {detail}") from None
+                time.sleep(delay)  # waiting for the server to come back: nothing else can happen meanwhile
+                delay = min(2.0, delay * 2)
+
+    def _finish(self, completed: bool) -> None:
+        """Wait for the requests in flight, write every result, and give back what never left."""
+        while self._in_flight:
+            try:
+                answer = self._answers.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            self._in_flight -= 1
+            try:
+                self._handle(answer)
+            except LoopStopped:
+                continue
+        leftovers = [attempt for _, _, attempt in self._retries] + list(self._claimed)
+        self._retries.clear()
+        self._claimed.clear()
+        for attempt in leftovers:  # never taken by the peer as far as we know: pending again
+            self._results.append(
+                Result(attempt.delivery.id, DeliveryState.PENDING, None, attempt.error or None, attempt.ambiguous)
+            )
+        try:
+            self._flush()
+        except LoopStopped:
+            if completed:
+                raise

@@ -1,0 +1,151 @@
+"""The hot path of a send: claim deliveries in batches, take the last look at their subscribers, record results
+in groups.
+
+A claim marks a batch `sending` under this sender's lease in one transaction (FOR UPDATE SKIP LOCKED on
+PostgreSQL, so several senders take disjoint batches). Results are written a group per transaction, each row
+only while this sender still holds it. Claimed rows that never left go back with `release`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import sqlalchemy as sa
+
+from .database import Delivery, DeliveryState, Store, SubscriberStatus, deliveries, subscribers
+from .senders import LEASE, database_now
+
+MESSAGE_ID_LIMIT = cast(sa.String, deliveries.c.message_id.type).length or 300
+CLAIMABLE = (DeliveryState.PENDING, DeliveryState.DEFERRED)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one delivery, to be recorded."""
+
+    delivery_id: int
+    state: DeliveryState
+    message_id: str | None = None
+    error: str | None = None
+    ambiguous: int = 0  # outcomes of this run's attempts that were unknown
+
+
+class SendLog:
+    """One sender's view of an issue's send log."""
+
+    def __init__(self, store: Store, issue: str, sender_id: str, transport: str, started: dt.datetime) -> None:
+        self.store = store
+        self.issue = issue
+        self.sender_id = sender_id
+        self.transport = transport
+        self.started = started  # deferred rows this run made are not claimed again by it
+
+    def claim(self, limit: int) -> list[Delivery]:
+        """Claim up to `limit` deliveries to send, in id order, under this sender's lease."""
+        d = deliveries.c
+        with self.store.begin() as conn:
+            stamp = database_now(conn)
+            wanted = (
+                sa.select(d.id)
+                .where(
+                    d.issue == self.issue,
+                    sa.or_(
+                        d.state == DeliveryState.PENDING,
+                        sa.and_(d.state == DeliveryState.DEFERRED, d.updated_at < self.started),
+                        sa.and_(
+                            d.state == DeliveryState.SENDING, sa.or_(d.lease_until.is_(None), d.lease_until < stamp)
+                        ),
+                    ),
+                )
+                .order_by(d.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(conn.execute(wanted).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                deliveries.update()
+                .where(d.id.in_(ids))
+                .values(
+                    state=DeliveryState.SENDING,
+                    transport=self.transport,
+                    attempts=d.attempts + 1,
+                    lease_owner=self.sender_id,
+                    lease_until=stamp + LEASE,
+                    updated_at=stamp,
+                )
+            )
+            rows = conn.execute(
+                sa.select(d.id, d.subscriber_id, subscribers.c.email, subscribers.c.name, d.lang, d.attempts)
+                .join(subscribers, subscribers.c.id == d.subscriber_id)
+                .where(d.id.in_(ids))
+                .order_by(d.id)
+            ).all()
+        sending = DeliveryState.SENDING
+        return [Delivery(r.id, r.subscriber_id, r.email, r.name, r.lang, sending, r.attempts) for r in rows]
+
+    def still_active(self, subscriber_ids: Collection[int]) -> set[int]:
+        """Which of these subscribers are still active: the last look before their messages leave."""
+        if not subscriber_ids:
+            return set()
+        with self.store.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.select(subscribers.c.id).where(
+                        subscribers.c.id.in_(list(subscriber_ids)), subscribers.c.status == SubscriberStatus.ACTIVE
+                    )
+                ).scalars()
+            )
+
+    def record(self, results: Sequence[Result]) -> int:
+        """Write a group of results in one transaction; returns how many rows this sender still held.
+
+        A message id longer than the column (a file transport's path under a deep folder) is cut to fit:
+        PostgreSQL would refuse it after the message had already left.
+        """
+        if not results:
+            return 0
+        d = deliveries.c
+        statement = (
+            deliveries.update()
+            .where(d.id == sa.bindparam("row_id"), d.lease_owner == self.sender_id, d.state == DeliveryState.SENDING)
+            .values(
+                state=sa.bindparam("new_state"),
+                message_id=sa.bindparam("new_message_id"),
+                error=sa.bindparam("new_error"),
+                ambiguous=d.ambiguous + sa.bindparam("new_ambiguous"),
+                lease_until=None,
+                updated_at=sa.bindparam("stamp"),
+            )
+        )
+        with self.store.begin() as conn:
+            stamp = database_now(conn)
+            rows = [
+                {
+                    "row_id": r.delivery_id,
+                    "new_state": r.state.value,
+                    "new_message_id": None if r.message_id is None else r.message_id[:MESSAGE_ID_LIMIT],
+                    "new_error": r.error,
+                    "new_ambiguous": r.ambiguous,
+                    "stamp": stamp,
+                }
+                for r in results
+            ]
+            outcome = conn.execute(statement, rows)
+            return int(outcome.rowcount or 0)
+
+    def release(self, delivery_ids: Collection[int]) -> None:
+        """Give back claimed deliveries that never left (a stop, the cap): pending again, the attempt undone."""
+        if not delivery_ids:
+            return
+        d = deliveries.c
+        with self.store.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(d.id.in_(list(delivery_ids)), d.lease_owner == self.sender_id, d.state == DeliveryState.SENDING)
+                .values(state=DeliveryState.PENDING, attempts=d.attempts - 1, lease_owner=None, lease_until=None)
+            )

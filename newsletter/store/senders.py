@@ -1,0 +1,155 @@
+"""The senders at work on one store: registration, heartbeats, and who shares the account's rate.
+
+Each `newsletter send` registers a row, renews it (and the leases of its claims) with a heartbeat, and marks it
+finished at the end. A sender whose process is gone (same host, pid not running) or whose heartbeat is older
+than STALE_AFTER is dead: its claims fall back to the send log at once. A finished or dead sender still counts
+for one rate window after its end, because its last starts still count against the account.
+
+Times come from the database's clock on PostgreSQL (several machines agree on it) and this machine's on SQLite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .database import DeliveryState, Store, deliveries, now, senders
+
+LEASE = dt.timedelta(seconds=30)  # how long a claim holds without a heartbeat
+STALE_AFTER = LEASE  # a sender not heard of for this long is dead
+TAIL = dt.timedelta(seconds=1.1)  # a finished sender's starts count against the account this long (one window)
+HOST = socket.gethostname()[:255]
+
+
+@dataclass(frozen=True)
+class OtherSender:
+    """A sender already at work on the same issue (for the message that refuses a second one on SQLite)."""
+
+    host: str
+    pid: int
+    started_at: dt.datetime
+
+
+class SenderBusy(Exception):
+    """Another sender is at work on this issue, and this store allows only one (SQLite)."""
+
+    def __init__(self, other: OtherSender) -> None:
+        super().__init__(other)
+        self.other = other
+
+
+def database_now(conn: Connection) -> dt.datetime:
+    """Now, by the clock every sender of this store shares."""
+    if conn.dialect.name == "postgresql":
+        stamp: dt.datetime = conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
+        return stamp
+    return now()
+
+
+def _aware(stamp: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive UTC times."""
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap(conn: Connection, stamp: dt.datetime) -> None:
+    """Forget the senders whose tail has passed, and end the dead ones (their claims fall back at once).
+
+    The DELETE comes first: on SQLite a transaction that starts with a write waits for the lock instead of
+    failing on a stale read."""
+    conn.execute(senders.delete().where(senders.c.finished_at < stamp - TAIL))
+    for row in conn.execute(sa.select(senders).where(senders.c.finished_at.is_(None))).all():
+        gone = row.host == HOST and not _process_alive(row.pid)
+        if gone or _aware(row.heartbeat_at) < stamp - STALE_AFTER:
+            conn.execute(senders.update().where(senders.c.id == row.id).values(finished_at=stamp))
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.lease_owner == row.id, deliveries.c.state == DeliveryState.SENDING)
+                .values(lease_until=None)
+            )
+
+
+def register_sender(store: Store, issue: str, *, exclusive: bool) -> tuple[str, int]:
+    """Register this process as a sender of `issue`; returns (its id, how many senders share the rate now).
+
+    With `exclusive` (SQLite), raises SenderBusy while another live sender works on the same issue; the check
+    and the insert are one statement, so two senders starting at once cannot both pass.
+    """
+    sender_id = uuid.uuid4().hex
+    with store.begin() as conn:
+        stamp = database_now(conn)
+        _reap(conn, stamp)
+        values = {
+            "id": sender_id,
+            "issue": issue,
+            "host": HOST,
+            "pid": os.getpid(),
+            "started_at": stamp,
+            "heartbeat_at": stamp,
+        }
+        if exclusive:
+            busy = sa.exists().where(senders.c.issue == issue, senders.c.finished_at.is_(None))
+            row = sa.select(*[sa.literal(value) for value in values.values()]).where(~busy)
+            inserted = conn.execute(senders.insert().from_select(list(values), row))
+            if not inserted.rowcount:
+                other = conn.execute(
+                    sa.select(senders.c.host, senders.c.pid, senders.c.started_at).where(
+                        senders.c.issue == issue, senders.c.finished_at.is_(None)
+                    )
+                ).first()
+                if other is not None:
+                    raise SenderBusy(OtherSender(other.host, other.pid, _aware(other.started_at)))
+        else:
+            conn.execute(senders.insert().values(**values))
+        return sender_id, _sharing(conn, stamp)
+
+
+def _sharing(conn: Connection, stamp: dt.datetime) -> int:
+    """How many senders share the account's rate: the live ones, and the ones that ended less than TAIL ago."""
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(senders)
+            .where(sa.or_(senders.c.finished_at.is_(None), senders.c.finished_at >= stamp - TAIL))
+        ).scalar_one()
+    )
+
+
+def heartbeat(store: Store, sender_id: str) -> int:
+    """Renew this sender's row and the leases of its claims; returns how many senders share the rate."""
+    with store.begin() as conn:
+        stamp = database_now(conn)
+        _reap(conn, stamp)
+        conn.execute(senders.update().where(senders.c.id == sender_id).values(heartbeat_at=stamp))
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.lease_owner == sender_id, deliveries.c.state == DeliveryState.SENDING)
+            .values(lease_until=stamp + LEASE)
+        )
+        return _sharing(conn, stamp)
+
+
+def finish_sender(store: Store, sender_id: str) -> None:
+    """Mark this sender finished (its row goes one rate window later); claims it still holds fall back at once."""
+    with store.begin() as conn:
+        conn.execute(senders.update().where(senders.c.id == sender_id).values(finished_at=database_now(conn)))
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.lease_owner == sender_id, deliveries.c.state == DeliveryState.SENDING)
+            .values(lease_until=None)
+        )
