@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sqlite3
 import stat
@@ -14,15 +15,20 @@ from newsletter.errors import StoreError
 from newsletter.store import (
     SCHEMA_VERSION,
     DeliveryState,
+    Result,
+    SenderBusy,
+    SendLog,
     SubscriberStatus,
     add_subscriber,
-    claim_delivery,
     count_subscribers,
     delivery_counts,
+    finish_sender,
+    heartbeat,
     insert_subscribers,
-    next_deliveries,
+    now,
     open_store,
     record_unsubscribe,
+    register_sender,
     remove_subscriber,
     snapshot_audience,
     subscriber_by_email,
@@ -66,7 +72,7 @@ def test_snapshot_gives_each_active_subscriber_one_delivery_in_their_language(st
     record_unsubscribe(store, subscriber_by_email(store, "d@example.com").id, "page")
     assert snapshot_audience(store, "issue-1", ("ko", "en"), "ko") == 3
     assert snapshot_audience(store, "issue-1", ("ko", "en"), "ko") == 0  # never twice
-    rows = next_deliveries(store, "issue-1", 0, 10, (DeliveryState.PENDING,))
+    rows = _log(store, "issue-1").claim(10)
     assert {(d.email, d.lang) for d in rows} == {
         ("a@example.com", "ko"),
         ("b@example.com", "en"),
@@ -74,16 +80,87 @@ def test_snapshot_gives_each_active_subscriber_one_delivery_in_their_language(st
     }
 
 
-def test_claim_skips_a_subscriber_who_left_after_the_snapshot(store) -> None:
+def _log(store, issue: str, *, exclusive: bool = False) -> SendLog:
+    """A send log for a newly registered sender of `issue`."""
+    sender_id, _ = register_sender(store, issue, exclusive=exclusive)
+    return SendLog(store, issue, sender_id, "file", now())
+
+
+def test_the_last_look_sees_who_left_after_the_snapshot(store) -> None:
     kept = add_subscriber(store, "kept@example.com")
     left = add_subscriber(store, "left@example.com")
     snapshot_audience(store, "issue-1", ("ko",), "ko")
+    log = _log(store, "issue-1")
+    claimed = log.claim(10)
     record_unsubscribe(store, left.id, "one-click")
-    deliveries = {d.subscriber_id: d for d in next_deliveries(store, "issue-1", 0, 10, (DeliveryState.PENDING,))}
-    assert claim_delivery(store, deliveries[kept.id].id, "file")
-    assert not claim_delivery(store, deliveries[left.id].id, "file")
+    assert log.still_active({d.subscriber_id for d in claimed}) == {kept.id}
+    assert delivery_counts(store, "issue-1")["sending"] == 2
+
+
+def test_senders_claim_disjoint_batches_and_only_the_holder_records(store) -> None:
+    for n in range(10):
+        add_subscriber(store, f"r{n}@example.com")
+    snapshot_audience(store, "issue-1", ("ko",), "ko")
+    first, second = _log(store, "issue-1"), _log(store, "issue-1")
+    mine, theirs = first.claim(6), second.claim(6)
+    assert len(mine) == 6 and len(theirs) == 4 and not {d.id for d in mine} & {d.id for d in theirs}
+    second.record([Result(mine[0].id, DeliveryState.SENT)])  # not second's to record
+    first.record([Result(d.id, DeliveryState.SENT, message_id=f"m{d.id}") for d in mine[:3]])
+    first.release([d.id for d in mine[3:]])
     counts = delivery_counts(store, "issue-1")
-    assert (counts["sending"], counts["skipped"]) == (1, 1)
+    assert (counts["sent"], counts["pending"], counts["sending"]) == (3, 3, 4)
+    assert {d.id for d in first.claim(10)} == {d.id for d in mine[3:]}  # released rows are claimable again
+
+
+def test_a_dead_senders_claims_fall_back_at_once(store) -> None:
+    from newsletter.store import senders as senders_module
+
+    for n in range(3):
+        add_subscriber(store, f"r{n}@example.com")
+    snapshot_audience(store, "issue-1", ("ko",), "ko")
+    dead = _log(store, "issue-1")
+    assert len(dead.claim(10)) == 3
+    assert not _log(store, "issue-1").claim(10)  # leased to a live sender
+    with store.begin() as conn:  # the sender's process is gone (a SIGKILL): no such pid on this host
+        conn.execute(sa.text("UPDATE senders SET pid = 2147483647 WHERE id = :id"), {"id": dead.sender_id})
+    assert senders_module.HOST  # the check is by host and pid
+    assert len(_log(store, "issue-1").claim(10)) == 3
+
+
+def test_a_lease_without_heartbeats_expires(store) -> None:
+    add_subscriber(store, "a@example.com")
+    snapshot_audience(store, "issue-1", ("ko",), "ko")
+    other_host = _log(store, "issue-1")
+    assert len(other_host.claim(10)) == 1
+    late = sa.text(
+        "UPDATE senders SET host = 'elsewhere', heartbeat_at = :old; UPDATE deliveries SET lease_until = :old"
+    )
+    old = now() - dt.timedelta(minutes=5)
+    with store.begin() as conn:
+        for statement in str(late).split("; "):
+            conn.execute(sa.text(statement), {"old": old})
+    live = _log(store, "issue-1")
+    heartbeat(store, live.sender_id)
+    assert len(live.claim(10)) == 1
+
+
+def test_sqlite_allows_one_sender_per_issue(store) -> None:
+    first, _ = register_sender(store, "issue-1", exclusive=True)
+    with pytest.raises(SenderBusy) as refused:
+        register_sender(store, "issue-1", exclusive=True)
+    assert refused.value.other.pid == os.getpid()
+    register_sender(store, "issue-2", exclusive=True)  # another issue is another send
+    finish_sender(store, first)
+    register_sender(store, "issue-1", exclusive=True)  # the first one finished
+
+
+def test_sharing_counts_live_senders_and_recently_finished_ones(store) -> None:
+    first, sharing = register_sender(store, "issue-1", exclusive=False)
+    assert sharing == 1
+    second, sharing = register_sender(store, "issue-1", exclusive=False)
+    assert sharing == 2 and heartbeat(store, first) == 2
+    finish_sender(store, second)
+    assert heartbeat(store, first) == 2  # its last starts still count for one window
 
 
 def test_counts_list_every_status(store) -> None:
@@ -200,20 +277,16 @@ def test_a_value_the_database_refuses_is_one_store_error(store) -> None:
 
 
 def test_a_message_id_longer_than_its_column_is_cut_to_fit(store) -> None:
-    from newsletter.store import SendLog, metadata
+    from newsletter.store import metadata
 
     deliveries = metadata.tables["deliveries"]
 
     add_subscriber(store, "a@example.com")
     snapshot_audience(store, "issue", ["en"], "en")
-    (delivery,) = next_deliveries(store, "issue", 0, 10, (DeliveryState.PENDING,))
-    log = SendLog(store)
-    try:
-        assert log.claim(delivery.id, "file")
-        long_id = "/a-deep-folder" * 30 + "/outbox/issue/a_at_example.com-0123456789.eml"  # a file transport's id
-        log.record(delivery.id, DeliveryState.SENT, message_id=long_id)
-    finally:
-        log.close()
+    log = _log(store, "issue")
+    (delivery,) = log.claim(10)
+    long_id = "/a-deep-folder" * 30 + "/outbox/issue/a_at_example.com-0123456789.eml"  # a file transport's id
+    log.record([Result(delivery.id, DeliveryState.SENT, message_id=long_id)])
     with store.engine.connect() as conn:
         stored = conn.execute(sa.select(deliveries.c.message_id, deliveries.c.state)).one()
     assert stored.message_id == long_id[:300] and stored.state == DeliveryState.SENT

@@ -101,14 +101,14 @@ class SendLog:
                 ).scalars()
             )
 
-    def record(self, results: Sequence[Result]) -> int:
-        """Write a group of results in one transaction; returns how many rows this sender still held.
+    def record(self, results: Sequence[Result]) -> None:
+        """Write a group of results in one transaction, each row only if this sender still holds it.
 
         A message id longer than the column (a file transport's path under a deep folder) is cut to fit:
         PostgreSQL would refuse it after the message had already left.
         """
         if not results:
-            return 0
+            return
         d = deliveries.c
         statement = (
             deliveries.update()
@@ -135,8 +135,7 @@ class SendLog:
                 }
                 for r in results
             ]
-            outcome = conn.execute(statement, rows)
-            return int(outcome.rowcount or 0)
+            conn.execute(statement, rows)
 
     def release(self, delivery_ids: Collection[int]) -> None:
         """Give back claimed deliveries that never left (a stop, the cap): pending again, the attempt undone."""

@@ -105,8 +105,8 @@ def register_sender(store: Store, issue: str, *, exclusive: bool) -> tuple[str, 
         if exclusive:
             busy = sa.exists().where(senders.c.issue == issue, senders.c.finished_at.is_(None))
             row = sa.select(*[sa.literal(value) for value in values.values()]).where(~busy)
-            inserted = conn.execute(senders.insert().from_select(list(values), row))
-            if not inserted.rowcount:
+            inserted = conn.execute(senders.insert().from_select(list(values), row).returning(senders.c.id)).first()
+            if inserted is None:
                 other = conn.execute(
                     sa.select(senders.c.host, senders.c.pid, senders.c.started_at).where(
                         senders.c.issue == issue, senders.c.finished_at.is_(None)
