@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -229,8 +230,74 @@ def test_dry_run_and_test_send_record_nothing(publication: Path, run) -> None:
     assert "Dry run   built 6 ko, 3 en message(s); 0 address(es) could not be used; nothing was sent" in dry.stdout
     test = run("send", ISSUE, "--test", "editor@example.com")
     assert test.stdout == "ko: sent to editor@example.com\nen: sent to editor@example.com\n"
-    assert [p.name for p in _outbox(publication).glob("*.eml")] == [file_name("editor@example.com")]
+    copies = sorted(_outbox(publication).glob("*.eml"))  # one file per edition: neither overwrites the other
+    assert len(copies) == 2
+    subjects = {_parse(path)["Subject"] for path in copies}
+    assert len(subjects) == 2 and any("Top ML Papers of the Week" in subject for subject in subjects)
     assert "total            0" in run("status", ISSUE).stdout
+
+
+def _plan_of(output: str) -> dict[str, int]:
+    """Recipients per edition, as the plan printed them."""
+    return {
+        m.group(1): int(m.group(2).replace(",", "")) for m in re.finditer(r"^  (\w+): ([\d,]+) recipient", output, re.M)
+    }
+
+
+def _built(output: str) -> dict[str, int]:
+    """Messages per edition, as the dry run said it built them."""
+    line = re.search(r"^Dry run   built (.*) message\(s\)", output, re.M)
+    assert line, output
+    return {lang: int(n.replace(",", "")) for n, lang in (part.split() for part in line.group(1).split(", "))}
+
+
+def _sent(output: str) -> int:
+    found = re.search(r"^Sent ([\d,]+), failed 0, deferred 0, skipped 0", output, re.M)
+    assert found, output
+    return int(found.group(1).replace(",", ""))
+
+
+def _agree(run, *options: str) -> int:
+    """The plan, the dry run and the send of the same options name the same messages; returns how many."""
+    dry = run("send", ISSUE, "--dry-run", *options)
+    assert dry.exit_code == 0, dry.output
+    planned = _plan_of(dry.stdout)
+    assert _built(dry.stdout) == {lang: n for lang, n in planned.items()} | {
+        lang: 0 for lang in ("ko", "en") if lang not in planned
+    }
+    sent = run("send", ISSUE, "--yes", *options)
+    assert sent.exit_code == 0, sent.output
+    assert _plan_of(sent.stdout) == planned
+    assert _sent(sent.stdout) == sum(planned.values())
+    return sum(planned.values())
+
+
+def test_the_plan_the_dry_run_and_the_send_agree(publication: Path, run, tmp_path: Path) -> None:
+    """Fresh, resumed (with people who joined and left since the first run), --include-new and --resend."""
+    _import(run, rows=30, tmp=tmp_path)
+    prepared = _prepared(publication)
+    settings = prepared.settings
+    with open_store(settings.database_url) as store:
+        stop = threading.Event()
+        first = _send(prepared, store, FileTransport(_outbox(publication)), stop=stop, on_progress=lambda p: stop.set())
+        sent_first = first.progress.sent
+        unsent = [sid for sid, state in _states(store).items() if state == DeliveryState.PENDING]
+        for subscriber_id in unsent[:2]:  # two who had not been mailed yet leave
+            record_unsubscribe(store, subscriber_id, "page")
+    for n in range(3):  # three join after the first run
+        assert run("subscribers", "add", f"late{n}@example.com", "--lang", "en").exit_code == 0
+    dry = run("send", ISSUE, "--dry-run")
+    assert f"Resuming  {30 - sent_first - 2} message(s) left of 30 ({sent_first} sent)" in dry.stdout
+    assert "2 left since the first run" in dry.stdout
+    assert "3 joined since the first run (--include-new sends to them)" in dry.stdout
+    assert _agree(run) == 30 - sent_first - 2
+    files = {p.name for p in _outbox(publication).glob("*.eml")}
+    assert not any(file_name(f"late{n}@example.com") in files for n in range(3))
+    again = run("send", ISSUE, "--yes")
+    assert again.exit_code == 1 and "pass --resend to send it to everyone again, or --include-new" in again.stderr
+    assert _agree(run, "--include-new") == 3  # only the newcomers: nobody gets it twice
+    assert {file_name(f"late{n}@example.com") for n in range(3)} <= {p.name for p in _outbox(publication).glob("*.eml")}
+    assert _agree(run, "--resend") == 31  # everyone active again: 33 minus the two who left
 
 
 def test_smtp_send_with_refusals(
