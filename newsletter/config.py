@@ -64,7 +64,8 @@ class SmtpSettings:
     host: str = "localhost"
     port: int = 587
     security: str = "starttls"  # starttls | tls | none
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds for each step but the end of DATA (which waits RFC 5321's 10 minutes)
+    connections: int = 4  # the pool of reused connections: the most messages in flight (NEWSLETTER_SMTP_CONNECTIONS)
 
 
 # arn:<partition>:sns:<region>:<12-digit account>:<topic name>, in the partitions whose SNS hosts are
@@ -87,6 +88,7 @@ class SesSettings:
     # /ses/notifications refuses every message, and `newsletter events` applies every SNS-wrapped one.
     topic_arns: tuple[str, ...] = ()
     transient_bounces: int = 3  # transient bounces before an address counts as bounced
+    max_in_flight: int = 64  # SendEmail calls at once at most (NEWSLETTER_SES_MAX_IN_FLIGHT)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Settings:
     list_id: str = ""  # RFC 2919 id, e.g. weekly.papers.example.com
     unsubscribe_mailto: str = ""  # an address whose mail really is processed, or empty
     rate: float | None = None  # messages per second at most (SES: also its quota)
+    ambiguous_retries: int = 1  # how often a message whose outcome is unknown is tried again (0: at most once)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     ses: SesSettings = field(default_factory=SesSettings)
 
@@ -320,6 +323,7 @@ def load_settings(root: Path) -> Settings:
         list_id=_list_id(read, f"newsletter.{host}"),
         unsubscribe_mailto=_unsubscribe_mailto(read),
         rate=_rate(read),
+        ambiguous_retries=_bounded_int(read, "ambiguous_retries", "NEWSLETTER_AMBIGUOUS_RETRIES", 1, 0, 3),
         smtp=_smtp(table, path),
         ses=_ses(table, path),
     )
@@ -433,7 +437,12 @@ def _smtp(table: dict[str, Any], path: Path) -> SmtpSettings:
     host, fail = read.overridable("host", "NEWSLETTER_SMTP_HOST", "localhost")
     if any(ch.isspace() for ch in host) or len(host) > 253:
         raise fail(f"{host!r} is not a host name", "use smtp.example.com or an IP address")
-    return SmtpSettings(host=host, port=_port(read), security=security)
+    return SmtpSettings(
+        host=host,
+        port=_port(read),
+        security=security,
+        connections=_bounded_int(read, "connections", "NEWSLETTER_SMTP_CONNECTIONS", 4, 1, 64),
+    )
 
 
 def _port(read: _Reader) -> int:
@@ -449,6 +458,21 @@ def _port(read: _Reader) -> int:
     return int(text)
 
 
+def _bounded_int(read: _Reader, key: str, env: str, default: int, low: int, high: int) -> int:
+    """The environment variable `env`, else `key`: a whole number from `low` to `high` (the file's is checked
+    either way)."""
+    problem = f"is not a whole number from {low} to {high}"
+    value = read.table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise read.fail(key, f"{value!r} {problem}", f"use {default}")
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return value
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise ConfigError(env, f"{text!r} {problem}", f"use {default}")
+    return int(text)
+
+
 def _ses(table: dict[str, Any], path: Path) -> SesSettings:
     sub = table.get("ses", {})
     read = _Reader(sub if isinstance(sub, dict) else {}, f"{CONFIG_FILE} [tool.newsletter.ses]")
@@ -459,6 +483,7 @@ def _ses(table: dict[str, Any], path: Path) -> SesSettings:
         queue_url=_url_override("NEWSLETTER_SES_QUEUE_URL") or _queue_url(read),
         topic_arns=_topic_arns(read),
         transient_bounces=read.positive_int("transient_bounces", 3),
+        max_in_flight=_bounded_int(read, "max_in_flight", "NEWSLETTER_SES_MAX_IN_FLIGHT", 64, 1, 512),
     )
 
 
