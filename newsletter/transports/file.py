@@ -1,8 +1,9 @@
 """The file transport: one .eml per recipient under outbox/<slug>/, written atomically and privately.
 
 The file name comes from the recipient's address, so however often a send is resumed, one person
-never has two files. The default transport: the main job works with no mail account. Messages are
-0600 and the folders it creates 0700, whatever the umask: they hold subscribers' addresses and links.
+never has two files; a `send --test` copy's name holds the edition too, so each edition has its own.
+The default transport: the main job works with no mail account. Messages are 0600 and the folders it
+creates 0700, whatever the umask: they hold subscribers' addresses and links.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import re
 import tempfile
 from pathlib import Path
 
-from .base import OutgoingMessage, SendResult, SendStatus
+from .base import OutgoingMessage, SendQuota, SendResult, SendStatus
 
 TEMPORARY = re.compile(r"^\..+\.(\d+)(-[a-z0-9_]+)?\.tmp$")  # .<file name>.<pid>-<random>.tmp (older: no -<random>)
 
 
-def file_name(recipient: str) -> str:
-    """`local_at_domain-<hash>.eml`: readable, safe on every file system, unique per address."""
+def file_name(recipient: str, lang: str | None = None) -> str:
+    """`local_at_domain-<hash>.eml` (with `lang`: `…-<hash>.<lang>.eml`): readable, safe on every file system,
+    unique per address (and edition)."""
     readable = re.sub(r"[^A-Za-z0-9._-]", "_", recipient.replace("@", "_at_"))[:80]
     digest = hashlib.sha256(recipient.lower().encode()).hexdigest()[:10]
-    return f"{readable}-{digest}.eml"
+    edition = "" if lang is None else "." + re.sub(r"[^A-Za-z0-9-]", "_", lang)[:20]
+    return f"{readable}-{digest}{edition}.eml"
 
 
 def make_private_folder(folder: Path) -> None:
@@ -54,13 +57,17 @@ class FileTransport:
     """
 
     name = "file"
+    max_in_flight = 4  # a local disk gains little from more writers at once
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         make_private_folder(folder)
 
+    def quota(self) -> SendQuota | None:
+        return None
+
     def send(self, message: OutgoingMessage) -> SendResult:
-        path = self.folder / file_name(message.recipient)
+        path = self.folder / file_name(message.recipient, message.lang if message.test else None)
         handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as out:  # mkstemp creates it 0600

@@ -93,3 +93,19 @@ def test_threads_writing_while_others_close_lose_nothing(tmp_path: Path) -> None
             recipient = f"w{n}.m{i}@example.com"
             assert (folder / file_name(recipient)).read_bytes() == _message(recipient).raw
     assert not list(folder.glob(".*.tmp"))
+
+
+def test_test_copies_have_a_file_per_edition_and_sends_one_per_recipient(tmp_path: Path) -> None:
+    """`send --test ADDR` hands over every edition to one address: none may overwrite another."""
+    transport = FileTransport(tmp_path)
+    assert transport.max_in_flight == 4 and transport.quota() is None
+    for lang in ("ko", "en"):
+        raw = f"To: kim@example.com\r\nContent-Language: {lang}\r\n\r\n{lang}\r\n".encode()
+        transport.send(OutgoingMessage("editor@example.com", "kim@example.com", raw, "slug", lang, test=True))
+        transport.send(OutgoingMessage("editor@example.com", "lee@example.com", raw, "slug", lang))
+    digest = file_name("kim@example.com").removesuffix(".eml")
+    assert sorted(p.name for p in tmp_path.glob("*.eml")) == sorted(
+        [f"{digest}.en.eml", f"{digest}.ko.eml", file_name("lee@example.com")]
+    )
+    assert (tmp_path / f"{digest}.ko.eml").read_bytes().endswith(b"\r\n\r\nko\r\n")
+    assert (tmp_path / file_name("lee@example.com")).read_bytes().endswith(b"\r\n\r\nen\r\n")  # the last one
