@@ -138,3 +138,48 @@ def test_a_bad_language_code_names_its_own_key(publication: Path, key: str, valu
     assert _refusal(publication) == (
         f"pyproject.toml [tool.newsletter] {key}: {shown!r} is not a BCP 47 language code (use ko, en, …)"
     )
+
+
+# (table, key, attribute path on Settings, environment variable, default, lowest, highest)
+BOUNDED_INTS = [
+    ("tool.newsletter", "ambiguous_retries", "ambiguous_retries", "NEWSLETTER_AMBIGUOUS_RETRIES", 1, 0, 3),
+    ("tool.newsletter.smtp", "connections", "smtp.connections", "NEWSLETTER_SMTP_CONNECTIONS", 4, 1, 64),
+    ("tool.newsletter.ses", "max_in_flight", "ses.max_in_flight", "NEWSLETTER_SES_MAX_IN_FLIGHT", 64, 1, 512),
+]
+
+
+def _read(publication: Path, attribute: str) -> object:
+    value: object = load_settings(publication)
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "attribute", "env", "default", "low", "high"), BOUNDED_INTS, ids=[b[1] for b in BOUNDED_INTS]
+)
+def test_a_bounded_whole_number_setting_and_its_override(
+    publication: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    table: str,
+    key: str,
+    attribute: str,
+    env: str,
+    default: int,
+    low: int,
+    high: int,
+) -> None:
+    monkeypatch.delenv(env, raising=False)
+    assert _read(publication, attribute) == default
+    _set(publication, table, key, str(high))
+    assert _read(publication, attribute) == high
+    monkeypatch.setenv(env, str(low))
+    assert _read(publication, attribute) == low  # the environment wins
+    problem = f"is not a whole number from {low} to {high} (use {default})"
+    for text in ("abc", str(high + 1), str(low - 1), "٣", "2.5"):
+        monkeypatch.setenv(env, text)
+        assert _refusal(publication) == f"{env}: {text!r} {problem}"
+    monkeypatch.delenv(env)
+    for toml_value, shown in [(str(high + 1), high + 1), (str(low - 1), low - 1), ('"4"', "'4'"), ("true", True)]:
+        _set(publication, table, key, toml_value)
+        assert _refusal(publication) == f"pyproject.toml [{table}] {key}: {shown} {problem}"
