@@ -121,6 +121,7 @@ class _Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    arrival: float  # when its head had come in (time.monotonic()): the request's start, before its body
 
 
 @dataclass
@@ -259,7 +260,7 @@ class FakeSes:
         }
 
     def _send_email(self, request: _Request) -> _Answer:
-        arrival = time.monotonic()
+        arrival = request.arrival
         try:
             data = json.loads(request.body)
             recipient = str(data.get("Destination", {}).get("ToAddresses", [""])[0])
@@ -361,6 +362,7 @@ def _read_request(sock: socket.socket, buffer: bytearray) -> _Request | None:
         if not chunk:
             return None
         buffer += chunk
+    arrival = time.monotonic()
     head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
     method, target, _version = head[0].split(" ", 2)
     headers = {}
@@ -378,7 +380,7 @@ def _read_request(sock: socket.socket, buffer: bytearray) -> _Request | None:
         buffer += chunk
     body = bytes(buffer[:length])
     del buffer[:length]
-    return _Request(method, target.split("?", 1)[0], headers, body)
+    return _Request(method, target.split("?", 1)[0], headers, body, arrival)
 
 
 def _encode(answer: _Answer, closing: bool) -> bytes:
