@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_ISSUE = "2023-09-25-top-ml-papers"
@@ -30,22 +32,51 @@ def write_subscribers_csv(path: Path, count: int) -> Path:
     return path
 
 
-def send_sample_issue(folder: Path, transport, limiter):
-    """Run the real send loop for the sample issue over the subscribers already in `folder`'s store."""
+def add_subscribers(database_url: str, count: int) -> None:
+    """`count` active subscribers reader{n}@example.com in the store at `database_url`, a quarter reading English."""
+    from newsletter.store import insert_subscribers, open_store
+
+    rows = (
+        {"email": f"reader{n}@example.com", "name": f"독자 {n}", "lang": "en" if n % 4 == 0 else "ko"}
+        for n in range(count)
+    )
+    with open_store(database_url) as store:
+        insert_subscribers(store, rows, source="bench", chunk=20_000)
+
+
+def fake_ses() -> ModuleType:
+    """tests/fake_ses.py, the fake SES endpoint the tests use (bench/ runs as scripts, so the repository goes on
+    the path for it)."""
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    import tests.fake_ses
+
+    return tests.fake_ses
+
+
+def machine_load() -> str:
+    """The load averages and core count, for the figures' context (the machine is shared)."""
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f} / {five:.2f} (1 / 5 min) on {os.cpu_count()} cores"
+
+
+def send_sample_issue(folder: Path, transport, rate: float | None = None):
+    """Run the real send (plan_send + send_issue) of the sample issue over the subscribers already in `folder`'s
+    store, through `transport` (a Transport) at `rate` messages per second (None: as fast as it takes them)."""
     from newsletter.config import load_settings
     from newsletter.issues import find_issue
     from newsletter.render.templates import load_templates
-    from newsletter.sending import build_templates, send_edition, start_send
+    from newsletter.sending import build_templates, plan_send, send_issue
     from newsletter.store import open_store
 
     settings = load_settings(folder)
     issue = find_issue(settings, SAMPLE_ISSUE)
     messages = build_templates(settings, load_templates(settings), issue)
     with open_store(settings.database_url) as store:
-        total = start_send(store, issue, settings, resend=False)
-        return send_edition(
-            settings, store, issue, transport, messages, b"benchmark-secret-benchmark", limiter=limiter, total=total
+        plan = plan_send(
+            settings, store, issue, messages, b"benchmark-secret-benchmark", transport=transport, rate=rate
         )
+        return send_issue(plan, store)
 
 
 class TreeMemory(threading.Thread):
