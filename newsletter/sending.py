@@ -110,7 +110,11 @@ class SendPlan:
                     slug,
                     f"was sent already ({logged['sent']:,} sent, {logged['failed']:,} failed)",
                     "pass --resend to send it to everyone again"
-                    + (", or --include-new for those who joined since" if not self.include_new else ""),
+                    + (
+                        f", or --include-new for the {self.audience.joined:,} who joined since"
+                        if self.audience.joined and not self.include_new
+                        else ""
+                    ),
                 )
             return SendError(
                 slug,
@@ -208,7 +212,7 @@ def send_issue(
         raise refusal
     settings, issue = plan.settings, plan.issue
     try:
-        sender_id, sharing = register_sender(store, issue.slug, exclusive=store.engine.dialect.name == "sqlite")
+        registration = register_sender(store, issue.slug, exclusive=store.engine.dialect.name == "sqlite")
     except SenderBusy as busy:
         other = busy.other
         raise SendError(
@@ -217,6 +221,7 @@ def send_issue(
             f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC); SQLite allows one sender per issue",
             "wait for it to finish, or stop it; for several senders use PostgreSQL",
         ) from None
+    sender_id, sharing = registration.sender_id, registration.sharing
     try:
         with store.engine.connect() as conn:
             started = database_now(conn)
@@ -227,7 +232,10 @@ def send_issue(
         limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None, cap=plan.cap)
         if plan.rate:
             limiter.ceiling = plan.rate / max(1, sharing)
-        if sharing > 1 and plan.rate and not _wait(stop, 2 * HEARTBEAT + WINDOW):
+        # Before the first start: the live senders lower their share (they see this one at their next heartbeat,
+        # and their last window at the old share passes), and the last starts of senders that just ended age out.
+        settle = max(2 * HEARTBEAT + WINDOW if sharing > 1 else 0.0, registration.tail) if plan.rate else 0.0
+        if settle and not _wait(stop, settle):
             return SendOutcome(Progress(total=plan.total), "stopped on request", limiter.rate, limiter.ceiling)
         loop = SendLoop(
             store=store,

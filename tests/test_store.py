@@ -82,7 +82,7 @@ def test_snapshot_gives_each_active_subscriber_one_delivery_in_their_language(st
 
 def _log(store, issue: str, *, exclusive: bool = False) -> SendLog:
     """A send log for a newly registered sender of `issue`."""
-    sender_id, _ = register_sender(store, issue, exclusive=exclusive)
+    sender_id = register_sender(store, issue, exclusive=exclusive).sender_id
     return SendLog(store, issue, sender_id, "file", now())
 
 
@@ -145,7 +145,7 @@ def test_a_lease_without_heartbeats_expires(store) -> None:
 
 
 def test_sqlite_allows_one_sender_per_issue(store) -> None:
-    first, _ = register_sender(store, "issue-1", exclusive=True)
+    first = register_sender(store, "issue-1", exclusive=True).sender_id
     with pytest.raises(SenderBusy) as refused:
         register_sender(store, "issue-1", exclusive=True)
     assert refused.value.other.pid == os.getpid()
@@ -155,12 +155,14 @@ def test_sqlite_allows_one_sender_per_issue(store) -> None:
 
 
 def test_sharing_counts_live_senders_and_recently_finished_ones(store) -> None:
-    first, sharing = register_sender(store, "issue-1", exclusive=False)
-    assert sharing == 1
-    second, sharing = register_sender(store, "issue-1", exclusive=False)
-    assert sharing == 2 and heartbeat(store, first) == 2
-    finish_sender(store, second)
-    assert heartbeat(store, first) == 2  # its last starts still count for one window
+    first = register_sender(store, "issue-1", exclusive=False)
+    assert (first.sharing, first.tail) == (1, 0.0)
+    second = register_sender(store, "issue-1", exclusive=False)
+    assert second.sharing == 2 and heartbeat(store, first.sender_id) == 2
+    finish_sender(store, second.sender_id)
+    assert heartbeat(store, first.sender_id) == 2  # its last starts still count for one window
+    third = register_sender(store, "issue-2", exclusive=False)
+    assert third.sharing == 2 and 0 < third.tail <= 1.1  # the finished one's last window has yet to pass
 
 
 def test_counts_list_every_status(store) -> None:

@@ -36,7 +36,7 @@ from .deliveries import (
     snapshot_audience,
 )
 from .send_log import Result, SendLog
-from .senders import SenderBusy, finish_sender, heartbeat, register_sender
+from .senders import Registration, SenderBusy, finish_sender, heartbeat, register_sender
 from .subscribers import (
     ImportCounts,
     add_subscriber,
@@ -64,12 +64,14 @@ from .subscribers import (
 # Importing the `.subscribers` module above bound the package's name `subscribers` to that module; the name
 # exported here is the table, as `from newsletter.store import subscribers` expects.
 subscribers = _database.subscribers  # noqa: F811
+deliveries = _database.deliveries  # noqa: F811 - the same for the `.deliveries` module and its table
 
 __all__ = [
     "ISSUE_LIMIT",
     "TO_SEND",
     "Audience",
     "AudiencePlan",
+    "Registration",
     "Result",
     "SenderBusy",
     "SCHEMA_VERSION",

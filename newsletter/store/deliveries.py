@@ -116,6 +116,7 @@ class AudiencePlan:
     per_edition: dict[str, int]
     left_out: dict[str, int]
     logged: dict[str, int]  # the send log's deliveries per state before this run
+    joined: int = 0  # resuming: active subscribers without a delivery for the issue (--include-new adds them)
 
     @property
     def total(self) -> int:
@@ -143,7 +144,7 @@ def plan_audience(
                 .select_from(deliveries.join(subscribers, d.subscriber_id == s.id))
                 .where(d.issue == issue, d.state.in_(TO_SEND), s.status != SubscriberStatus.ACTIVE)
             ).scalar_one()
-            joined = conn.execute(
+            joined_since = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(subscribers)
                 .where(s.status == SubscriberStatus.ACTIVE, ~_has_delivery(issue))
@@ -153,9 +154,10 @@ def plan_audience(
                 "failed for good": logged[DeliveryState.FAILED],
                 "outcome unknown": logged[DeliveryState.UNKNOWN],
                 "left since the first run": left_since,
-                **({} if include_new else {"joined since the first run (--include-new sends to them)": joined}),
+                **({} if include_new else {"joined since the first run (--include-new sends to them)": joined_since}),
             }
-    return AudiencePlan(audience, {lang: per_edition[lang] for lang in sorted(per_edition)}, left_out, logged)
+    ordered = {lang: per_edition[lang] for lang in sorted(per_edition)}
+    return AudiencePlan(audience, ordered, left_out, logged, 0 if fresh else joined_since)
 
 
 def planned_recipients(store: Store, audience: Audience, batch: int = 1000) -> Iterator[tuple[int, str, str, str]]:

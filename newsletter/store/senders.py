@@ -84,8 +84,17 @@ def _reap(conn: Connection, stamp: dt.datetime) -> None:
             )
 
 
-def register_sender(store: Store, issue: str, *, exclusive: bool) -> tuple[str, int]:
-    """Register this process as a sender of `issue`; returns (its id, how many senders share the rate now).
+@dataclass(frozen=True)
+class Registration:
+    """A sender's id, and who it shares the account's rate with as it starts."""
+
+    sender_id: str
+    sharing: int  # live senders, this one included
+    tail: float  # seconds until the starts of senders that ended lately no longer count against the account
+
+
+def register_sender(store: Store, issue: str, *, exclusive: bool) -> Registration:
+    """Register this process as a sender of `issue`.
 
     With `exclusive` (SQLite), raises SenderBusy while another live sender works on the same issue; the check
     and the insert are one statement, so two senders starting at once cannot both pass.
@@ -116,7 +125,12 @@ def register_sender(store: Store, issue: str, *, exclusive: bool) -> tuple[str, 
                     raise SenderBusy(OtherSender(other.host, other.pid, _aware(other.started_at)))
         else:
             conn.execute(senders.insert().values(**values))
-        return sender_id, _sharing(conn, stamp)
+        live = conn.execute(
+            sa.select(sa.func.count()).select_from(senders).where(senders.c.finished_at.is_(None))
+        ).scalar_one()
+        ended = conn.execute(sa.select(sa.func.max(senders.c.finished_at))).scalar_one()
+        tail = 0.0 if ended is None else max(0.0, (_aware(ended) + TAIL - stamp).total_seconds())
+        return Registration(sender_id, int(live), tail)
 
 
 def _sharing(conn: Connection, stamp: dt.datetime) -> int:
