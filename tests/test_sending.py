@@ -301,7 +301,10 @@ def test_the_plan_the_dry_run_and_the_send_agree(publication: Path, run, tmp_pat
     files = {p.name for p in _outbox(publication).glob("*.eml")}
     assert not any(file_name(f"late{n}@example.com") in files for n in range(3))
     again = run("send", ISSUE, "--yes")
-    assert again.exit_code == 1 and "pass --resend to send it to everyone again, or --include-new for the 3 who joined since" in again.stderr
+    assert (
+        again.exit_code == 1
+        and "pass --resend to send it to everyone again, or --include-new for the 3 who joined since" in again.stderr
+    )
     assert _agree(run, "--include-new") == 3  # only the newcomers: nobody gets it twice
     assert {file_name(f"late{n}@example.com") for n in range(3)} <= {p.name for p in _outbox(publication).glob("*.eml")}
     assert _agree(run, "--resend") == 31  # everyone active again: 33 minus the two who left
@@ -410,7 +413,11 @@ def test_killed_sends_resume_and_everyone_gets_exactly_one(publication: Path, ru
     for _ in range(4):
         target = written() + chooser.randint(5, 60)
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        wait_until(lambda target=target: written() >= target or process.poll() is not None, seconds=60, what="messages written")
+        wait_until(
+            lambda target=target, process=process: written() >= target or process.poll() is not None,
+            seconds=60,
+            what="messages written",
+        )
         process.send_signal(signal.SIGKILL)
         process.wait()
         with open_store(settings.database_url) as store:
