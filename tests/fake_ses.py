@@ -57,8 +57,8 @@ class Accepted:
 class Stats:
     """The counters at one moment: accepted arrivals (sorted), throttled arrivals, faults, the most in flight."""
 
-    accepted: list[tuple[float, str]]  # (arrival, recipient), in arrival order
-    throttled: list[float]  # arrivals answered 429
+    accepted: list[tuple[float, str]]  # (arrival, recipient), sorted by arrival
+    throttled: list[float]  # arrivals answered 429, sorted
     errors: int  # answered 500 (chosen by the fault hook)
     dropped: int  # accepted, then the connection closed or reset without an answer
     max_concurrent: int  # the most requests between arrival and answer at once
@@ -106,8 +106,8 @@ class Stats:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stats:
         return cls(
-            [(float(at), str(who)) for at, who in data["accepted"]],
-            [float(at) for at in data["throttled"]],
+            sorted((float(at), str(who)) for at, who in data["accepted"]),
+            sorted(float(at) for at in data["throttled"]),
             int(data["errors"]),
             int(data["dropped"]),
             int(data["max_concurrent"]),
@@ -122,6 +122,7 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     arrival: float  # when its head had come in (time.monotonic()): the request's start, before its body
+    admitted: bool  # a SendEmail the window had room for at its arrival (the slot is taken then)
 
 
 @dataclass
@@ -195,8 +196,9 @@ class FakeSes:
 
     @property
     def accepted(self) -> list[Accepted]:
+        """What it took, in arrival order."""
         with self._lock:
-            return list(self._accepted)
+            return sorted(self._accepted, key=lambda item: item.at)
 
     @property
     def sent(self) -> int:
@@ -221,8 +223,8 @@ class FakeSes:
     def snapshot(self) -> Stats:
         with self._lock:
             return Stats(
-                [(item.at, item.recipient) for item in self._accepted],
-                list(self._throttled),
+                sorted((item.at, item.recipient) for item in self._accepted),
+                sorted(self._throttled),
                 self._errors,
                 self._dropped,
                 self._max_concurrent,
@@ -259,6 +261,22 @@ class FakeSes:
             "SendingEnabled": not self.paused,
         }
 
+    def _admit(self, method: str, path: str) -> tuple[float, bool]:
+        """A request's head came in: its arrival time and, for a SendEmail, whether the window has room.
+
+        Stamped and decided under the lock, so arrivals are in order and the window is exact; a SendEmail let in
+        holds its slot even if it is then refused (paused, daily quota, an injected 500)."""
+        with self._lock:
+            arrival = time.monotonic()
+            if not (method == "POST" and path == "/v2/email/outbound-emails") or not self.rate:
+                return arrival, True
+            while self._window and self._window[0] <= arrival - WINDOW:
+                self._window.popleft()
+            if len(self._window) >= max(1, math.floor(self.rate)):
+                return arrival, False
+            self._window.append(arrival)
+            return arrival, True
+
     def _send_email(self, request: _Request) -> _Answer:
         arrival = request.arrival
         try:
@@ -271,20 +289,17 @@ class FakeSes:
         with self._lock:
             number = next(self._arrivals)
             fault = self.fault(number, recipient) if self.fault else None
-            while self._window and self._window[0] <= arrival - WINDOW:
-                self._window.popleft()
             if self.paused:
                 return _Answer(400, {"message": "Sending is paused for this account."}, "SendingPausedException")
             daily = self.max_24_hour_send
             if daily is not None and self.sent_last_24_hours + len(self._accepted) >= daily:
                 return _Answer(429, {"message": DAILY_TEXT}, "TooManyRequestsException")
-            if self.rate and len(self._window) >= max(1, math.floor(self.rate)):
+            if not request.admitted:
                 self._throttled.append(arrival)
                 return _Answer(429, {"message": THROTTLED_TEXT}, "TooManyRequestsException")
             if fault == "error":
                 self._errors += 1
                 return _Answer(500, {"message": "Internal failure (injected)."}, "InternalFailure")
-            self._window.append(arrival)
             content = base64.b64decode(raw) if self.keep_raw else None
             self._accepted.append(Accepted(arrival, recipient, tags, content))
             if fault in ("drop", "reset"):
@@ -327,7 +342,7 @@ class _Connection(socketserver.BaseRequestHandler):
             fake.connections_opened += 1
         buffer = bytearray()
         try:
-            while (request := _read_request(sock, buffer)) is not None:
+            while (request := _read_request(sock, buffer, fake._admit)) is not None:
                 api = not request.path.startswith("/_fake/")  # the fake's own counters: no latency, not counted
                 if api:
                     fake._arrived()
@@ -355,16 +370,20 @@ class _Connection(socketserver.BaseRequestHandler):
                 fake._connections.discard(sock)
 
 
-def _read_request(sock: socket.socket, buffer: bytearray) -> _Request | None:
-    """The next request on the connection, or None when the client closed it."""
+def _read_request(
+    sock: socket.socket, buffer: bytearray, admit: Callable[[str, str], tuple[float, bool]]
+) -> _Request | None:
+    """The next request on the connection (`admit` is told of it as soon as its head is in), or None when the
+    client closed the connection."""
     while (end := buffer.find(b"\r\n\r\n")) < 0:
         chunk = sock.recv(65536)
         if not chunk:
             return None
         buffer += chunk
-    arrival = time.monotonic()
     head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
     method, target, _version = head[0].split(" ", 2)
+    path = target.split("?", 1)[0]
+    arrival, admitted = admit(method, path)
     headers = {}
     for line in head[1:]:
         name, _, value = line.partition(":")
@@ -380,7 +399,7 @@ def _read_request(sock: socket.socket, buffer: bytearray) -> _Request | None:
         buffer += chunk
     body = bytes(buffer[:length])
     del buffer[:length]
-    return _Request(method, target.split("?", 1)[0], headers, body, arrival)
+    return _Request(method, path, headers, body, arrival, admitted)
 
 
 def _encode(answer: _Answer, closing: bool) -> bytes:

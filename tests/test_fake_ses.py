@@ -99,6 +99,31 @@ def test_the_strict_window_throttles_exactly_the_excess_and_frees_slots_a_second
     assert "r10@example.com" not in stats.recipients()  # a throttled message is not sent
 
 
+def test_the_window_is_exact_when_requests_arrive_at_once_on_many_connections() -> None:
+    rate, threads, each = 20, 8, 8
+    with FakeSes(rate=rate) as ses:
+        client = _client(ses.endpoint_url, pool=threads)
+        barrier = threading.Barrier(threads)
+
+        def burst(n: int) -> None:
+            barrier.wait()
+            for k in range(each):
+                try:
+                    _send(client, f"b{n}-{k}@example.com")
+                except ClientError:
+                    pass
+
+        workers = [threading.Thread(target=burst, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        stats = ses.snapshot()
+    span = stats.throttled[-1] - stats.accepted[0][0]
+    assert span < 1.0, span  # all within one window, so exactly `rate` could be taken
+    assert (stats.sent, len(stats.throttled)) == (rate, threads * each - rate)
+
+
 def test_latency_is_waited_before_each_answer_and_requests_overlap() -> None:
     with FakeSes(latency=0.2) as ses:
         client = _client(ses.endpoint_url, pool=8)
