@@ -82,9 +82,12 @@ class SesTransport:
             BotoCoreError,
             ClientError,
             ConnectionError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
             HTTPClientError,
             NoCredentialsError,
             PartialCredentialsError,
+            ProxyConnectionError,
         )
 
         request: dict[str, Any] = {
@@ -99,9 +102,11 @@ class SesTransport:
             answer = self.client.send_email(**request)
         except ClientError as err:
             return _answer(err.response)
-        except ConnectionError as err:  # refused, unreachable, connect timeout, TLS handshake: nothing was sent
+        except (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError) as err:  # nothing was sent
             return SendResult(SendStatus.RETRY, error=f"SES connection not opened: {err}")
-        except HTTPClientError as err:  # read timeout, connection closed or reset after the request was written
+        except (HTTPClientError, ConnectionError) as err:
+            # a read timeout, a connection closed or reset, a TLS error (urllib3 reports one in the answer as it
+            # does one in the handshake) after the request may have been written: SES may have taken it
             return SendResult(
                 SendStatus.AMBIGUOUS, error=f"SES gave no answer, the message may have been taken: {_one_line(err)}"
             )
