@@ -35,6 +35,7 @@ class Figures:
     sent: int
     rate: float
     throttled: int
+    throttled_at: list[float]  # seconds after the first arrival (the first five)
     busiest: int
     busiest_arrivals: int
     cpu_ms: float
@@ -77,6 +78,7 @@ def run_cell(latency: float, quota: float, seconds: float) -> Figures:
         stats.sent,
         stats.rate(),
         len(stats.throttled),
+        [round(at - stats.accepted[0][0], 2) for at in stats.throttled[:5]],
         stats.busiest_window(),
         stats.busiest_window(include_throttled=True),
         cpu * 1000 / max(1, progress.sent),
@@ -106,11 +108,12 @@ def main() -> None:
     for latency, quota in cells:
         f = run_cell(latency, quota, seconds)
         share = f.rate / f.quota * 100
-        settled = f"{f.settled:g}/s" if f.settled else "-"
+        settled = f"{f.settled:.1f}/s" if f.settled else "-"
+        throttled = f"{f.throttled} (at {', '.join(f'{at:g}' for at in f.throttled_at)} s)" if f.throttled else "0"
         print(
             f"| {f.latency * 1000:g} ms | {f.quota:g}/s | {f.sent:,} of {f.messages:,} | {f.rate:.1f}/s "
             f"| {share:.1f} % "
-            f"| {f.throttled} | {f.busiest} / {f.busiest_arrivals} | {f.cpu_ms:.2f} ms/msg "
+            f"| {throttled} | {f.busiest} / {f.busiest_arrivals} | {f.cpu_ms:.2f} ms/msg "
             f"| {f.peak_loop} / {f.peak_fake} | {settled} |",
             flush=True,
         )

@@ -1,0 +1,121 @@
+"""Benchmark two senders on one send log: two `newsletter send ISSUE --yes --transport ses` processes started at
+once on one PostgreSQL, against the fake SES endpoint (tests/fake_ses.py, its own process) at one account quota.
+
+Prints the combined rate (accepted messages over the span from the first arrival to the last) and its share of
+the quota, the busiest sliding second (accepted, and every arrival: what the two started together), throttled
+answers, duplicates (recipients accepted more than once), omissions (subscribers never accepted), each process's
+exit and the CPU of both per message. The bench works in a schema of its own (`--schema`, dropped and made
+again), so tests on the same database are not disturbed.
+
+Run: `python bench/two_senders.py [--subscribers 20000] [--quota 1000] [--latency 0.05]`, PostgreSQL from
+NEWSLETTER_BENCH_DATABASE_URL (default: the test database). Targets (issue 9): >= 90 % of the quota combined,
+never above it in any second, 0 duplicates, 0 omissions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from _common import SAMPLE_ISSUE, add_subscribers, copy_publication, fake_ses, machine_load
+
+TEST_DATABASE = "postgresql://newsletter:newsletter@127.0.0.1:5432/newsletter_test"
+
+
+def fresh_schema(url: str, schema: str) -> str:
+    """Drop and make `schema`; returns the URL whose connections work in it."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as err:
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise SystemExit(
+            f"Error: {shown}: cannot reach PostgreSQL: {str(err.orig).strip().splitlines()[0]} "
+            "(start it, or set NEWSLETTER_BENCH_DATABASE_URL)"
+        ) from None
+    finally:
+        engine.dispose()
+    return url + ("&" if "?" in url else "?") + "options=" + quote(f"-csearch_path={schema}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=20_000)
+    parser.add_argument("--quota", type=float, default=1000.0)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--schema", default="bench_two_senders")
+    args = parser.parse_args()
+    url = fresh_schema(os.environ.get("NEWSLETTER_BENCH_DATABASE_URL", TEST_DATABASE), args.schema)
+    print(
+        f"{args.senders} senders, {args.subscribers:,} subscribers, quota {args.quota:g}/s, "
+        f"round trip {args.latency * 1000:g} ms; {machine_load()}",
+        flush=True,
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp,
+        fake_ses().FakeSesProcess(rate=args.quota, latency=args.latency) as ses,
+    ):
+        folder = copy_publication(Path(tmp))
+        add_subscribers(url, args.subscribers)
+        env = {
+            **os.environ,
+            "NEWSLETTER_DATABASE_URL": url,
+            "NEWSLETTER_SES_ENDPOINT_URL": ses.endpoint_url,
+            "NEWSLETTER_SECRET_KEY": "bench-secret-bench-secret-bench-secret",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        command = [sys.executable, "-m", "newsletter", "--root", str(folder), "send", SAMPLE_ISSUE, "--yes"]
+        command += ["--transport", "ses"]
+        started = time.monotonic()
+        processes = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(args.senders)
+        ]
+        outputs = [process.communicate() for process in processes]
+        wall = time.monotonic() - started
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the senders' only: the fake is not reaped yet
+        stats = ses.snapshot()
+    expected = {f"reader{n}@example.com" for n in range(args.subscribers)}
+    seen = stats.recipients()
+    duplicates = stats.duplicates()
+    omissions = expected - set(seen)
+    rate = stats.rate()
+    for n, (process, (out, err)) in enumerate(zip(processes, outputs, strict=True), 1):
+        last = (out.strip().splitlines() or [""])[-1]
+        print(f"sender {n}: exit {process.returncode}; {last}" + (f"; stderr: {err.strip()}" if err.strip() else ""))
+    print(f"accepted {stats.sent:,} in {stats.span():.1f} s ({wall:.1f} s wall for both commands)")
+    print(f"combined rate {rate:.0f}/s = {rate / args.quota * 100:.1f} % of the {args.quota:g}/s quota")
+    print(
+        f"busiest second: {stats.busiest_window()} accepted, {stats.busiest_window(include_throttled=True)} arrived; "
+        f"throttled {len(stats.throttled)}; peak in flight at the fake {stats.max_concurrent}"
+    )
+    print(f"duplicates {len(duplicates)}, omissions {len(omissions)}")
+    per_message = (cpu.ru_utime + cpu.ru_stime) * 1000 / max(1, stats.sent)
+    print(f"CPU of the senders (whole commands, start-up and rendering included): {per_message:.2f} ms/message")
+    print(f"after: {machine_load()}")
+    met = (
+        rate >= 0.9 * args.quota
+        and stats.busiest_window(include_throttled=True) <= args.quota
+        and not duplicates
+        and not omissions
+        and all(process.returncode == 0 for process in processes)
+    )
+    print("targets met" if met else "targets missed")
+
+
+if __name__ == "__main__":
+    main()
