@@ -1,0 +1,235 @@
+"""The whole send under stress, as a user runs it: real `newsletter send --transport ses` processes against the
+fake SES endpoint (tests/fake_ses.py) that records every message it accepted.
+
+- SIGKILL with requests in flight, several times, then a resume: nobody skipped, and each kill repeats at most
+  the stated bound (send_loop.crash_bound: the requests in flight plus the unrecorded result group).
+- Two senders at once: refused on SQLite with one line, shared on PostgreSQL without a duplicate or a second
+  over the quota.
+- A PostgreSQL restart mid-send: the send reconnects, or stops with one line and a resume finishes.
+
+Every wait is for evidence from the fake or the store, with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.store import delivery_counts, insert_subscribers, open_store
+from tests.conftest import wait_until
+from tests.fake_ses import FakeSes, Stats
+
+ISSUE = "2023-09-25-top-ml-papers"
+SECRET_KEY = "send-concurrency-tests-secret-key-0123456789"
+MAX_IN_FLIGHT = 16  # [tool.newsletter.ses] max_in_flight of these tests' publication
+
+
+def _prepare(publication: Path, database_url: str | None, count: int) -> tuple[str, set[str]]:
+    """`count` subscribers in the store the send will use, and max_in_flight set; returns (store URL, addresses)."""
+    with (publication / "pyproject.toml").open("a", encoding="utf-8") as config:
+        config.write(f"\n[tool.newsletter.ses]\nmax_in_flight = {MAX_IN_FLIGHT}\n")
+    url = database_url or load_settings(publication).database_url
+    addresses = [f"user{n}@example.com" for n in range(count)]
+    rows = (
+        {"email": email, "name": f"User {n}", "lang": "en" if n % 3 == 0 else "ko"} for n, email in enumerate(addresses)
+    )
+    with open_store(url) as store:
+        insert_subscribers(store, rows, source="test")
+    return url, set(addresses)
+
+
+def _command(publication: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "newsletter",
+        "--root",
+        str(publication),
+        "send",
+        ISSUE,
+        "--yes",
+        "--transport",
+        "ses",
+    ]
+
+
+def _env(ses: FakeSes, database_url: str | None = None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_SES_ENDPOINT_URL=ses.endpoint_url,
+        NEWSLETTER_SECRET_KEY=SECRET_KEY,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        PYTHONUNBUFFERED="1",
+    )
+    if database_url is not None:
+        env["NEWSLETTER_DATABASE_URL"] = database_url
+    return env
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def _final_counts(url: str) -> dict[str, int]:
+    with open_store(url) as store:
+        return delivery_counts(store, ISSUE)
+
+
+def _all_sent(counts: dict[str, int], total: int) -> bool:
+    return counts["sent"] == total and sum(counts.values()) == total
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_sigkill_with_requests_in_flight_repeats_at_most_the_bound_and_skips_nobody(
+    publication: Path, database_url: str
+) -> None:
+    from newsletter.send_loop import crash_bound
+
+    kills, count = 4, 600
+    url, expected = _prepare(publication, database_url, count)
+    bound = crash_bound(MAX_IN_FLIGHT)
+    with FakeSes(rate=100, latency=0.2, keep_raw=False) as ses:
+        env = _env(ses, url)
+        marks: list[tuple[int, int]] = []  # (accepted by the end of the killed run, in flight just before its kill)
+        for _ in range(kills):
+            before = ses.sent
+            process = subprocess.Popen(
+                _command(publication), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            )
+            try:
+                wait_until(
+                    lambda: ses.sent >= before + 40 and ses.in_flight >= MAX_IN_FLIGHT // 2,  # noqa: B023
+                    seconds=60,
+                    what=f"the send to have {MAX_IN_FLIGHT // 2} requests in flight",
+                )
+                in_flight = ses.in_flight
+            finally:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+            wait_until(lambda: ses.in_flight == 0, what="the killed run's requests to be answered")
+            marks.append((ses.sent, in_flight))
+        final = subprocess.run(_command(publication), capture_output=True, text=True, env=env, timeout=180)
+        stats = ses.snapshot()
+    assert final.returncode == 0, final.stderr
+    assert set(stats.recipients()) == expected  # nobody skipped
+    runs = _runs(stats, [mark for mark, _ in marks])
+    repeated = [len(run & set().union(*runs[n + 1 :])) for n, run in enumerate(runs[:-1])]
+    assert max(repeated) <= bound, (repeated, bound, marks)
+    assert sum(stats.recipients().values()) == count + sum(repeated), "a duplicate not explained by a kill"
+    assert _all_sent(_final_counts(url), count), _final_counts(url)
+
+
+def _runs(stats: Stats, marks: list[int]) -> list[set[str]]:
+    """The recipients each run had accepted, split at the marks (the fake's count after each kill)."""
+    edges = [0, *marks, stats.sent]
+    return [{who for _, who in stats.accepted[start:end]} for start, end in zip(edges, edges[1:], strict=False)]
+
+
+def test_a_second_sender_on_sqlite_is_refused_in_one_line_and_the_first_sends_each_once(publication: Path) -> None:
+    count = 200
+    url, expected = _prepare(publication, None, count)
+    with FakeSes(rate=20, latency=0.05, keep_raw=False) as ses:
+        env = _env(ses)
+        first = subprocess.Popen(
+            _command(publication), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            wait_until(lambda: ses.sent >= 5, seconds=60, what="the first sender to be sending")
+            second = subprocess.run(_command(publication), capture_output=True, text=True, env=env, timeout=60)
+            assert first.poll() is None, "the first sender ended before the second was tried"
+            out, err = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        stats = ses.snapshot()
+    assert second.returncode == 1
+    line = _one_error_line(second.stderr)
+    assert f"pid {first.pid}" in line, line
+    assert first.returncode == 0, err
+    assert stats.recipients() == dict.fromkeys(expected, 1)
+    assert _all_sent(_final_counts(url), count)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_senders_on_postgresql_share_the_list_and_the_quota(publication: Path, database_url: str) -> None:
+    count, quota = 1500, 200
+    url, expected = _prepare(publication, database_url, count)
+    with FakeSes(rate=quota, latency=0.05, keep_raw=False) as ses:
+        env = _env(ses, url)
+        processes = [
+            subprocess.Popen(_command(publication), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)
+        ]
+        outputs = [process.communicate(timeout=180) for process in processes]
+        stats = ses.snapshot()
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert stats.recipients() == dict.fromkeys(expected, 1)  # each exactly once, nobody left out
+    assert stats.busiest_window(include_throttled=True) <= quota  # together they kept to the one quota
+    assert _all_sent(_final_counts(url), count)
+
+
+def _restart_postgresql() -> None:
+    """Restart the local PostgreSQL 15 cluster the tests use (root only: pg_ctlcluster)."""
+    subprocess.run(
+        ["pg_ctlcluster", "15", "main", "restart", "-m", "fast"], check=True, capture_output=True, timeout=60
+    )
+
+
+def _can_restart_postgresql() -> str | None:
+    """Why this test cannot restart the server here, or None."""
+    if shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql/15/main").is_dir():
+        return "no local PostgreSQL 15 cluster 'main' to restart (pg_ctlcluster)"
+    if os.geteuid() != 0:
+        return "restarting PostgreSQL needs root (pg_ctlcluster 15 main restart)"
+    if os.environ.get("CI", "").lower() != "true" and os.environ.get("NEWSLETTER_TEST_RESTART_POSTGRESQL") != "1":
+        return "restarts the shared PostgreSQL server: runs under CI=true, or with NEWSLETTER_TEST_RESTART_POSTGRESQL=1"
+    return None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_postgresql_restart_mid_send_reconnects_or_stops_in_one_line_and_resumes(
+    publication: Path, database_url: str
+) -> None:
+    from newsletter.send_loop import crash_bound
+
+    reason = _can_restart_postgresql()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    count = 800
+    url, expected = _prepare(publication, database_url, count)
+    with FakeSes(rate=100, latency=0.05, keep_raw=False) as ses:
+        env = _env(ses, url)
+        process = subprocess.Popen(
+            _command(publication), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            wait_until(lambda: ses.sent >= 100, seconds=60, what="the send to be well under way")
+            _restart_postgresql()
+            sent_at_restart = ses.sent
+            out, err = process.communicate(timeout=180)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert sent_at_restart < count, "the send finished before the restart"
+        assert "Traceback" not in err, err
+        if process.returncode != 0:
+            _one_error_line(err)
+            resumed = subprocess.run(_command(publication), capture_output=True, text=True, env=env, timeout=180)
+            assert resumed.returncode == 0, resumed.stderr
+        stats = ses.snapshot()
+    assert set(stats.recipients()) == expected
+    assert sum(stats.recipients().values()) - count <= crash_bound(MAX_IN_FLIGHT)
+    assert _all_sent(_final_counts(url), count)
