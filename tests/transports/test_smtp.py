@@ -134,7 +134,7 @@ def serving(handler: CountingHandler) -> Iterator[tuple[int, Controller]]:
 
 @pytest.fixture
 def server() -> Iterator[tuple[CountingHandler, int]]:
-    handler = CountingHandler(slowness=1.0)
+    handler = CountingHandler(slowness=1.5)
     with serving(handler) as (port, _):
         yield handler, port
 
@@ -232,9 +232,9 @@ def test_a_drop_after_the_end_of_data_is_ambiguous_and_not_tried_again(server) -
 
 
 def test_the_end_of_data_is_awaited_longer_than_the_other_steps(server) -> None:
-    """RFC 5321 §4.5.3.2.6: 10 minutes for the reply to the final dot; `timeout` (here 0.3 s) for the rest."""
-    handler, port = server  # each slow answer takes 1 s
-    transport = SmtpTransport(_settings(port, timeout=0.3))
+    """RFC 5321 §4.5.3.2.6: 10 minutes for the reply to the final dot; `timeout` (here 0.5 s) for the rest."""
+    handler, port = server  # each slow answer takes 1.5 s
+    transport = SmtpTransport(_settings(port, timeout=0.5))
     slow_data = transport.send(_message("slow@example.com"))
     slow_rcpt = transport.send(_message("slow-rcpt@example.com"))
     transport.close()
