@@ -23,7 +23,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -133,6 +132,7 @@ class SendLoop:
     on_progress: Callable[[Progress], None] | None = None
     latency: float = 0.05  # seconds per request, observed (an initial guess until the first answers)
     _answers: queue.SimpleQueue[_Answer] = field(default_factory=queue.SimpleQueue)
+    _work_queue: queue.SimpleQueue[_Attempt | None] = field(default_factory=queue.SimpleQueue)
     _claimed: deque[_Attempt] = field(default_factory=deque)
     _retries: list[tuple[float, int, _Attempt]] = field(default_factory=list)
     _results: list[Result] = field(default_factory=list)
@@ -145,20 +145,28 @@ class SendLoop:
 
     def run(self) -> str | None:
         """Send until nothing is left, a stop is asked for, or something stops the run; returns why it stopped."""
-        workers = max(1, self.transport.max_in_flight)
+        workers = [
+            threading.Thread(target=self._work, name=f"send-{n}", daemon=True)
+            for n in range(max(1, self.transport.max_in_flight))
+        ]
+        for worker in workers:
+            worker.start()
         stopped: str | None = None
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send") as pool:
+        try:
+            stopped = self._dispatch()
+        except LoopStopped as err:
+            stopped = str(err)
+        finally:
             try:
-                stopped = self._dispatch(pool)
-            except LoopStopped as err:
-                stopped = str(err)
-            finally:
                 self._finish(stopped is None)
+            finally:
+                for _ in workers:
+                    self._work_queue.put(None)
         return stopped
 
     # ------------------------------------------------------------------ dispatching
 
-    def _dispatch(self, pool: ThreadPoolExecutor) -> str | None:
+    def _dispatch(self) -> str | None:
         while True:
             self._collect(0.0)
             self._flush_if_due()
@@ -190,7 +198,7 @@ class SendLoop:
             self._set_uncertain(attempt, True)
             self._in_flight += 1
             self.progress.peak_in_flight = max(self.progress.peak_in_flight, self._in_flight)
-            pool.submit(self._attempt_once, attempt)
+            self._work_queue.put(attempt)
 
     def _in_flight_target(self) -> int:
         """Little's law: enough requests in flight to keep the rate, with a quarter to spare, within the cap."""
@@ -229,8 +237,8 @@ class SendLoop:
             return True
         ahead = LOOK_AHEAD if not self.limiter.rate else min(LOOK_AHEAD, math.ceil(self.limiter.rate * LOOK_FRESH))
         group = [attempt] + [a for a in list(self._claimed)[:ahead] if now - a.looked_at > LOOK_FRESH]
-        active = self._database(lambda: self.log.still_active({a.delivery.subscriber_id for a in group}))
-        gone = [a for a in group if a.delivery.subscriber_id not in active]
+        departed = self._database(lambda: self.log.gone({a.delivery.subscriber_id for a in group}))
+        gone = [a for a in group if a.delivery.subscriber_id in departed]
         for looked in group:
             looked.looked_at = now
         for left in gone:
@@ -242,6 +250,11 @@ class SendLoop:
         return attempt not in gone
 
     # ------------------------------------------------------------------ the workers
+
+    def _work(self) -> None:
+        """A worker thread: attempts until it is handed None."""
+        while (attempt := self._work_queue.get()) is not None:
+            self._attempt_once(attempt)
 
     def _attempt_once(self, attempt: _Attempt) -> None:
         """Personalise (once) and make one attempt; the answer goes back to the dispatcher."""

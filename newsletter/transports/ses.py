@@ -1,4 +1,7 @@
-"""The Amazon SES transport: boto3 `sesv2` SendEmail with our raw MIME message, one recipient each.
+"""The Amazon SES transport: sesv2 SendEmail with our raw MIME message, one recipient each.
+
+The quota comes from boto3's client (GetAccount); each SendEmail is one signed request on a pool of kept-alive
+connections (ses_request.py: botocore's signer and credentials, a third of boto3's CPU per message).
 
 One attempt per send(), no retries or sleeps here: botocore's retries are off (`total_max_attempts=1`: its
 `max_attempts` counts retries, not attempts) and the send loop retries through its rate limiter. What SES
@@ -10,11 +13,13 @@ stop the whole send. One boto3 client serves every thread (boto3 clients are thr
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..config import Settings
 from ..errors import MissingExtraError, TransportError
 from .base import OutgoingMessage, SendQuota, SendResult, SendStatus
+from .ses_request import NoAnswer, NotOpened, SendEmailRequest
 
 THROTTLING = {"TooManyRequestsException", "LimitExceededException", "Throttling", "ThrottlingException"}
 THROTTLING_TEXT = "Maximum sending rate exceeded"
@@ -46,6 +51,7 @@ class SesTransport:
         self.v1_client = v1_client
         self.configuration_set = configuration_set
         self.max_in_flight = max_in_flight
+        self.request = _send_email_request(client, max_in_flight)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SesTransport:
@@ -78,43 +84,24 @@ class SesTransport:
         )
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            HTTPClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            ProxyConnectionError,
-        )
-
-        request: dict[str, Any] = {
+        fields: dict[str, Any] = {
             "FromEmailAddress": message.sender,
             "Destination": {"ToAddresses": [message.recipient]},
-            "Content": {"Raw": {"Data": message.raw}},
             "EmailTags": [{"Name": "issue", "Value": _tag(message.issue)}, {"Name": "edition", "Value": message.lang}],
         }
         if self.configuration_set:
-            request["ConfigurationSetName"] = self.configuration_set
+            fields["ConfigurationSetName"] = self.configuration_set
         try:
-            answer = self.client.send_email(**request)
-        except ClientError as err:
-            return _answer(err.response)
-        except (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError) as err:  # nothing was sent
+            answer = self.request.send(fields, message.raw)
+        except NotOpened as err:  # nothing was sent
             return SendResult(SendStatus.RETRY, error=f"SES connection not opened: {err}")
-        except (HTTPClientError, ConnectionError) as err:
-            # a read timeout, a connection closed or reset, a TLS error (urllib3 reports one in the answer as it
-            # does one in the handshake) after the request may have been written: SES may have taken it
-            return SendResult(
-                SendStatus.AMBIGUOUS, error=f"SES gave no answer, the message may have been taken: {_one_line(err)}"
-            )
-        except (NoCredentialsError, PartialCredentialsError) as err:
-            raise TransportError("ses", str(err), CREDENTIALS_HINT) from None
-        except BotoCoreError as err:  # refused before anything left (a parameter botocore will not send)
-            return SendResult(SendStatus.FAILED, error=f"SES request not sent: {_one_line(err)}")
-        return SendResult(SendStatus.SENT, message_id=answer.get("MessageId"))
+        except NoAnswer as err:
+            # a read timeout, a connection closed or reset, a TLS error after the request may have been written:
+            # SES may have taken it
+            return SendResult(SendStatus.AMBIGUOUS, error=f"SES gave no answer ({err}); it may have taken the message")
+        if answer.error is not None:
+            return _answer(answer.error)
+        return SendResult(SendStatus.SENT, message_id=answer.message_id)
 
     def close(self) -> None:
         return None
@@ -139,6 +126,24 @@ def _answer(response: dict[str, Any]) -> SendResult:
     if code in NOT_TAKEN or status >= 500:
         return SendResult(SendStatus.RETRY, error=said)
     return SendResult(SendStatus.FAILED, error=said)
+
+
+def _send_email_request(client: Any, connections: int) -> SendEmailRequest:
+    """The SendEmail request for `client`'s endpoint and region, signed with the credentials boto3 finds."""
+    import boto3
+
+    credentials = boto3.Session().get_credentials()
+    if credentials is None:
+        raise TransportError("ses", "no AWS credentials were found", CREDENTIALS_HINT)
+    config = client.meta.config
+    return SendEmailRequest(
+        client.meta.endpoint_url,
+        client.meta.region_name,
+        credentials,
+        connections=connections,
+        connect_timeout=config.connect_timeout or CONNECT_TIMEOUT,
+        read_timeout=config.read_timeout or READ_TIMEOUT,
+    )
 
 
 def _quota_error(err: Exception) -> TransportError:
@@ -170,6 +175,7 @@ def aws_client(settings: Settings, service: str, *, pool: int = 10) -> Any:
     return boto3.client(service, **options)
 
 
+@functools.lru_cache(maxsize=64)
 def _tag(value: str) -> str:
     """SES tag values allow ASCII letters, digits, '_' and '-' only."""
     return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_-") else "_" for ch in value)[:256]
