@@ -93,7 +93,8 @@ def test_the_last_look_sees_who_left_after_the_snapshot(store) -> None:
     log = _log(store, "issue-1")
     claimed = log.claim(10)
     record_unsubscribe(store, left.id, "one-click")
-    assert log.still_active({d.subscriber_id for d in claimed}) == {kept.id}
+    assert log.gone({d.subscriber_id for d in claimed}) == {left.id}
+    assert log.gone({kept.id}) == set()
     assert delivery_counts(store, "issue-1")["sending"] == 2
 
 

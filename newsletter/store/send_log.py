@@ -88,18 +88,26 @@ class SendLog:
         sending = DeliveryState.SENDING
         return [Delivery(r.id, r.subscriber_id, r.email, r.name, r.lang, sending, r.attempts) for r in rows]
 
-    def still_active(self, subscriber_ids: Collection[int]) -> set[int]:
-        """Which of these subscribers are still active: the last look before their messages leave."""
+    def gone(self, subscriber_ids: Collection[int]) -> set[int]:
+        """Which of these subscribers are no longer active (or no longer exist): the last look before their
+        messages leave. Asks for the few who left rather than the many who stay: one row to step through."""
         if not subscriber_ids:
             return set()
+        wanted = list(subscriber_ids)
         with self.store.engine.connect() as conn:
-            return set(
-                conn.execute(
-                    sa.select(subscribers.c.id).where(
-                        subscribers.c.id.in_(list(subscriber_ids)), subscribers.c.status == SubscriberStatus.ACTIVE
-                    )
-                ).scalars()
-            )
+            active = conn.execute(
+                sa.select(sa.func.count()).where(
+                    subscribers.c.id.in_(wanted), subscribers.c.status == SubscriberStatus.ACTIVE
+                )
+            ).scalar_one()
+            if active == len(set(wanted)):
+                return set()
+            staying = conn.execute(
+                sa.select(subscribers.c.id).where(
+                    subscribers.c.id.in_(wanted), subscribers.c.status == SubscriberStatus.ACTIVE
+                )
+            ).scalars()
+            return set(wanted) - set(staying)
 
     def record(self, results: Sequence[Result]) -> None:
         """Write a group of results in one transaction, each row only if this sender still holds it.
@@ -109,33 +117,24 @@ class SendLog:
         """
         if not results:
             return
-        d = deliveries.c
-        statement = (
-            deliveries.update()
-            .where(d.id == sa.bindparam("row_id"), d.lease_owner == self.sender_id, d.state == DeliveryState.SENDING)
-            .values(
-                state=sa.bindparam("new_state"),
-                message_id=sa.bindparam("new_message_id"),
-                error=sa.bindparam("new_error"),
-                ambiguous=d.ambiguous + sa.bindparam("new_ambiguous"),
-                lease_until=None,
-                updated_at=sa.bindparam("stamp"),
-            )
-        )
+        rows = ", ".join(f"(:i{n}, :s{n}, :m{n}, :e{n}, :a{n})" for n in range(len(results)))
+        # One UPDATE … FROM (VALUES …) for the whole group: one statement to step through, not one per row.
+        # SQLite and PostgreSQL both name the columns of a VALUES list column1, column2, …
+        statement = sa.text(
+            "UPDATE deliveries SET state = r.column2, message_id = r.column3, error = r.column4, "
+            "ambiguous = deliveries.ambiguous + r.column5, lease_until = NULL, updated_at = :stamp "
+            f"FROM (VALUES {rows}) AS r "
+            "WHERE deliveries.id = r.column1 AND deliveries.lease_owner = :owner AND deliveries.state = 'sending'"
+        ).bindparams(sa.bindparam("stamp", type_=sa.DateTime(timezone=True)))
+        values: dict[str, object] = {"owner": self.sender_id}
+        for n, r in enumerate(results):
+            values[f"i{n}"] = r.delivery_id
+            values[f"s{n}"] = r.state.value
+            values[f"m{n}"] = None if r.message_id is None else r.message_id[:MESSAGE_ID_LIMIT]
+            values[f"e{n}"] = r.error
+            values[f"a{n}"] = r.ambiguous
         with self.store.begin() as conn:
-            stamp = database_now(conn)
-            rows = [
-                {
-                    "row_id": r.delivery_id,
-                    "new_state": r.state.value,
-                    "new_message_id": None if r.message_id is None else r.message_id[:MESSAGE_ID_LIMIT],
-                    "new_error": r.error,
-                    "new_ambiguous": r.ambiguous,
-                    "stamp": stamp,
-                }
-                for r in results
-            ]
-            conn.execute(statement, rows)
+            conn.execute(statement, {**values, "stamp": database_now(conn)})
 
     def release(self, delivery_ids: Collection[int]) -> None:
         """Give back claimed deliveries that never left (a stop, the cap): pending again, the attempt undone."""
