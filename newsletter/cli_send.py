@@ -137,26 +137,30 @@ def _send_with_progress_bar(plan: SendPlan, store: Store) -> SendOutcome:
         click.echo("\nStopping after the messages in flight (Ctrl-C again to stop at once) …", err=True)
 
     signal.signal(signal.SIGINT, on_interrupt)
+    bars: list[Any] = []  # the bar appears with the first message: a send refused at its start prints one line
+    shown = [0]
+
+    def update(progress: Progress) -> None:
+        if not bars:
+            bar = click.progressbar(
+                length=plan.total,
+                label="Sending",
+                show_eta=True,
+                show_pos=True,
+                item_show_func=lambda p: p,
+                file=sys.stderr,
+            )
+            bars.append(bar.__enter__())
+        bars[0].update(
+            progress.done - shown[0], f"sent {progress.sent:,} · failed {progress.failed:,} · {progress.rate:,.1f}/s"
+        )
+        shown[0] = progress.done
+
     try:
-        with click.progressbar(
-            length=plan.total,
-            label="Sending",
-            show_eta=True,
-            show_pos=True,
-            item_show_func=lambda p: p,
-            file=sys.stderr,
-        ) as bar:
-            shown = [0]
-
-            def update(progress: Progress) -> None:
-                bar.update(
-                    progress.done - shown[0],
-                    f"sent {progress.sent:,} · failed {progress.failed:,} · {progress.rate:,.1f}/s",
-                )
-                shown[0] = progress.done
-
-            return send_issue(plan, store, stop=stop, on_progress=update)
+        return send_issue(plan, store, stop=stop, on_progress=update)
     finally:
+        if bars:
+            bars[0].__exit__(None, None, None)
         signal.signal(signal.SIGINT, previous)
 
 

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 
 WINDOW = 1.0  # seconds: the peer's sliding window (SES: one second)
-MARGIN = 0.02  # seconds added to it: network jitter must not squeeze two windows' starts into one
+MARGIN = 0.03  # seconds added to it: jitter between a start and its arrival must not squeeze two windows into one
 CATCH_UP = 0.1  # seconds of lost time the schedule makes up
 DECREASE = 0.8  # a throttle cuts the rate to this fraction
 RECOVERY = 0.04  # of the ceiling, added back per second of clean sending

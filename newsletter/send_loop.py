@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from .errors import TransportError
 from .messages import MessageError, MessageTemplate, Recipient
-from .ratelimit import QuotaExhausted, RateLimiter
+from .ratelimit import RateLimiter
 from .store import Delivery, DeliveryState, Result, SendLog, Store, heartbeat
 from .transports.base import OutgoingMessage, SendResult, SendStatus, Transport
 
@@ -40,6 +40,9 @@ RECORD_DELAY = 0.1  # seconds a result waits at most before it is written
 LOOK_FRESH = 0.1  # seconds: the last look at a subscriber is at most this old when their message leaves
 LOOK_AHEAD = 64  # subscribers looked at in one query at most (those due to leave within LOOK_FRESH)
 HEARTBEAT = 0.5  # seconds between heartbeats (leases, the rate's share)
+AHEAD_SECONDS = 0.04  # a message is handed to a worker at most this long before its rate-limit slot
+AHEAD_MOST = 16  # and at most this many at once
+AHEAD_WAIT = 0.002  # seconds the dispatcher waits when that many are ahead
 MAX_THROTTLED = 12  # throttles of one message before it is deferred to a later run
 MAX_RETRIES = 4  # RETRY answers of one message before it is deferred
 BACKOFF = 0.2  # seconds, doubled per retry (full jitter), at most BACKOFF_CAP
@@ -126,6 +129,7 @@ class SendLoop:
     default_lang: str
     limiter: RateLimiter
     account_rate: float | None  # the rate all senders share (their ceilings add up to it)
+    cap: int | None  # first attempts this run may make (what is left of the 24-hour quota)
     ambiguous_retries: int
     progress: Progress
     stop: threading.Event | None = None
@@ -142,6 +146,10 @@ class SendLoop:
     _exhausted: bool = False  # the send log has nothing more to claim
     _heartbeat_at: float = 0.0
     _sequence: int = 0
+    _first_attempts: int = 0
+    # Messages handed to workers that have not yet taken their slot (see _ahead_limit).
+    _ahead: int = 0
+    _ahead_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> str | None:
         """Send until nothing is left, a stop is asked for, or something stops the run; returns why it stopped."""
@@ -183,22 +191,30 @@ class SendLoop:
                 due = self._retries[0][0] - time.monotonic() if self._retries else RECORD_DELAY
                 self._collect(min(RECORD_DELAY, max(0.0, due)))
                 continue
-            try:
-                wait = self.limiter.delay(first=first)
-            except QuotaExhausted:
+            if first and self.cap is not None and self._first_attempts >= self.cap:
                 self._put_back(attempt, first)
                 return "the 24-hour sending quota is used up"
-            if wait > 0:
+            wait = self.limiter.delay()
+            if wait > 0 or self._ahead >= self._ahead_limit():
                 self._put_back(attempt, first)
-                self._collect(min(wait, RECORD_DELAY))
+                self._collect(min(wait or AHEAD_WAIT, RECORD_DELAY))
                 continue
             if not self._looked_at_lately(attempt):
                 continue  # the subscriber left: recorded as skipped, the slot is still free
-            self.limiter.take(first=first)
+            with self._ahead_lock:
+                self._ahead += 1
+            self._first_attempts += first
             self._set_uncertain(attempt, True)
             self._in_flight += 1
             self.progress.peak_in_flight = max(self.progress.peak_in_flight, self._in_flight)
             self._work_queue.put(attempt)
+
+    def _ahead_limit(self) -> int:
+        """How many messages may wait in workers for their slot: those whose slots come within AHEAD_SECONDS,
+        so the dispatcher never runs ahead of the limiter and a look is at most that much older than its slot."""
+        if not self.limiter.rate:
+            return AHEAD_MOST
+        return max(1, min(AHEAD_MOST, math.floor(self.limiter.rate * AHEAD_SECONDS)))
 
     def _in_flight_target(self) -> int:
         """Little's law: enough requests in flight to keep the rate, with a quarter to spare, within the cap."""
@@ -257,16 +273,23 @@ class SendLoop:
             self._attempt_once(attempt)
 
     def _attempt_once(self, attempt: _Attempt) -> None:
-        """Personalise (once) and make one attempt; the answer goes back to the dispatcher."""
+        """Personalise (once), take the rate-limit slot, and make one attempt at once; the answer goes back to
+        the dispatcher. The slot is taken here, as late as can be, because the peer counts arrivals."""
         started = time.monotonic()
         try:
-            if attempt.raw is None:
-                delivery = attempt.delivery
-                lang = delivery.lang if delivery.lang in self.messages else self.default_lang
-                attempt.raw, attempt.message_id = self.messages[lang].personalise(self.recipient(delivery))
+            try:
+                if attempt.raw is None:
+                    delivery = attempt.delivery
+                    lang = delivery.lang if delivery.lang in self.messages else self.default_lang
+                    attempt.raw, attempt.message_id = self.messages[lang].personalise(self.recipient(delivery))
+                self.limiter.acquire()
+            finally:
+                with self._ahead_lock:
+                    self._ahead -= 1
             outgoing = OutgoingMessage(
                 self.sender_address, attempt.delivery.email, attempt.raw, self.issue, attempt.delivery.lang
             )
+            started = time.monotonic()
             result: SendResult | None = self.transport.send(outgoing)
             error: BaseException | None = None
         except BaseException as err:  # noqa: BLE001 - handed to the dispatcher, which decides

@@ -229,7 +229,7 @@ def send_issue(
             reset_for_resend(store, issue.slug)
         if plan.audience.audience.fresh or plan.include_new:
             snapshot_audience(store, issue.slug, list(plan.messages), settings.language)
-        limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None, cap=plan.cap)
+        limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None)
         if plan.rate:
             limiter.ceiling = plan.rate / max(1, sharing)
         # Before the first start: the live senders lower their share (they see this one at their next heartbeat,
@@ -249,6 +249,7 @@ def send_issue(
             default_lang=settings.language,
             limiter=limiter,
             account_rate=plan.rate,
+            cap=plan.cap,
             ambiguous_retries=settings.ambiguous_retries,
             progress=Progress(total=plan.total),
             stop=stop,
