@@ -110,9 +110,11 @@ class ConfirmationWorker:
                     finish_confirmation(self.store, subscriber.id, lease_until)  # confirmed or suppressed since
                     continue
                 result = transport.send(self._message(subscriber))
-                if result.status == SendStatus.SENT or result.status == SendStatus.FAILED:
+                # A confirmation with no answer (ambiguous) may have arrived: it is not sent again, and asking
+                # again on the form sends a new one. Throttled, retry and deferred ones go again after the lease.
+                if result.status in {SendStatus.SENT, SendStatus.FAILED, SendStatus.AMBIGUOUS}:
                     finish_confirmation(self.store, subscriber.id, lease_until)
-                if result.status != SendStatus.SENT:  # a deferred one is tried again after the lease
+                if result.status != SendStatus.SENT:
                     log.warning("confirmation mail to subscriber %s not sent: %s", subscriber.id, result.error)
         finally:
             transport.close()

@@ -240,3 +240,19 @@ def test_a_sign_up_marks_due_only_those_who_may_confirm(database_url: str) -> No
         assert due["New@Example.com"] is not None and due["gone@example.com"] is not None
         assert subscriber_by_email(store, "active@example.com").status == SubscriberStatus.ACTIVE
         assert subscriber_by_email(store, "bounced@example.com").id == bounced.id and active.id
+
+
+def test_a_confirmation_whose_answer_was_lost_is_not_mailed_again(database_url: str, publication: Path) -> None:
+    """The server took the mail and the connection dropped before its reply (ambiguous): no second copy."""
+    from tests.transports.test_smtp import CountingHandler, serving
+
+    handler = CountingHandler()
+    with serving(handler) as (port, _controller):
+        settings = _smtp_settings(publication, port, database_url)
+        with open_store(database_url) as store:
+            request_subscription(store, "lost@example.com", "en", consent="web form", confirm=True)
+            worker = ConfirmationWorker(settings, store, load_templates(settings), SECRET)
+            assert worker.send_due() == 1
+            assert _due(store) == 0  # finished: the lease running out will not send it again
+            assert worker.send_due() == 0
+    assert [address for envelope in handler.envelopes for address in envelope.rcpt_tos] == ["lost@example.com"]
