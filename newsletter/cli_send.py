@@ -27,6 +27,7 @@ from .sending import (
     plan_send,
     send_issue,
     send_test,
+    worker_processes,
 )
 from .store import Store, ambiguous_outcomes, delivery_counts, open_store
 from .tokens import secret_key
@@ -110,6 +111,11 @@ def _show_plan(plan: SendPlan) -> None:
         click.echo(f"  {lang}: {count:,} recipient(s)")
     click.echo("Left out  " + ", ".join(f"{count:,} {reason}" for reason, count in audience.left_out.items()))
     click.echo(f"Transport {plan.transport.name}, rate {plan.rate_source}")
+    processes = worker_processes(plan)
+    click.echo(
+        f"In flight up to {plan.transport.max_in_flight:,} message(s) at once"
+        + (f", sent by {processes} worker processes" if processes > 1 else "")
+    )
     if plan.total:
         click.echo(f"Estimate  {_duration(plan.estimate)} at about {plan.expected_rate:,.0f}/s")
 

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from .errors import TransportError
 from .messages import MessageError, MessageTemplate, Recipient
 from .ratelimit import RateLimiter
+from .send_processes import LaneError, ProcessLanes
 from .store import Delivery, DeliveryState, Result, SendLog, Store, heartbeat
 from .transports.base import OutgoingMessage, SendResult, SendStatus, Transport
 
@@ -94,7 +95,7 @@ class _Attempt:
     delivery: Delivery
     looked_at: float = -math.inf
     uncertain: bool = False  # a request left that the peer may have taken, and no result is recorded yet
-    raw: bytes | None = None
+    outgoing: tuple[OutgoingMessage, str] | None = None  # the personalised message and its Message-ID
     message_id: str | None = None
     throttles: int = 0
     retries: int = 0
@@ -135,6 +136,8 @@ class SendLoop:
     stop: threading.Event | None = None
     on_progress: Callable[[Progress], None] | None = None
     latency: float = 0.05  # seconds per request, observed (an initial guess until the first answers)
+    processes: int = 1  # worker processes that make the attempts (1: this process's threads; see send_processes)
+    lanes: ProcessLanes | None = field(default=None, init=False)
     _answers: queue.SimpleQueue[_Answer] = field(default_factory=queue.SimpleQueue)
     _work_queue: queue.SimpleQueue[_Attempt | None] = field(default_factory=queue.SimpleQueue)
     _claimed: deque[_Attempt] = field(default_factory=deque)
@@ -153,8 +156,12 @@ class SendLoop:
 
     def run(self) -> str | None:
         """Send until nothing is left, a stop is asked for, or something stops the run; returns why it stopped."""
+        if self.processes > 1:
+            lanes = max(1, self.transport.max_in_flight)
+            self.lanes = ProcessLanes(lanes, self.processes, self.transport, self.prepare)
+            self.lanes.start()  # forks: before any thread of this loop starts
         workers = [
-            threading.Thread(target=self._work, name=f"send-{n}", daemon=True)
+            threading.Thread(target=self._work, args=(n,), name=f"send-{n}", daemon=True)
             for n in range(max(1, self.transport.max_in_flight))
         ]
         for worker in workers:
@@ -170,6 +177,8 @@ class SendLoop:
             finally:
                 for _ in workers:
                     self._work_queue.put(None)
+                if self.lanes is not None:
+                    self.lanes.close()
         return stopped
 
     # ------------------------------------------------------------------ dispatching
@@ -267,31 +276,41 @@ class SendLoop:
 
     # ------------------------------------------------------------------ the workers
 
-    def _work(self) -> None:
+    def _work(self, lane: int) -> None:
         """A worker thread: attempts until it is handed None."""
         while (attempt := self._work_queue.get()) is not None:
-            self._attempt_once(attempt)
+            self._attempt_once(attempt, lane)
 
-    def _attempt_once(self, attempt: _Attempt) -> None:
-        """Personalise (once), take the rate-limit slot, and make one attempt at once; the answer goes back to
-        the dispatcher. The slot is taken here, as late as can be, because the peer counts arrivals."""
+    def prepare(self, delivery: Delivery) -> tuple[OutgoingMessage, str]:
+        """The message for `delivery`, and its Message-ID."""
+        lang = delivery.lang if delivery.lang in self.messages else self.default_lang
+        raw, message_id = self.messages[lang].personalise(self.recipient(delivery))
+        return OutgoingMessage(self.sender_address, delivery.email, raw, self.issue, delivery.lang), message_id
+
+    def _attempt_once(self, attempt: _Attempt, lane: int) -> None:
+        """Personalise (once), take the rate-limit slot, and make one attempt at once, here or in a worker
+        process's lane; the answer goes back to the dispatcher. The slot is taken as late as can be, right before
+        the request, because the peer counts arrivals."""
         started = time.monotonic()
+        result: SendResult | None = None
+        error: BaseException | None = None
         try:
             try:
-                if attempt.raw is None:
-                    delivery = attempt.delivery
-                    lang = delivery.lang if delivery.lang in self.messages else self.default_lang
-                    attempt.raw, attempt.message_id = self.messages[lang].personalise(self.recipient(delivery))
+                outgoing = None
+                if self.lanes is None:
+                    outgoing = attempt.outgoing or self.prepare(attempt.delivery)
+                    attempt.outgoing = outgoing
                 self.limiter.acquire()
             finally:
                 with self._ahead_lock:
                     self._ahead -= 1
-            outgoing = OutgoingMessage(
-                self.sender_address, attempt.delivery.email, attempt.raw, self.issue, attempt.delivery.lang
-            )
             started = time.monotonic()
-            result: SendResult | None = self.transport.send(outgoing)
-            error: BaseException | None = None
+            if outgoing is not None:
+                result = self.transport.send(outgoing[0])
+                attempt.message_id = outgoing[1]
+            else:
+                assert self.lanes is not None
+                result, attempt.message_id = self.lanes.attempt(lane, attempt.delivery)
         except BaseException as err:  # noqa: BLE001 - handed to the dispatcher, which decides
             result, error = None, err
         self._answers.put(_Answer(attempt, result, error, time.monotonic() - started))
@@ -319,6 +338,10 @@ class SendLoop:
                 self._record(attempt, DeliveryState.FAILED, error=str(answer.error))
                 self.progress.failed += 1
                 return self._report()
+            if isinstance(answer.error, LaneError):  # a worker process died: the request may have left
+                attempt.ambiguous += 1
+                self._retry_at(attempt, math.inf)  # given back by _finish
+                raise LoopStopped(str(answer.error))
             if isinstance(answer.error, TransportError):  # it did not leave
                 self._set_uncertain(attempt, attempt.ambiguous > 0)
                 self._retry_at(attempt, math.inf)  # given back by _finish

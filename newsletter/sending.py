@@ -7,6 +7,9 @@ registration (one sender per issue on SQLite; several, sharing the rate, on Post
 
 from __future__ import annotations
 
+import math
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +44,9 @@ from .transports.base import OutgoingMessage, SendQuota, SendStatus, Transport
 TEST_SUBSCRIBER_ID = 0  # test copies carry a token that names nobody
 FILE_RATE_GUESS = 2000  # messages/s the file transport writes here (bench/send_file.py), for the estimate
 FIRST_LATENCY_GUESS = 0.05  # seconds per request before any answer came (SMTP)
+PER_PROCESS_RATE = 150  # SES requests a second one process keeps with CPU to spare (bench/ses_quota.py)
+MAX_PROCESSES = 4
+FORK = "fork" in multiprocessing.get_all_start_methods()
 
 __all__ = ["Progress", "SendError", "SendOutcome", "SendPlan", "crash_bound", "plan_send", "send_issue"]
 
@@ -255,12 +261,22 @@ def send_issue(
             stop=stop,
             on_progress=on_progress,
             latency=plan.latency,
+            processes=worker_processes(plan),
         )
         stopped = loop.run()
         return SendOutcome(loop.progress, stopped, limiter.rate, limiter.ceiling)
     finally:
         plan.transport.close()
         finish_sender(store, sender_id)
+
+
+def worker_processes(plan: SendPlan) -> int:
+    """How many processes make the attempts: SES at a rate one interpreter cannot keep (PER_PROCESS_RATE) gets
+    one per PER_PROCESS_RATE, as many as there are cores (two at least) up to MAX_PROCESSES; everything else runs
+    in this process's threads."""
+    if plan.transport.name != "ses" or not plan.rate or plan.rate <= PER_PROCESS_RATE or not FORK:
+        return 1
+    return min(max(2, os.cpu_count() or 1), MAX_PROCESSES, math.ceil(plan.rate / PER_PROCESS_RATE))
 
 
 def _wait(stop: threading.Event | None, seconds: float) -> bool:

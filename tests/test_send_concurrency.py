@@ -233,3 +233,23 @@ def test_a_postgresql_restart_mid_send_reconnects_or_stops_in_one_line_and_resum
     assert set(stats.recipients()) == expected
     assert sum(stats.recipients().values()) - count <= crash_bound(MAX_IN_FLIGHT)
     assert _all_sent(_final_counts(url), count)
+
+
+def test_a_fast_send_spreads_its_requests_over_worker_processes_and_sends_each_once(publication: Path) -> None:
+    """Above PER_PROCESS_RATE the attempts are made by forked worker processes; the rate, the count and the
+    send log are still this process's, and the workers are gone when the send ends."""
+    from newsletter.sending import PER_PROCESS_RATE
+
+    count = 900
+    rate = PER_PROCESS_RATE * 2 + 50
+    url, expected = _prepare(publication, None, count)
+    with FakeSes(rate=rate, latency=0.02, keep_raw=False) as ses:
+        result = subprocess.run(_command(publication), capture_output=True, text=True, env=_env(ses), timeout=120)
+        stats = ses.snapshot()
+    assert result.returncode == 0, result.stderr
+    assert "sent by 2 worker processes" in result.stdout
+    assert stats.recipients() == dict.fromkeys(expected, 1)
+    assert not stats.throttled and stats.busiest_window(include_throttled=True) <= rate
+    assert _all_sent(_final_counts(url), count)
+    orphans = subprocess.run(["pgrep", "-f", f"--root {publication}"], capture_output=True, text=True)
+    assert orphans.stdout == "", orphans.stdout  # no worker process outlives the send
