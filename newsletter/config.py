@@ -88,7 +88,7 @@ class SesSettings:
     # /ses/notifications refuses every message, and `newsletter events` applies every SNS-wrapped one.
     topic_arns: tuple[str, ...] = ()
     transient_bounces: int = 3  # transient bounces before an address counts as bounced
-    max_in_flight: int = 64  # SendEmail calls at once at most (NEWSLETTER_SES_MAX_IN_FLIGHT)
+    max_in_flight: int = 128  # SendEmail calls at once at most (NEWSLETTER_SES_MAX_IN_FLIGHT)
 
 
 @dataclass(frozen=True)
@@ -483,7 +483,7 @@ def _ses(table: dict[str, Any], path: Path) -> SesSettings:
         queue_url=_url_override("NEWSLETTER_SES_QUEUE_URL") or _queue_url(read),
         topic_arns=_topic_arns(read),
         transient_bounces=read.positive_int("transient_bounces", 3),
-        max_in_flight=_bounded_int(read, "max_in_flight", "NEWSLETTER_SES_MAX_IN_FLIGHT", 64, 1, 512),
+        max_in_flight=_bounded_int(read, "max_in_flight", "NEWSLETTER_SES_MAX_IN_FLIGHT", 128, 1, 512),
     )
 
 

@@ -56,6 +56,7 @@ class RateLimiter:
         self._schedule = clock() + CATCH_UP  # GCRA's theoretical time of the next start (no burst at the start)
         self._starts: deque[float] = deque()  # the starts of the last window
         self._last_cut = -math.inf
+        self._ramp: tuple[float, float] | None = None  # (began, seconds)
 
     @property
     def span(self) -> float:
@@ -64,7 +65,24 @@ class RateLimiter:
 
     def permits(self) -> int:
         """How many starts one window may hold at the current rate."""
-        return max(1, math.floor(self.rate)) if self.rate else 0
+        rate = self._now_rate()
+        return max(1, math.floor(rate)) if rate else 0
+
+    def ramp(self, seconds: float) -> None:
+        """Start at half the rate and reach it over `seconds`: new connections answer slowly at first, and a
+        slow start followed by fast ones would crowd the peer's window with arrivals that left in two."""
+        self._ramp = (self.clock(), seconds)
+
+    def _now_rate(self) -> float:
+        """The rate, as the ramp allows it now."""
+        if not self.rate or self._ramp is None:
+            return self.rate or 0.0
+        began, seconds = self._ramp
+        done = (self.clock() - began) / seconds
+        if done >= 1:
+            self._ramp = None
+            return self.rate
+        return max(LOWEST, self.rate * (0.5 + 0.5 * done))
 
     def delay(self, *, first: bool = True) -> float:
         """Seconds until a start is allowed (0: now); raises QuotaExhausted when a first attempt is over the cap.
@@ -106,7 +124,7 @@ class RateLimiter:
         if not self.rate:
             return
         now = self.clock()
-        self._schedule = max(self._schedule, now - CATCH_UP) + 1.0 / self.rate
+        self._schedule = max(self._schedule, now - CATCH_UP) + 1.0 / self._now_rate()
         self._starts.append(now)
         while self._starts and self._starts[0] <= now - self.span:
             self._starts.popleft()

@@ -6,7 +6,8 @@ LOOK_FRESH seconds before the message leaves, waits for a rate-limit slot, and h
 which personalises the message and makes one attempt through the transport. Results come back on a queue; the
 dispatcher decides what is tried again (through the limiter, like a first attempt) and records the rest in groups.
 
-How many requests are in flight follows from Little's law: rate x observed latency x 1.25, plus one, capped by
+How many requests are in flight follows from Little's law: rate x round trip x 1.5, plus one (the round trip:
+the least time of the last 200 answers), capped by
 the transport's `max_in_flight` (n). A message is *uncertain* from the moment its request leaves until its result
 is handled, unless the peer then said it did not take it; no more than n are uncertain at once, and results are
 written at the latest when RECORD_GROUP wait. So a SIGKILL leaves at most n + RECORD_GROUP - 1 messages that may
@@ -41,6 +42,8 @@ RECORD_DELAY = 0.1  # seconds a result waits at most before it is written
 LOOK_FRESH = 0.1  # seconds: the last look at a subscriber is at most this old when their message leaves
 LOOK_AHEAD = 64  # subscribers looked at in one query at most (those due to leave within LOOK_FRESH)
 HEARTBEAT = 0.5  # seconds between heartbeats (leases, the rate's share)
+IN_FLIGHT_SPARE = 1.5  # requests in flight: the rate x the round trip x this, plus one
+LATENCY_SAMPLES = 200  # answers the round trip is measured over
 AHEAD_SECONDS = 0.04  # a message is handed to a worker at most this long before its rate-limit slot
 AHEAD_MOST = 16  # and at most this many at once
 AHEAD_WAIT = 0.002  # seconds the dispatcher waits when that many are ahead
@@ -149,6 +152,9 @@ class SendLoop:
     _exhausted: bool = False  # the send log has nothing more to claim
     _heartbeat_at: float = 0.0
     _sequence: int = 0
+    # The last answers' times: their least is the round trip (the others add this machine's own queueing, which
+    # more requests in flight would only lengthen).
+    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     _first_attempts: int = 0
     # Messages handed to workers that have not yet taken their slot (see _ahead_limit).
     _ahead: int = 0
@@ -226,11 +232,12 @@ class SendLoop:
         return max(1, min(AHEAD_MOST, math.floor(self.limiter.rate * AHEAD_SECONDS)))
 
     def _in_flight_target(self) -> int:
-        """Little's law: enough requests in flight to keep the rate, with a quarter to spare, within the cap."""
+        """Little's law: enough requests in flight to keep the rate, with half to spare, within the cap."""
         cap = max(1, self.transport.max_in_flight)
         if not self.limiter.rate:
             return cap
-        return max(1, min(cap, math.ceil(self.limiter.rate * self.latency * 1.25) + 1))
+        round_trip = min(self._latencies) if self._latencies else self.latency
+        return max(1, min(cap, math.ceil(self.limiter.rate * round_trip * IN_FLIGHT_SPARE) + 1))
 
     def _next(self) -> tuple[_Attempt | None, bool]:
         """A retry whose time has come, else the next claimed delivery (claiming a batch when none is left)."""
@@ -348,7 +355,7 @@ class SendLoop:
                 raise LoopStopped(str(answer.error))
             raise answer.error
         assert result is not None
-        self.latency = 0.8 * self.latency + 0.2 * answer.seconds
+        self._latencies.append(answer.seconds)
         status = result.status
         if status == SendStatus.SENT:
             self.limiter.succeeded()

@@ -46,6 +46,8 @@ FILE_RATE_GUESS = 2000  # messages/s the file transport writes here (bench/send_
 FIRST_LATENCY_GUESS = 0.05  # seconds per request before any answer came (SMTP)
 PER_PROCESS_RATE = 150  # SES requests a second one process keeps with CPU to spare (bench/ses_quota.py)
 MAX_PROCESSES = 4
+RAMP_ABOVE = 50  # messages a second above which a send starts at half its rate and reaches it in RAMP_SECONDS
+RAMP_SECONDS = 2.0
 FORK = "fork" in multiprocessing.get_all_start_methods()
 
 __all__ = ["Progress", "SendError", "SendOutcome", "SendPlan", "crash_bound", "plan_send", "send_issue"]
@@ -236,6 +238,8 @@ def send_issue(
         if plan.audience.audience.fresh or plan.include_new:
             snapshot_audience(store, issue.slug, list(plan.messages), settings.language)
         limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None)
+        if plan.rate and plan.rate > RAMP_ABOVE:
+            limiter.ramp(RAMP_SECONDS)
         if plan.rate:
             limiter.ceiling = plan.rate / max(1, sharing)
         # Before the first start: the live senders lower their share (they see this one at their next heartbeat,

@@ -192,7 +192,7 @@ ENV_PROBLEMS = [
     ),
     ("NEWSLETTER_DATABASE_URL", "  ", "'  ' is empty or holds a line break or control character (set it on one line)"),
     ("NEWSLETTER_SMTP_CONNECTIONS", "0", "'0' is not a whole number from 1 to 64 (use 4)"),
-    ("NEWSLETTER_SES_MAX_IN_FLIGHT", "513", "'513' is not a whole number from 1 to 512 (use 64)"),
+    ("NEWSLETTER_SES_MAX_IN_FLIGHT", "513", "'513' is not a whole number from 1 to 512 (use 128)"),
     ("NEWSLETTER_AMBIGUOUS_RETRIES", "x", "'x' is not a whole number from 0 to 3 (use 1)"),
 ]
 

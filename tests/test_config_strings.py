@@ -144,7 +144,7 @@ def test_a_bad_language_code_names_its_own_key(publication: Path, key: str, valu
 BOUNDED_INTS = [
     ("tool.newsletter", "ambiguous_retries", "ambiguous_retries", "NEWSLETTER_AMBIGUOUS_RETRIES", 1, 0, 3),
     ("tool.newsletter.smtp", "connections", "smtp.connections", "NEWSLETTER_SMTP_CONNECTIONS", 4, 1, 64),
-    ("tool.newsletter.ses", "max_in_flight", "ses.max_in_flight", "NEWSLETTER_SES_MAX_IN_FLIGHT", 64, 1, 512),
+    ("tool.newsletter.ses", "max_in_flight", "ses.max_in_flight", "NEWSLETTER_SES_MAX_IN_FLIGHT", 128, 1, 512),
 ]
 
 

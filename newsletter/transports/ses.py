@@ -45,7 +45,7 @@ class SesTransport:
     name = "ses"
 
     def __init__(
-        self, client: Any, *, configuration_set: str = "", v1_client: Any = None, max_in_flight: int = 64
+        self, client: Any, *, configuration_set: str = "", v1_client: Any = None, max_in_flight: int = 128
     ) -> None:
         self.client = client
         self.v1_client = v1_client
