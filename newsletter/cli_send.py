@@ -27,6 +27,7 @@ from .sending import (
     plan_send,
     send_issue,
     send_test,
+    test_copies,
     worker_processes,
 )
 from .store import Store, ambiguous_outcomes, delivery_counts, open_store
@@ -67,6 +68,10 @@ def run_send(
             "secret that a real server would not accept.",
             err=True,
         )
+    if test_address and dry_run:
+        editions = test_copies(settings, messages, test_address, secret)
+        click.echo(f"Dry run   built {', '.join(editions)} test copies for {test_address}; nothing was sent")
+        return
     if test_address:
         transport = open_transport(name, settings, slug=issue.slug)
         for lang, status, error in send_test(settings, issue, transport, messages, test_address, secret):
@@ -77,7 +82,13 @@ def run_send(
             settings, store, issue, messages, secret,
             transport=name, rate=rate, resend=resend, include_new=include_new, allow_partial=allow_partial,
         )  # fmt: skip
+        busy = plan.busy_refusal()
+        if busy is not None and not dry_run:
+            plan.transport.close()
+            raise busy
         _show_plan(plan)
+        if busy is not None:
+            click.echo(f"Note      {busy.message}")
         if dry_run:
             built = _dry_run(plan, store)
             plan.transport.close()
@@ -92,7 +103,8 @@ def run_send(
             click.confirm("Send now?", abort=True)
         outcome = _send_with_progress_bar(plan, store)
         final = delivery_counts(store, issue.slug)
-        _report(outcome, final, store, issue.slug, plan.total)
+        again = f"newsletter send {issue.slug}" + (f" --transport {name}" if name != settings.transport else "")
+        _report(outcome, final, store, issue.slug, plan.total, again)
 
 
 def _show_plan(plan: SendPlan) -> None:
@@ -170,7 +182,7 @@ def _send_with_progress_bar(plan: SendPlan, store: Store) -> SendOutcome:
         signal.signal(signal.SIGINT, previous)
 
 
-def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str, total: int) -> None:
+def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str, total: int, again: str) -> None:
     """The summary lines; an error (exit 1) when the run stopped early, or left failures or deferrals."""
     p = outcome.progress
     click.echo(
@@ -195,7 +207,7 @@ def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str
         raise SendError(
             "send",
             f"stopped after {p.done:,} of {total:,}: {outcome.stopped}",
-            f"run 'newsletter send {slug}' again to resume; {left:,} left",
+            f"run '{again}' again to resume; {left:,} left",
         )
     if p.failed:
         raise NewsletterError(slug, f"{p.failed:,} message(s) failed for good", f"see 'newsletter status {slug}'")
@@ -203,5 +215,11 @@ def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str
         raise NewsletterError(
             slug,
             f"{final['deferred']:,} message(s) deferred by the server",
-            f"run 'newsletter send {slug}' again later to retry them",
+            f"run '{again}' again later to retry them",
+        )
+    if p.unknown:
+        raise NewsletterError(
+            slug,
+            f"{p.unknown:,} message(s) got no answer and are not sent again (the server may have taken them)",
+            f"check the server or endpoint; 'newsletter status {slug}' lists them",
         )

@@ -28,6 +28,7 @@ CATCH_UP = 0.1  # seconds of lost time the schedule makes up
 DECREASE = 0.8  # a throttle cuts the rate to this fraction
 RECOVERY = 0.04  # of the ceiling, added back per second of clean sending
 LOWEST = 1.0  # messages per second the rate never goes below
+QUIET = 2.0  # seconds without a throttle before the rate is raised again
 
 
 class QuotaExhausted(Exception):
@@ -143,8 +144,12 @@ class RateLimiter:
             self._schedule = max(self._schedule, now) + 1.0 / self.rate
 
     def succeeded(self) -> None:
-        """A message went through: raise a cut rate back by RECOVERY x ceiling per second of such successes."""
+        """A message went through: raise a cut rate back by RECOVERY x ceiling per second of such successes,
+        once QUIET seconds have passed without a cut (a real limit far below the ceiling is then found by cuts
+        alone, instead of being overshot again every second)."""
         with self._lock:
+            if self.clock() - self._last_cut < QUIET:
+                return
             if self.rate and self.ceiling and self.rate < self.ceiling:
                 self.rate = min(self.ceiling, self.rate + RECOVERY * self.ceiling / self.rate)
 

@@ -444,7 +444,7 @@ class SendLoop:
         if now - self._heartbeat_at < HEARTBEAT:
             return
         self._heartbeat_at = now
-        sharing = self._database(lambda: heartbeat(self.store, self.sender_id))
+        sharing = self._database(lambda: heartbeat(self.store, self.sender_id, self.issue))
         if self.account_rate:
             self.limiter.set_ceiling(self.account_rate / max(1, sharing))
 

@@ -26,10 +26,12 @@ from .send_loop import HEARTBEAT, Progress, SendLoop, crash_bound
 from .store import (
     ISSUE_LIMIT,
     AudiencePlan,
+    OtherSender,
     SenderBusy,
     SendLog,
     Store,
     finish_sender,
+    other_sender,
     plan_audience,
     planned_recipients,
     register_sender,
@@ -85,6 +87,7 @@ class SendPlan:
     quota: SendQuota | None
     latency: float  # seconds per request, as first seen (the quota's round trip) or guessed
     allow_partial: bool
+    busy: OtherSender | None = None  # SQLite: the sender already at work on this issue
 
     @property
     def total(self) -> int:
@@ -108,9 +111,24 @@ class SendPlan:
         """Seconds the send should take."""
         return self.total / self.expected_rate if self.total else 0.0
 
+    def busy_refusal(self) -> SendError | None:
+        """Why no send can start now because another sender holds the issue (SQLite allows one), or None."""
+        if self.busy is None:
+            return None
+        return _busy_error(self.issue.slug, self.busy)
+
     def refusal(self) -> SendError | None:
         """Why this plan must not be sent, or None."""
         slug = self.issue.slug
+        started = self.audience.transports
+        if self.resuming and started and self.transport.name not in started:
+            first = sorted(started)[0]
+            return SendError(
+                slug,
+                f"was started with the {', '.join(sorted(started))} transport; "
+                f"this run would use {self.transport.name}",
+                f"pass --transport {first} to go on with it, or --resend to start again",
+            )
         if not self.total:
             logged = self.audience.logged
             if any(logged.values()):
@@ -193,9 +211,10 @@ def plan_send(
         cap = None if remaining is None else int(remaining)
         left = "unlimited" if remaining is None else f"{int(remaining):,} left of {int(quota.max_24_hour_send or 0):,}"
         source = f"{per_second:g}/s (SES allows {quota.max_send_rate:g}/s; 24-hour quota: {left})"
+    busy = other_sender(store, issue.slug) if store.engine.dialect.name == "sqlite" else None
     return SendPlan(
         settings, issue, messages, secret, opened, audience, resend, include_new and not resend,
-        per_second, source, cap, quota, latency, allow_partial,
+        per_second, source, cap, quota, latency, allow_partial, busy,
     )  # fmt: skip
 
 
@@ -222,13 +241,7 @@ def send_issue(
     try:
         registration = register_sender(store, issue.slug, exclusive=store.engine.dialect.name == "sqlite")
     except SenderBusy as busy:
-        other = busy.other
-        raise SendError(
-            issue.slug,
-            f"is being sent by another process (pid {other.pid} on {other.host}, since "
-            f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC); SQLite allows one sender per issue",
-            "wait for it to finish, or stop it; for several senders use PostgreSQL",
-        ) from None
+        raise _busy_error(issue.slug, busy.other) from None
     sender_id, sharing = registration.sender_id, registration.sharing
     try:
         with store.engine.connect() as conn:
@@ -271,7 +284,7 @@ def send_issue(
         return SendOutcome(loop.progress, stopped, limiter.rate, limiter.ceiling)
     finally:
         plan.transport.close()
-        finish_sender(store, sender_id)
+        finish_sender(store, sender_id, issue.slug)
 
 
 def worker_processes(plan: SendPlan) -> int:
@@ -281,6 +294,15 @@ def worker_processes(plan: SendPlan) -> int:
     if plan.transport.name != "ses" or not plan.rate or plan.rate <= PER_PROCESS_RATE or not FORK:
         return 1
     return min(max(2, os.cpu_count() or 1), MAX_PROCESSES, math.ceil(plan.rate / PER_PROCESS_RATE))
+
+
+def _busy_error(slug: str, other: OtherSender) -> SendError:
+    return SendError(
+        slug,
+        f"is being sent by another process (pid {other.pid} on {other.host}, since "
+        f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC); SQLite allows one sender per issue",
+        "wait for it to finish, or stop it; for several senders use PostgreSQL",
+    )
 
 
 def _wait(stop: threading.Event | None, seconds: float) -> bool:
@@ -294,6 +316,17 @@ def _wait(stop: threading.Event | None, seconds: float) -> bool:
 def messages_left(counts: dict[str, int]) -> int:
     """How many messages of a send log (counts per state) a run would still hand over."""
     return counts["pending"] + counts["sending"] + counts["deferred"]
+
+
+def test_copies(settings: Settings, messages: dict[str, MessageTemplate], address: str, secret: bytes) -> list[str]:
+    """Build the `--test` copy of each edition for `address` and send none; the editions built."""
+    token = unsubscribe_token(secret, settings.list_id, TEST_SUBSCRIBER_ID)
+    for template in messages.values():
+        try:
+            template.personalise(Recipient(address, "", token))
+        except MessageError as err:
+            raise SendError(address, str(err), "use a plain ASCII address") from None
+    return list(messages)
 
 
 def send_test(

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from newsletter.ratelimit import DECREASE, MARGIN, RECOVERY, WINDOW, QuotaExhausted, RateLimiter
+from newsletter.ratelimit import DECREASE, MARGIN, QUIET, RECOVERY, WINDOW, QuotaExhausted, RateLimiter
 
 
 class FakeClock:
@@ -81,7 +81,7 @@ def test_a_throttle_cuts_the_rate_once_per_window_and_clean_sending_recovers_it(
         limiter.acquire()
         limiter.succeeded()
         seconds = clock.now
-    expected = (1 - DECREASE) / RECOVERY  # seconds to win back the cut at RECOVERY x ceiling per second
+    expected = QUIET + (1 - DECREASE) / RECOVERY  # a quiet spell, then RECOVERY x ceiling per second
     assert expected * 0.8 <= seconds <= expected * 1.3
     assert limiter.rate == 100
 
@@ -132,3 +132,19 @@ def test_threads_share_one_bound() -> None:
         thread.join(timeout=30)
     assert len(stamps) == 240
     assert busiest(stamps) <= 200
+
+
+def test_a_real_limit_far_below_the_ceiling_is_found() -> None:
+    """SES reports 200/s but takes 10/s: the rate must come down to the real limit, not hover at twice it."""
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    accepted: list[float] = []
+    for _ in range(1500):
+        limiter.acquire()
+        window = [t for t in accepted if t > clock.now - 1.0]
+        if len(window) >= 10:
+            limiter.throttled()
+        else:
+            accepted.append(clock.now)
+            limiter.succeeded()
+    assert limiter.rate <= 15

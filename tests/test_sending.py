@@ -450,6 +450,7 @@ def test_quota_cap_and_a_paused_account_leave_the_rest_resumable(publication: Pa
     with open_store(settings.database_url) as store:
         capped_transport = FileTransport(_outbox(publication))
         capped_transport.quota = lambda: SendQuota(100.0, 2.0, 0.0)  # two messages left of the day's
+        capped_transport.name = "ses"  # a stand-in for SES with its quota: the resume below goes on with SES
         plan = _plan(prepared, store, capped_transport, allow_partial=True)
         capped = send_issue(plan, store)
         assert capped.stopped == "the 24-hour sending quota is used up" and capped.progress.sent == 2
@@ -532,4 +533,31 @@ def test_an_issue_name_longer_than_the_send_log_keeps_is_one_line(
     assert result.stderr.endswith(
         f"\nError: issues/{slug}.md: has a name of 231 characters; the send log keeps 200 "
         "(rename the file with a shorter slug)\n"
+    )
+
+
+def test_a_dry_run_of_a_test_send_sends_nothing(publication: Path, run) -> None:
+    _import(run)
+    result = run("send", ISSUE, "--test", "editor@example.com", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Dry run   built ko, en test copies for editor@example.com; nothing was sent\n"
+    assert not _outbox(publication).exists() or not list(_outbox(publication).glob("*.eml"))
+
+
+def test_a_resume_on_another_transport_is_refused_and_the_hint_names_the_first(
+    publication: Path, run, ses, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    endpoint, sent = ses
+    _import(run, rows=20, tmp=tmp_path)
+    prepared = _prepared(publication)
+    with open_store(prepared.settings.database_url) as store:
+        stop = threading.Event()
+        _send(prepared, store, FileTransport(_outbox(publication)), stop=stop, on_progress=lambda p: stop.set())
+    monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-real-secret-for-this-test")
+    switched = run("send", ISSUE, "--yes", "--transport", "ses")
+    assert switched.exit_code == 1 and len(sent) == 0
+    assert switched.stderr.endswith(
+        f"Error: {ISSUE}: was started with the file transport; this run would use ses "
+        "(pass --transport file to go on with it, or --resend to start again)\n"
     )

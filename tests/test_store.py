@@ -141,7 +141,7 @@ def test_a_lease_without_heartbeats_expires(store) -> None:
         for statement in str(late).split("; "):
             conn.execute(sa.text(statement), {"old": old})
     live = _log(store, "issue-1")
-    heartbeat(store, live.sender_id)
+    heartbeat(store, live.sender_id, "issue-1")
     assert len(live.claim(10)) == 1
 
 
@@ -151,7 +151,7 @@ def test_sqlite_allows_one_sender_per_issue(store) -> None:
         register_sender(store, "issue-1", exclusive=True)
     assert refused.value.other.pid == os.getpid()
     register_sender(store, "issue-2", exclusive=True)  # another issue is another send
-    finish_sender(store, first)
+    finish_sender(store, first, "issue-1")
     register_sender(store, "issue-1", exclusive=True)  # the first one finished
 
 
@@ -159,9 +159,9 @@ def test_sharing_counts_live_senders_and_recently_finished_ones(store) -> None:
     first = register_sender(store, "issue-1", exclusive=False)
     assert (first.sharing, first.tail) == (1, 0.0)
     second = register_sender(store, "issue-1", exclusive=False)
-    assert second.sharing == 2 and heartbeat(store, first.sender_id) == 2
-    finish_sender(store, second.sender_id)
-    assert heartbeat(store, first.sender_id) == 2  # its last starts still count for one window
+    assert second.sharing == 2 and heartbeat(store, first.sender_id, "issue-1") == 2
+    finish_sender(store, second.sender_id, "issue-1")
+    assert heartbeat(store, first.sender_id, "issue-1") == 2  # its last starts still count for one window
     third = register_sender(store, "issue-2", exclusive=False)
     assert third.sharing == 2 and 0 < third.tail <= 1.1  # the finished one's last window has yet to pass
 

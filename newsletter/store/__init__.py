@@ -36,7 +36,15 @@ from .deliveries import (
     snapshot_audience,
 )
 from .send_log import Result, SendLog
-from .senders import Registration, SenderBusy, finish_sender, heartbeat, register_sender
+from .senders import (
+    OtherSender,
+    Registration,
+    SenderBusy,
+    finish_sender,
+    heartbeat,
+    other_sender,
+    register_sender,
+)
 from .subscribers import (
     ImportCounts,
     add_subscriber,
@@ -71,6 +79,7 @@ __all__ = [
     "TO_SEND",
     "Audience",
     "AudiencePlan",
+    "OtherSender",
     "Registration",
     "Result",
     "SenderBusy",
@@ -105,6 +114,7 @@ __all__ = [
     "metadata",
     "finish_sender",
     "heartbeat",
+    "other_sender",
     "plan_audience",
     "planned_recipients",
     "register_sender",

@@ -117,6 +117,7 @@ class AudiencePlan:
     left_out: dict[str, int]
     logged: dict[str, int]  # the send log's deliveries per state before this run
     joined: int = 0  # resuming: active subscribers without a delivery for the issue (--include-new adds them)
+    transports: frozenset[str] = frozenset()  # the transports earlier runs of this send log used
 
     @property
     def total(self) -> int:
@@ -157,7 +158,17 @@ def plan_audience(
                 **({} if include_new else {"joined since the first run (--include-new sends to them)": joined_since}),
             }
     ordered = {lang: per_edition[lang] for lang in sorted(per_edition)}
-    return AudiencePlan(audience, ordered, left_out, logged, 0 if fresh else joined_since)
+    if fresh:
+        return AudiencePlan(audience, ordered, left_out, logged)
+    with store.engine.connect() as conn:
+        used = frozenset(
+            conn.execute(
+                sa.select(deliveries.c.transport)
+                .where(deliveries.c.issue == issue, deliveries.c.transport.is_not(None))
+                .distinct()
+            ).scalars()
+        )
+    return AudiencePlan(audience, ordered, left_out, logged, joined_since, used)
 
 
 def planned_recipients(store: Store, audience: Audience, batch: int = 1000) -> Iterator[tuple[int, str, str, str]]:

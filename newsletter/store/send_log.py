@@ -48,23 +48,24 @@ class SendLog:
         d = deliveries.c
         with self.store.begin() as conn:
             stamp = database_now(conn)
-            wanted = (
-                sa.select(d.id)
-                .where(
-                    d.issue == self.issue,
-                    sa.or_(
-                        d.state == DeliveryState.PENDING,
-                        sa.and_(d.state == DeliveryState.DEFERRED, d.updated_at < self.started),
-                        sa.and_(
-                            d.state == DeliveryState.SENDING, sa.or_(d.lease_until.is_(None), d.lease_until < stamp)
-                        ),
-                    ),
+            # Three narrow queries rather than one with OR: each walks ix_deliveries_issue_state_id from its start,
+            # so a claim costs the same at the millionth message as at the first.
+            ids: list[int] = []
+            for state, extra in (
+                (DeliveryState.PENDING, sa.true()),
+                (DeliveryState.DEFERRED, d.updated_at < self.started),
+                (DeliveryState.SENDING, sa.or_(d.lease_until.is_(None), d.lease_until < stamp)),
+            ):
+                if len(ids) >= limit:
+                    break
+                wanted = (
+                    sa.select(d.id)
+                    .where(d.issue == self.issue, d.state == state, extra)
+                    .order_by(d.id)
+                    .limit(limit - len(ids))
+                    .with_for_update(skip_locked=True)
                 )
-                .order_by(d.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            ids = list(conn.execute(wanted).scalars())
+                ids.extend(conn.execute(wanted).scalars())
             if not ids:
                 return []
             conn.execute(

@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -77,11 +78,7 @@ def _reap(conn: Connection, stamp: dt.datetime) -> None:
         gone = row.host == HOST and not _process_alive(row.pid)
         if gone or _aware(row.heartbeat_at) < stamp - STALE_AFTER:
             conn.execute(senders.update().where(senders.c.id == row.id).values(finished_at=stamp))
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.lease_owner == row.id, deliveries.c.state == DeliveryState.SENDING)
-                .values(lease_until=None)
-            )
+            conn.execute(deliveries.update().where(*_claims_of(row.id, row.issue)).values(lease_until=None))
 
 
 @dataclass(frozen=True)
@@ -144,26 +141,37 @@ def _sharing(conn: Connection, stamp: dt.datetime) -> int:
     )
 
 
-def heartbeat(store: Store, sender_id: str) -> int:
+def other_sender(store: Store, issue: str) -> OtherSender | None:
+    """A live sender of `issue` (its process still running, or its heartbeat fresh), if there is one."""
+    with store.engine.connect() as conn:
+        stamp = database_now(conn)
+        for row in conn.execute(
+            sa.select(senders).where(senders.c.issue == issue, senders.c.finished_at.is_(None))
+        ).all():
+            gone = row.host == HOST and not _process_alive(row.pid)
+            if not gone and _aware(row.heartbeat_at) >= stamp - STALE_AFTER:
+                return OtherSender(row.host, row.pid, _aware(row.started_at))
+    return None
+
+
+def _claims_of(sender_id: str, issue: str) -> tuple[Any, ...]:
+    """The rows `sender_id` holds, found through the (issue, state, id) index, not by a scan of the send log."""
+    d = deliveries.c
+    return (d.issue == issue, d.state == DeliveryState.SENDING, d.lease_owner == sender_id)
+
+
+def heartbeat(store: Store, sender_id: str, issue: str) -> int:
     """Renew this sender's row and the leases of its claims; returns how many senders share the rate."""
     with store.begin() as conn:
         stamp = database_now(conn)
         _reap(conn, stamp)
         conn.execute(senders.update().where(senders.c.id == sender_id).values(heartbeat_at=stamp))
-        conn.execute(
-            deliveries.update()
-            .where(deliveries.c.lease_owner == sender_id, deliveries.c.state == DeliveryState.SENDING)
-            .values(lease_until=stamp + LEASE)
-        )
+        conn.execute(deliveries.update().where(*_claims_of(sender_id, issue)).values(lease_until=stamp + LEASE))
         return _sharing(conn, stamp)
 
 
-def finish_sender(store: Store, sender_id: str) -> None:
+def finish_sender(store: Store, sender_id: str, issue: str) -> None:
     """Mark this sender finished (its row goes one rate window later); claims it still holds fall back at once."""
     with store.begin() as conn:
         conn.execute(senders.update().where(senders.c.id == sender_id).values(finished_at=database_now(conn)))
-        conn.execute(
-            deliveries.update()
-            .where(deliveries.c.lease_owner == sender_id, deliveries.c.state == DeliveryState.SENDING)
-            .values(lease_until=None)
-        )
+        conn.execute(deliveries.update().where(*_claims_of(sender_id, issue)).values(lease_until=None))

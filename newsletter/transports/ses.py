@@ -147,7 +147,11 @@ def _send_email_request(client: Any, connections: int) -> SendEmailRequest:
 
 
 def _quota_error(err: Exception) -> TransportError:
-    return TransportError("ses", f"cannot read the sending quota: {_one_line(err)}", CREDENTIALS_HINT)
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+    unreachable = isinstance(err, EndpointConnectionError | ConnectTimeoutError)
+    hint = "check the network, the region and NEWSLETTER_SES_ENDPOINT_URL" if unreachable else CREDENTIALS_HINT
+    return TransportError("ses", f"cannot read the sending quota: {_one_line(err)}", hint)
 
 
 def _one_line(err: Exception) -> str:

@@ -227,7 +227,7 @@ def test_a_connection_that_never_opened_is_retry_but_the_quota_read_stops_with_o
         transport.quota()
     assert str(caught.value) == (
         f'ses: cannot read the sending quota: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/v2/email/account" '
-        "(check the AWS credentials and region)"
+        "(check the network, the region and NEWSLETTER_SES_ENDPOINT_URL)"
     )
 
 
