@@ -212,7 +212,9 @@ class SendLoop:
             wait = self.limiter.delay()
             if wait > 0 or self._ahead >= self._ahead_limit():
                 self._put_back(attempt, first)
-                self._collect(min(wait or AHEAD_WAIT, RECORD_DELAY))
+                # ahead is full: the next hand-over is due about half a slot later, not every few milliseconds
+                pause = max(AHEAD_WAIT, 0.5 / self.limiter.rate) if self.limiter.rate else AHEAD_WAIT
+                self._collect(min(wait or pause, RECORD_DELAY))
                 continue
             if not self._looked_at_lately(attempt):
                 continue  # the subscriber left: recorded as skipped, the slot is still free
