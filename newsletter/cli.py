@@ -414,7 +414,7 @@ def status(ctx: click.Context, issue: str, problems: int) -> None:
     server's words. Example: newsletter status 2023-09-25-top-ml-papers
     """
     from .issues import find_issue
-    from .store import DeliveryState, ambiguous_outcomes, delivery_counts, delivery_problems
+    from .store import DeliveryState, ambiguous_outcomes, delivery_counts, delivery_problems, other_sender
 
     settings = settings_of(ctx)
     found = find_issue(settings, issue)
@@ -422,10 +422,19 @@ def status(ctx: click.Context, issue: str, problems: int) -> None:
         counts = delivery_counts(store, found.slug)
         listed = delivery_problems(store, found.slug, problems) if problems else []
         lost, concerned = ambiguous_outcomes(store, found.slug)
+        holder = other_sender(store, found.slug) if counts[DeliveryState.SENDING] else None
     for state, count in counts.items():
         click.echo(f"{state:<9}{count:>9,}")
     click.echo(f"{'total':<9}{sum(counts.values()):>9,}")
     click.echo(f"{'no answer':<9}{lost:>9,} request(s) left and got no answer, for {concerned:,} recipient(s)")
+    if holder is not None:
+        since = f"{holder.started_at:%Y-%m-%d %H:%M:%S} UTC"
+        click.echo(f"\nBeing sent by pid {holder.pid} on {holder.host} since {since}.")
+    elif counts[DeliveryState.SENDING]:
+        click.echo(
+            f"\n{counts[DeliveryState.SENDING]:,} message(s) in 'sending' belong to a send that stopped or was "
+            f"killed; 'newsletter send {found.slug}' sends them (those whose requests had left may arrive twice)."
+        )
     unsent = counts[DeliveryState.FAILED] + counts[DeliveryState.DEFERRED] + counts[DeliveryState.UNKNOWN]
     if listed:
         click.echo(

@@ -423,6 +423,11 @@ def test_killed_sends_resume_and_everyone_gets_exactly_one(publication: Path, ru
         with open_store(settings.database_url) as store:
             kills.append((written(), delivery_counts(store, ISSUE)["sent"]))
     assert all(0 < files < 398 for files, _ in kills), kills  # every kill landed mid-send
+    with open_store(settings.database_url) as store:
+        claimed = delivery_counts(store, ISSUE)["sending"]
+    assert claimed  # the killed send held a claimed batch
+    shown = run("status", ISSUE).stdout
+    assert f"\n{claimed:,} message(s) in 'sending' belong to a send that stopped or was killed; " in shown
     final = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert final.returncode == 0 or "was sent already (398 sent, 0 failed)" in final.stderr, (kills, final.stderr)
     with open_store(settings.database_url) as store:
