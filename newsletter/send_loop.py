@@ -124,7 +124,6 @@ class SendLoop:
 
     store: Store
     log: SendLog
-    sender_id: str
     transport: Transport
     messages: dict[str, MessageTemplate]
     recipient: Callable[[Delivery], Recipient]
@@ -446,7 +445,7 @@ class SendLoop:
         if now - self._heartbeat_at < HEARTBEAT:
             return
         self._heartbeat_at = now
-        sharing = self._database(lambda: heartbeat(self.store, self.sender_id, self.issue))
+        sharing = self._database(lambda: heartbeat(self.store, self.log.sender_id, self.issue))
         if self.account_rate:
             self.limiter.set_ceiling(self.account_rate / max(1, sharing))
 

@@ -253,8 +253,6 @@ def send_issue(
         limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None)
         if plan.rate and plan.rate > RAMP_ABOVE:
             limiter.ramp(RAMP_SECONDS)
-        if plan.rate:
-            limiter.ceiling = plan.rate / max(1, sharing)
         # Before the first start: the live senders lower their share (they see this one at their next heartbeat,
         # and their last window at the old share passes), and the last starts of senders that just ended age out.
         settle = max(2 * HEARTBEAT + WINDOW if sharing > 1 else 0.0, registration.tail) if plan.rate else 0.0
@@ -263,7 +261,6 @@ def send_issue(
         loop = SendLoop(
             store=store,
             log=SendLog(store, issue.slug, sender_id, plan.transport.name, started),
-            sender_id=sender_id,
             transport=plan.transport,
             messages=plan.messages,
             recipient=lambda d: recipient(settings, plan.secret, d.subscriber_id, d.email, d.name),

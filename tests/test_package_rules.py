@@ -17,6 +17,7 @@ FORBIDDEN = {
     # The model: issue files, their Markdown, settings, errors, tokens. It knows no renderer, store or peer.
     "newsletter.config": ("render", "store", "transports", "sending", "web", "events", "cli", "issues", "markdown"),
     "newsletter.errors": ("render", "store", "transports", "sending", "web", "events", "cli", "config", "issues"),
+    "newsletter.processes": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.tokens": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.markdown": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.issues": ("render", "store", "transports", "sending", "web", "events", "cli"),

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..processes import process_alive
 from .database import DeliveryState, Store, deliveries, now, senders
 
 LEASE = dt.timedelta(seconds=30)  # how long a claim holds without a heartbeat
@@ -58,14 +59,10 @@ def _aware(stamp: dt.datetime) -> dt.datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _dead(row: Any, stamp: dt.datetime) -> bool:
+    """A sender row whose process is gone from this host, or that has not been heard of for STALE_AFTER."""
+    gone = row.host == HOST and not process_alive(row.pid)
+    return gone or _aware(row.heartbeat_at) < stamp - STALE_AFTER
 
 
 def _reap(conn: Connection, stamp: dt.datetime) -> None:
@@ -75,8 +72,7 @@ def _reap(conn: Connection, stamp: dt.datetime) -> None:
     failing on a stale read."""
     conn.execute(senders.delete().where(senders.c.finished_at < stamp - TAIL))
     for row in conn.execute(sa.select(senders).where(senders.c.finished_at.is_(None))).all():
-        gone = row.host == HOST and not _process_alive(row.pid)
-        if gone or _aware(row.heartbeat_at) < stamp - STALE_AFTER:
+        if _dead(row, stamp):
             conn.execute(senders.update().where(senders.c.id == row.id).values(finished_at=stamp))
             conn.execute(deliveries.update().where(*_claims_of(row.id, row.issue)).values(lease_until=None))
 
@@ -148,8 +144,7 @@ def other_sender(store: Store, issue: str) -> OtherSender | None:
         for row in conn.execute(
             sa.select(senders).where(senders.c.issue == issue, senders.c.finished_at.is_(None))
         ).all():
-            gone = row.host == HOST and not _process_alive(row.pid)
-            if not gone and _aware(row.heartbeat_at) >= stamp - STALE_AFTER:
+            if not _dead(row, stamp):
                 return OtherSender(row.host, row.pid, _aware(row.started_at))
     return None
 

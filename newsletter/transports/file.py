@@ -14,6 +14,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from ..processes import process_alive
 from .base import OutgoingMessage, SendQuota, SendResult, SendStatus
 
 TEMPORARY = re.compile(r"^\..+\.(\d+)(-[a-z0-9_]+)?\.tmp$")  # .<file name>.<pid>-<random>.tmp (older: no -<random>)
@@ -37,16 +38,6 @@ def make_private_folder(folder: Path) -> None:
         except FileExistsError:  # another thread or process made it meanwhile
             continue
         os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
 
 
 class FileTransport:
@@ -82,5 +73,5 @@ class FileTransport:
         """Remove temporary files left by processes killed mid-write; never one still being written."""
         for leftover in self.folder.glob(".*.tmp"):
             match = TEMPORARY.match(leftover.name)
-            if match and not _process_alive(int(match.group(1))):
+            if match and not process_alive(int(match.group(1))):
                 leftover.unlink(missing_ok=True)
