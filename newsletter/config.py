@@ -98,7 +98,7 @@ class Settings:
     root: Path
     title: str
     description: str
-    base_url: str  # no trailing slash
+    base_url: str  # the archive's public URL, no trailing slash
     language: str  # the default language
     languages: tuple[str, ...]  # the other languages
     author: str
@@ -118,6 +118,8 @@ class Settings:
     unsubscribe_mailto: str = ""  # an address whose mail really is processed, or empty
     rate: float | None = None  # messages per second at most (SES: also its quota)
     ambiguous_retries: int = 1  # how often a message whose outcome is unknown is tried again (0: at most once)
+    app_url: str = ""  # where `newsletter serve` answers /unsubscribe, /subscribe, …; no trailing slash
+    max_late: dt.timedelta = dt.timedelta(hours=24)  # `send --due` refuses an issue later than this past its time
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     ses: SesSettings = field(default_factory=SesSettings)
 
@@ -145,6 +147,10 @@ class Settings:
     def url(self, path: str) -> str:
         """Absolute URL of a site path such as `en/feed.xml` or `` (the home page)."""
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def app(self, path: str) -> str:
+        """Absolute URL of a web-app path such as `unsubscribe?token=…` (on `app_url`, else on `base_url`)."""
+        return f"{self.app_url or self.base_url}/{path.lstrip('/')}"
 
 
 class _Reader:
@@ -250,7 +256,8 @@ def load_settings(root: Path) -> Settings:
         raise ConfigError(str(path), "has no [tool.newsletter] table", "add one (see README)")
     read = _Reader(table, f"{CONFIG_FILE} [tool.newsletter]")
 
-    base_url = _base_url(read)
+    base_url = _public_url(read, "base_url", "NEWSLETTER_BASE_URL")
+    app_url = _public_url(read, "app_url", "NEWSLETTER_APP_URL", base_url)
 
     language = read.string("language", "en")
     languages = table.get("languages", [])
@@ -324,14 +331,16 @@ def load_settings(root: Path) -> Settings:
         unsubscribe_mailto=_unsubscribe_mailto(read),
         rate=_rate(read),
         ambiguous_retries=_bounded_int(read, "ambiguous_retries", "NEWSLETTER_AMBIGUOUS_RETRIES", 1, 0, 3),
+        app_url=app_url.rstrip("/"),
+        max_late=_duration(read, "max_late", "24h"),
         smtp=_smtp(table, path),
         ses=_ses(table, path),
     )
 
 
-def _base_url(read: _Reader) -> str:
-    """NEWSLETTER_BASE_URL, else `base_url`: an absolute http(s) URL."""
-    url, fail = read.overridable("base_url", "NEWSLETTER_BASE_URL")
+def _public_url(read: _Reader, key: str, env: str, default: str | None = None) -> str:
+    """The environment variable `env`, else `key`: an absolute http(s) URL that paths are added to."""
+    url, fail = read.overridable(key, env, default)
     _check_url(url, fail)
     # Every link and List-Unsubscribe add a path to it: a query or fragment would swallow that path (and the
     # token with it), and a user name or password would go into every mail.
@@ -353,6 +362,19 @@ def _base_url(read: _Reader) -> str:
             f"use a URL of at most {BASE_URL_LIMIT} characters",
         )
     return url
+
+
+DURATION = re.compile(r"^([0-9]{1,6})\s*(s|m|h|d)$")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(read: _Reader, key: str, default: str) -> dt.timedelta:
+    """`key`: a span of time such as "90m", "24h" or "2d"."""
+    text = read.string(key, default)
+    match = DURATION.match(text)
+    if not match:
+        raise read.fail(key, f"{text!r} is not a span of time", f'use a number and s, m, h or d, such as "{default}"')
+    return dt.timedelta(**{DURATION_UNITS[match[2]]: int(match[1])})
 
 
 def _check_url(url: str, fail: Callable[[str, str], ConfigError]) -> None:
