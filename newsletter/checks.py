@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 from .config import Settings
 from .errors import NewsletterError
 from .issues import Edition, Issue, find_issue_files, group_editions, parse_issue
-from .render.templates import REQUIRED_TEMPLATES, Templates
+from .render.templates import Templates
 
 
 @dataclass(frozen=True)
@@ -125,16 +125,14 @@ def check_publication(settings: Settings, templates: Templates) -> tuple[list[Pr
     from .render.email import email_problems, render_email  # MJML and premailer load only when needed
 
     problems: list[Problem] = []
-    for name in REQUIRED_TEMPLATES:
+    for name in templates.template_names():  # the theme's and the publication's, each as it will be used
         try:
-            templates.html.get_template(name) if not name.endswith(
-                (".txt.j2", ".md.j2")
-            ) else templates.text.get_template(name)
-        except NewsletterError as err:  # names its file already (an unreadable template)
+            templates.compile(name)
+        except NewsletterError as err:  # names its file: templates/NAME:line or theme/NAME:line
             problems.append(Problem("error", str(err)))
         except Exception as err:  # noqa: BLE001 - every template failure is reported the same way
             line = getattr(err, "lineno", None)
-            problems.append(Problem("error", f"templates/{name}{f':{line}' if line else ''}: {err}"))
+            problems.append(Problem("error", f"{templates.where(name)}{f':{line}' if line else ''}: {err}"))
     editions: list[Edition] = []
     for path in find_issue_files(settings):
         try:

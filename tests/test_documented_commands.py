@@ -21,7 +21,7 @@ DOCUMENTS = [
     REPO / "subscribers" / "README.md",
     *sorted((REPO / "docs").glob("*.md")),
 ]
-SOURCES = sorted((REPO / "newsletter").rglob("*.py")) + sorted((REPO / "templates").rglob("*.j2"))
+SOURCES = sorted((REPO / "newsletter").rglob("*.py")) + sorted((REPO / "newsletter").rglob("*.j2"))
 
 EXAMPLE = re.compile(r"^\$ (newsletter .+)$", re.MULTILINE)  # `$ newsletter …` in a code block
 MENTION = re.compile(r"`(newsletter [^`\n]+)`")  # `newsletter …` in prose or a heading

@@ -439,12 +439,9 @@ class _SiteBuilder:
         self.data("404.html", self.templates.render("404.html.j2", **context), "the 404 page")
         self.data("sitemap.xml", build_sitemap(s, self.issues, by_lang, self.by_tag), "the sitemap")
         self.data("robots.txt", f"User-agent: *\nAllow: /\nSitemap: {s.url('sitemap.xml')}\n", "robots.txt")
-        static = self.templates.folder / "static"
-        for file in sorted(static.rglob("*")) if static.is_dir() else []:
+        for name, file, where in self.templates.static_files():  # the theme's, each overridden by templates/static/
             if file.is_file():
-                self.data(
-                    f"static/{file.relative_to(static).as_posix()}", file.read_bytes(), f"templates/static/{file.name}"
-                )
+                self.data(f"static/{name}", file.read_bytes(), where)
 
 
 def _group_by_tag(editions: list[ListedEdition]) -> dict[str, list[ListedEdition]]:

@@ -1,132 +1,216 @@
-"""Load the editor-owned templates (Jinja2) and UI strings, and turn their failures into TemplateErrors.
+"""Load the templates (Jinja2) and the wording: the packaged theme, overridden file by file by the publication.
 
-Templates live in `<publication>/templates/`; the UI wording per language in `templates/strings.toml`.
+The theme ships in `newsletter/theme/`. A publication's `templates/` holds only the files it changes: each one
+replaces the theme's file of the same name (`templates/static/x` the theme's `static/x`), and its `strings.toml`
+replaces the theme's wording key by key, per language. `{% extends "theme/NAME" %}` reaches the theme's own
+file from an override of NAME. Errors name the real file: `templates/NAME:line` or `theme/NAME:line`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import functools
 import hashlib
 import os
-import posixpath
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from ..config import Settings
-from ..errors import TemplateError
+from ..config import CONFIG_FILE, Settings
+from ..errors import ConfigError, TemplateError
 from ..files import read_regular_file
 
+THEME_DIR = Path(__file__).resolve().parent.parent / "theme"
+THEME = "theme"  # how messages name the theme's files: theme/page.html.j2
+OVERRIDES = "templates"  # and the publication's: templates/page.html.j2
+THEME_PREFIX = "theme/"  # a template name that always means the theme's file, past any override
 STRINGS_FILE = "strings.toml"
-FILE_LIMIT = 1_000_000  # bytes of a template, strings.toml or email.css; the sample's largest is about 10 KB
-REQUIRED_TEMPLATES = (
-    "email.mjml.j2",
-    "email.txt.j2",
-    "entry.html.j2",
-    "page.html.j2",
-    "index.html.j2",
-    "tag.html.j2",
-    "tags.html.j2",
-    "404.html.j2",
-    "issue.md.j2",
-    "pagination.html.j2",
-)
+BASE_WORDING = "en"  # the theme's language whose wording fills any key another language's table lacks
+FILE_LIMIT = 1_000_000  # bytes of a template, strings.toml or email.css; the theme's largest is about 7 KB
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One folder of templates and what messages call it (`templates` or `theme`)."""
+
+    folder: Path
+    label: str
+
+    def where(self, name: str) -> str:
+        return f"{self.label}/{name}"
+
+    def has(self, name: str) -> bool:
+        return os.path.lexists(self.folder / name)
+
+    def files(self) -> Iterator[str]:
+        """The relative name of every file in the folder (posix), sorted."""
+        if not self.folder.is_dir():
+            return iter(())
+        found = (p for p in self.folder.rglob("*") if "__pycache__" not in p.parts and not p.is_dir())
+        return iter(sorted(p.relative_to(self.folder).as_posix() for p in found))
+
+
+THEME_LAYER = Layer(THEME_DIR, THEME)
+
+
+def theme_files() -> list[str]:
+    """Every file of the packaged theme, by the name an override takes (`page.html.j2`, `static/style.css`)."""
+    return list(THEME_LAYER.files())
 
 
 @dataclass(frozen=True)
 class Templates:
-    """The Jinja environments (HTML autoescaped, text not), the UI strings and a digest of it all."""
+    """The Jinja environments (HTML autoescaped, text not), the merged wording and a digest of both layers."""
 
     html: jinja2.Environment
     text: jinja2.Environment
-    strings: Mapping[str, Mapping[str, Any]]
-    folder: Path
-    digest: str  # changes whenever any template or string changes
+    strings: Mapping[str, Mapping[str, Any]]  # each language's merged table, as the files give it
+    layers: tuple[Layer, ...]  # the publication's templates/ first, then the theme
+    digest: str  # changes whenever any file of either layer changes
+    wording: Mapping[str, Mapping[str, Any]]  # lower-cased language tag → its wording, gaps filled
 
     def strings_for(self, lang: str, default: str) -> Mapping[str, Any]:
-        return self.strings.get(lang) or self.strings.get(default) or {}
+        """The wording (`t`) for `lang` (a configured language, or one the wording has), else the default's."""
+        found = self.wording.get(lang.lower())
+        if found is None:
+            found = _resolve(lang, self.strings) or self.wording.get(default.lower())
+        return found or {}
+
+    def layer_of(self, name: str) -> Layer:
+        """The layer whose file `name` is used: the publication's when it overrides the theme's."""
+        if name.startswith(THEME_PREFIX):
+            return THEME_LAYER
+        return next((layer for layer in self.layers if layer.has(name)), self.layers[-1])
+
+    def where(self, name: str) -> str:
+        """How messages name the file used for `name`: `templates/NAME` or `theme/NAME`."""
+        layer = self.layer_of(name)
+        return layer.where(name.removeprefix(THEME_PREFIX) if layer is THEME_LAYER else name)
 
     def read(self, name: str) -> str:
-        """The text of a non-template file in the templates folder (such as email.css)."""
-        return read_template_file(self.folder / name, f"templates/{name}")
+        """The text of a non-template file (such as email.css), the publication's if it has one."""
+        layer = self.layer_of(name)
+        return read_template_file(layer.folder / name, layer.where(name))
+
+    def static_files(self) -> list[tuple[str, Path, str]]:
+        """(name under static/, file, how to name it) of the merged static/ folders: an override wins."""
+        merged: dict[str, tuple[Path, str]] = {}
+        for layer in reversed(self.layers):
+            for name in Layer(layer.folder / "static", f"{layer.label}/static").files():
+                merged[name] = (layer.folder / "static" / name, f"{layer.label}/static/{name}")
+        return [(name, *merged[name]) for name in sorted(merged)]
+
+    def template_names(self) -> list[str]:
+        """Every template (.j2) of the theme and of the publication's templates/."""
+        return sorted({name for layer in self.layers for name in layer.files() if name.endswith(".j2")})
+
+    def environment(self, name: str) -> jinja2.Environment:
+        return self.text if name.endswith((".txt.j2", ".md.j2")) else self.html
+
+    def compile(self, name: str) -> None:
+        """Load and compile template `name`; a failure becomes a TemplateError naming file and line."""
+        try:
+            self.environment(name).get_template(name)
+        except jinja2.TemplateError as err:
+            raise self._error(err, name) from None
 
     def preload(self, *names: str) -> None:
         """Compile templates now (before worker processes fork, so each does not compile them again)."""
         for name in names:
-            try:
-                self.html.get_template(name)
-            except jinja2.TemplateSyntaxError as err:
-                raise TemplateError(
-                    f"templates/{err.name or name}:{err.lineno}", err.message or "syntax error", "fix the template"
-                ) from None
-            except jinja2.TemplateNotFound as err:
-                raise TemplateError(
-                    f"templates/{err.name}", "template not found", "restore it from the sample"
-                ) from None
+            self.compile(name)
 
     def render(self, name: str, **context: Any) -> str:
         """Render template `name`; a Jinja failure becomes a TemplateError naming file and line."""
-        env = self.text if name.endswith(".txt.j2") or name.endswith(".md.j2") else self.html
         try:
-            return env.get_template(name).render(**context)
-        except jinja2.TemplateSyntaxError as err:
-            raise TemplateError(
-                f"templates/{err.name or name}:{err.lineno}", err.message or "syntax error", "fix the template"
-            ) from None
-        except jinja2.TemplateNotFound as err:
-            raise TemplateError(f"templates/{err.name}", "template not found", "restore it from the sample") from None
+            return self.environment(name).get_template(name).render(**context)
         except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as err:
-            where = f"templates/{name}:{_template_line(err, self.folder)}"
-            raise TemplateError(where, f"{type(err).__name__}: {err}", "fix the template") from None
+            raise self._error(err, name) from None
+
+    def _error(self, err: BaseException, name: str) -> TemplateError:
+        if isinstance(err, jinja2.TemplateSyntaxError):
+            where = self._label(err.filename) or self.where(err.name or name)
+            return TemplateError(f"{where}:{err.lineno}", err.message or "syntax error", self._hint(where))
+        if isinstance(err, jinja2.TemplateNotFound):
+            missing = f"{err.name!r} is neither in templates/ nor in the theme"
+            return TemplateError(self.where(name), missing, "see newsletter templates list")
+        raised_in, line = self._raised_at(err)
+        where = raised_in or self.where(name)
+        return TemplateError(f"{where}:{line}", f"{type(err).__name__}: {err}", self._hint(where))
+
+    def _label(self, filename: str | None) -> str | None:
+        """`templates/NAME` or `theme/NAME` for a file of one of the layers."""
+        if not filename:
+            return None
+        path = Path(filename)
+        for layer in self.layers:
+            if path.is_relative_to(layer.folder):
+                return layer.where(path.relative_to(layer.folder).as_posix())
+        return None
+
+    def _raised_at(self, err: BaseException) -> tuple[str | None, int]:
+        """The last template file and line in `err`'s traceback (Jinja maps frames to template files)."""
+        found: tuple[str | None, int] = (None, 0)
+        tb = err.__traceback__
+        while tb is not None:
+            label = self._label(tb.tb_frame.f_code.co_filename)
+            if label:
+                found = (label, tb.tb_lineno)
+            tb = tb.tb_next
+        return found
+
+    @staticmethod
+    def _hint(where: str) -> str:
+        if where.startswith(THEME_PREFIX):
+            name = where[len(THEME_PREFIX) :].split(":")[0]
+            return f"check what your overrides give it, or change it: newsletter templates copy {name}"
+        return "fix the template"
 
 
 def read_template_file(path: Path, where: str) -> str:
-    """The UTF-8 text of a file in the templates folder; anything but a regular file is refused unread."""
+    """The UTF-8 text of a template file; anything but a regular file is refused unread."""
     try:
         raw = read_regular_file(path, where, limit=FILE_LIMIT, fail=TemplateError)
     except FileNotFoundError:
-        raise TemplateError(where, "not found", "restore it from the sample") from None
+        raise TemplateError(where, "not found", "restore it, or remove the override to use the theme's") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise TemplateError(where, f"byte 0x{raw[err.start]:02x} is not UTF-8", "save the file as UTF-8") from None
 
 
-class _TemplateLoader(jinja2.FileSystemLoader):
-    """Jinja's file loader, but a template that is not a regular file (a FIFO, a device, a folder) or is over
-    FILE_LIMIT is refused with a TemplateError naming it, instead of blocking or reading "not found"."""
+class _LayeredLoader(jinja2.BaseLoader):
+    """Each template from the first layer that has it (`theme/NAME` from the theme only). A template that is
+    not a regular file (a FIFO, a device, a folder) or is over FILE_LIMIT is refused with a TemplateError
+    naming it, instead of blocking or reading "not found"."""
+
+    def __init__(self, layers: tuple[Layer, ...]) -> None:
+        self.layers = layers
 
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
         pieces = jinja2.loaders.split_template_path(template)  # refuses .. and the like
-        folder = self.searchpath[0]
-        filename = posixpath.join(folder, *pieces)
-        if not os.path.lexists(filename):
-            raise jinja2.TemplateNotFound(template)
-        text = read_template_file(Path(filename), f"templates/{'/'.join(pieces)}")
-        mtime = os.path.getmtime(filename)
-        return text, os.path.normpath(filename), lambda: _mtime(filename) == mtime
+        layers = self.layers
+        if pieces[0] == THEME and len(pieces) > 1:
+            pieces, layers = pieces[1:], (THEME_LAYER,)
+        name = "/".join(pieces)
+        for layer in layers:
+            filename = os.path.join(layer.folder, *pieces)
+            if os.path.lexists(filename):
+                text = read_template_file(Path(filename), layer.where(name))
+                mtime = os.path.getmtime(filename)
+                return text, os.path.normpath(filename), functools.partial(_unchanged, filename, mtime)
+        raise jinja2.TemplateNotFound(template)
 
 
-def _mtime(filename: str) -> float | None:
+def _unchanged(filename: str, mtime: float) -> bool:
     try:
-        return os.path.getmtime(filename)
+        return os.path.getmtime(filename) == mtime
     except OSError:
-        return None
-
-
-def _template_line(err: BaseException, folder: Path) -> int:
-    """The last line inside a template file in `err`'s traceback (Jinja maps frames to templates)."""
-    line = 0
-    tb = err.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.startswith(str(folder)):
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
+        return False
 
 
 def format_date(value: dt.date, strings: Mapping[str, Any]) -> str:
@@ -147,22 +231,91 @@ def _bytecode_cache(settings: Settings) -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(str(folder))
 
 
-def load_templates(settings: Settings) -> Templates:
-    """Read the templates folder; errors name the file."""
-    folder = settings.templates_dir
-    if not folder.is_dir():
-        raise TemplateError(str(folder), "not found", "copy templates/ from the sample publication")
-    strings_text = read_template_file(folder / STRINGS_FILE, f"templates/{STRINGS_FILE}")
+def _read_strings(layer: Layer) -> dict[str, dict[str, Any]]:
+    """The wording tables of one layer's strings.toml ({} when the publication has none)."""
+    if layer is not THEME_LAYER and not layer.has(STRINGS_FILE):
+        return {}
+    where = layer.where(STRINGS_FILE)
     try:
-        strings = tomllib.loads(strings_text)
+        document = tomllib.loads(read_template_file(layer.folder / STRINGS_FILE, where))
     except tomllib.TOMLDecodeError as err:
-        raise TemplateError(f"templates/{STRINGS_FILE}", f"is not valid TOML: {err}", "fix the syntax") from None
+        raise TemplateError(where, f"is not valid TOML: {err}", "fix the syntax") from None
+    for lang, table in document.items():
+        if not isinstance(table, dict):
+            raise TemplateError(
+                where, f"{lang!r} is not a table of wording", f"write the keys of a language under [{lang}]"
+            )
+    return {lang.lower(): table for lang, table in document.items()}
+
+
+def merge_strings(layers: tuple[Layer, ...]) -> dict[str, dict[str, Any]]:
+    """Each language's wording: the theme's, with the publication's keys over it."""
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in reversed(layers):
+        for lang, table in _read_strings(layer).items():
+            merged[lang] = {**merged.get(lang, {}), **table}
+    return merged
+
+
+def _resolve(code: str, strings: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The wording of language `code`: its table over its primary language's (`en-GB` over `en`), over the
+    theme's English for any key both lack; None when neither table exists."""
+    code = code.lower()
+    primary = code.split("-", 1)[0]
+    if code not in strings and primary not in strings:
+        return None
+    return {**strings.get(BASE_WORDING, {}), **strings.get(primary, {}), **strings.get(code, {})}
+
+
+def _suggestion(code: str, known: list[str]) -> str | None:
+    """The known language an editor most likely meant: the usual one of a region code (`kr` → `ko`), or the
+    nearest by spelling."""
+    import langcodes  # only on this error path
+
+    region = code.upper()
+    private = region == "AA" or region == "ZZ" or "QM" <= region <= "QZ" or "XA" <= region <= "XZ"
+    if len(code) == 2 and code.isalpha() and not private and langcodes.tag_is_valid(f"und-{region}"):
+        likely = langcodes.Language.get(f"und-{region}").maximize().language
+        if likely in known:
+            return likely
+    close = difflib.get_close_matches(code.lower(), known, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def _check_languages(settings: Settings, strings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse a configured language that has no wording, naming the settings key that configures it."""
+    known = sorted(strings)
+    for key, code in [("language", settings.language), *(("languages", code) for code in settings.languages)]:
+        if _resolve(code, strings) is not None:
+            continue
+        add = f"add a [{code}] table to templates/{STRINGS_FILE}"
+        nearest = _suggestion(code, known)
+        hint = f"did you mean {nearest!r}? or {add}" if nearest else f"{add}; the theme has {', '.join(known)}"
+        raise ConfigError(f"{CONFIG_FILE} [tool.newsletter] {key}", f"{code!r} has no wording in the theme", hint)
+
+
+def _digest(layers: tuple[Layer, ...]) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(path.read_bytes())
-    loader = _TemplateLoader(str(folder))
+    for layer in layers:
+        for name in layer.files():
+            path = layer.folder / name
+            if path.is_file():
+                digest.update(f"{layer.label}/{name}\0".encode())
+                digest.update(path.read_bytes())
+                digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def load_templates(settings: Settings) -> Templates:
+    """The theme with the publication's overrides over it; errors name the file (or the settings key)."""
+    folder = settings.templates_dir
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise TemplateError(f"{OVERRIDES}/", "is not a folder", "make it a folder of the files you override")
+    layers = (Layer(folder, OVERRIDES), THEME_LAYER)
+    strings = merge_strings(layers)
+    _check_languages(settings, strings)
+    wording = {code.lower(): _resolve(code, strings) or {} for code in settings.all_languages}
+    loader = _LayeredLoader(layers)
     common: dict[str, Any] = {
         "loader": loader,
         "undefined": jinja2.StrictUndefined,
@@ -175,4 +328,4 @@ def load_templates(settings: Settings) -> Templates:
     text = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)
     for env in (html, text):
         env.filters["format_date"] = format_date
-    return Templates(html=html, text=text, strings=strings, folder=folder, digest=digest.hexdigest())
+    return Templates(html, text, strings, layers, _digest(layers), wording)

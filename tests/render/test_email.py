@@ -10,7 +10,7 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.issues import load_issues, parse_issue
 from newsletter.render.email import HTML_WARN_BYTES, UNSUBSCRIBE_TOKEN, email_problems, render_email
-from newsletter.render.templates import load_templates
+from newsletter.render.templates import THEME_DIR, load_templates
 from tests.conftest import write_issue
 
 ARXIV = [
@@ -105,9 +105,10 @@ date: 2023-10-02
 
 
 def test_template_error_names_the_file_and_line(publication: Path, run) -> None:
-    template = publication / "templates" / "email.mjml.j2"
+    template = publication / "templates" / "email.mjml.j2"  # an override of the theme's
     template.write_text(
-        template.read_text(encoding="utf-8").replace("{{ t.view_in_browser }}", "{{ t.nope }", 1), encoding="utf-8"
+        (THEME_DIR / "email.mjml.j2").read_text(encoding="utf-8").replace("{{ t.view_in_browser }}", "{{ t.nope }", 1),
+        encoding="utf-8",
     )
     result = run("check")
     assert result.exit_code == 1
@@ -117,7 +118,9 @@ def test_template_error_names_the_file_and_line(publication: Path, run) -> None:
 
 def test_mjml_error_is_reported_by_check(publication: Path, run) -> None:
     template = publication / "templates" / "email.mjml.j2"
-    template.write_text(template.read_text(encoding="utf-8").replace("</mjml>", ""), encoding="utf-8")
+    template.write_text(
+        (THEME_DIR / "email.mjml.j2").read_text(encoding="utf-8").replace("</mjml>", ""), encoding="utf-8"
+    )
     result = run("check")
     assert result.exit_code == 1
     assert "error: templates/email.mjml.j2: MJML could not be converted" in result.stderr

@@ -17,6 +17,7 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.render.parallel import PARALLEL_THRESHOLD
 from newsletter.render.site import build_site
+from newsletter.render.templates import THEME_DIR
 from tests.conftest import wait_until, write_issue
 
 BASE = "https://papers.example.com/"
@@ -187,8 +188,11 @@ def test_damaged_cache_and_changed_template_give_the_cold_build(
     for batch in (cache / "articles").glob("*.pickle"):
         batch.write_bytes(b"not a pickle")
     next(iter((cache / "records").glob("*.pickle"))).unlink()
-    entry = publication / "templates" / "entry.html.j2"
-    entry.write_text(entry.read_text(encoding="utf-8") + '<p class="colophon">set in Noto</p>\n', encoding="utf-8")
+    entry = publication / "templates" / "entry.html.j2"  # an override of the theme's
+    entry.write_text(
+        (THEME_DIR / "entry.html.j2").read_text(encoding="utf-8") + '<p class="colophon">set in Noto</p>\n',
+        encoding="utf-8",
+    )
     assert run("build").exit_code == 0
     cold = tmp_path / "cold"
     assert run("build", "--no-cache", "--out", str(cold)).exit_code == 0
@@ -232,7 +236,7 @@ def test_two_files_with_the_same_bytes_keep_their_own_pages(publication: Path, r
     write_issue(publication, "2023-10-02-second.md", text)
     assert run("build").exit_code == 0
     entry = publication / "templates" / "entry.html.j2"  # every page renders again, from the cache
-    entry.write_text(entry.read_text(encoding="utf-8") + "<p>changed</p>\n", encoding="utf-8")
+    entry.write_text((THEME_DIR / "entry.html.j2").read_text(encoding="utf-8") + "<p>changed</p>\n", encoding="utf-8")
     assert run("build").exit_code == 0
     for slug in ("2023-10-02-first", "2023-10-02-second"):
         page = parse_page(publication / "site" / "issues" / slug / "index.html")
