@@ -138,7 +138,7 @@ class ConfirmationWorker:
             "web/confirm_email.txt.j2",
             t=t,
             site_title=wording.title,
-            confirm_url=settings.url(f"confirm?token={token}"),
+            confirm_url=settings.app(f"confirm?token={token}"),  # the web app's host, not the archive's
             postal_address=settings.postal_address,
         )
         message.set_content(body, cte="base64")

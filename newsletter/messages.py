@@ -163,7 +163,8 @@ class MessageTemplate:
         folded = [HEADER_POLICY.fold_binary(name, value) for name, value in headers.items()]
         folded.insert(headers.keys().index("List-Id") + 1, f"List-Archive: <{settings.base_url}/>\r\n".encode())
         constant = b"".join(folded)
-        # RFC 8058: one HTTPS URI (plus a mailto only if one is configured).
+        # RFC 8058: one HTTPS URI (plus a mailto only if one is configured), on the web app's host (app_url);
+        # List-Archive above is on the archive's (base_url).
         link = unsubscribe_url(settings, STAND_IN.decode())
         mailto = f", <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>" if settings.unsubscribe_mailto else ""
         self.list_unsubscribe = _Header(

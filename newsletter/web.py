@@ -7,6 +7,10 @@ needs no cookie, CSRF token or login, answers 200 with a short page (never a red
 Every page is escaped by Jinja, sends security headers, and never redirects to a URL from a request.
 Links are checked with NEWSLETTER_SECRET_KEY; the public development secret only in development mode, which
 serves only on a loopback address and says so on every page.
+
+The app answers on `app_url`, which may be another host than the archive's `base_url` (the archive then lives
+on a static host): its pages link back to the archive and take the archive's style sheet, and HSTS follows
+`app_url`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Flask, Response, g, request, send_from_directory
@@ -48,9 +53,11 @@ from .tokens import (
 )
 
 CONFIRM_MAX_AGE = 7 * 24 * 3600  # the confirmation link works for 7 days
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'{archive}; img-src 'self' https:{archive}; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -127,6 +134,9 @@ def create_app(
     per_client = SlidingWindow(limit=sign_ups_per_client, seconds=600)  # sign-ups per client per 10 minutes
     per_address = SlidingWindow(limit=3, seconds=24 * 3600)  # confirmation mails per address per day
     confirmations = ConfirmationWorker(settings, store, templates, secret, clock=clock)
+    # On its own host the app's pages link back to the archive and use its style sheet (which the CSP allows).
+    archive_root = settings.url("") if settings.app_url != settings.base_url else ""
+    policy = CONTENT_SECURITY_POLICY.format(archive=f" {_origin(settings.base_url)}" if archive_root else "")
     app = Flask("newsletter", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.url_map.converters["archive"] = ArchivePath
@@ -154,7 +164,7 @@ def create_app(
             lang=lang,
             site_title=wording.title,
             site_description=wording.description,
-            root="../" * depth or "./",
+            root=archive_root or "../" * depth or "./",
             **context,
         )
         response = Response(body, status=status, mimetype="text/html")
@@ -200,9 +210,10 @@ def create_app(
 
     @app.after_request
     def security_headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", policy)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        if settings.base_url.startswith("https://"):
+        if settings.app("").startswith("https://"):  # the host this app answers on, not the archive's
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if development:
             response.headers[DEVELOPMENT_HEADER] = development_note
@@ -311,7 +322,7 @@ def create_app(
             store,
             email,
             lang,
-            consent=f"web form, {settings.base_url}/subscribe",
+            consent=f"web form, {settings.app('subscribe')}",
             confirm=per_address.allow(email.lower()),
         )
         # The same answer, in the same time, whether the address was new, known, or refused: no enumeration.
@@ -385,6 +396,12 @@ def create_app(
         return response
 
     return app
+
+
+def _origin(url: str) -> str:
+    """The scheme and host (and port) of `url`: what a Content-Security-Policy source names."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _add_banner(response: Response, banner_html: str) -> None:

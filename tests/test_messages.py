@@ -141,6 +141,27 @@ def test_mailto_unsubscribe_is_offered_when_configured(sample) -> None:
     assert expected.encode() in raw  # HTTPS first: the preferred method comes first (RFC 2369)
 
 
+def test_web_app_links_go_to_app_url_and_archive_links_to_base_url(sample) -> None:
+    import dataclasses
+
+    settings, issue, _ = sample
+    moved = dataclasses.replace(settings, app_url="https://app.example.net")  # the archive on a static host
+    templates = load_templates(moved)
+    token = unsubscribe_token(SECRET, settings.list_id, 9)
+    for edition in issue.editions:
+        email = render_email(edition, moved, templates)
+        raw, _ = MessageTemplate(email, moved, slug=issue.slug).personalise(Recipient("a@example.com", "", token))
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        assert message["List-Unsubscribe"] == f"<https://app.example.net/unsubscribe?token={token}>"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Archive"] == "<https://papers.example.com/>"
+        text, html = (part.get_content() for part in message.get_payload())
+        for body in (text, html):
+            assert f"https://app.example.net/unsubscribe?token={token}" in body
+            assert email.archive_url in body and email.archive_url.startswith("https://papers.example.com/")
+            assert "papers.example.com/unsubscribe" not in body and "app.example.net/issues" not in body
+
+
 # ---------------------------------------------------------------- every header line within 998 octets
 
 LONG_NAMES = {
@@ -162,6 +183,7 @@ def _longest_settings(publication: Path) -> Path:
     text = config.read_text(encoding="utf-8")
     title = "이번 주의 주요 ML 논문 " * 400 + "x" * 2_000  # 10,000+ characters, words and one long run
     base_url = "https://papers.example.com/" + "p" * (500 - len("https://papers.example.com/"))
+    app_url = "https://app.example.net/" + "a" * (500 - len("https://app.example.net/"))  # in List-Unsubscribe
     list_id = ("l" * 60 + ".") * 4 + "example.com"  # 255 characters
     sender = "y" * 200
     text = (
@@ -174,7 +196,8 @@ def _longest_settings(publication: Path) -> Path:
         .replace('reply_to = "editor@papers.example.com"', f'reply_to = "{"편집" * 100} <editor@papers.example.com>"')
         .replace(
             "[tool.newsletter]\n",
-            f'[tool.newsletter]\nlist_id = "{list_id}"\nunsubscribe_mailto = "{"m" * 230}@example.com"\n',
+            f'[tool.newsletter]\nlist_id = "{list_id}"\napp_url = "{app_url}"\n'
+            f'unsubscribe_mailto = "{"m" * 230}@example.com"\n',
             1,
         )
     )
@@ -211,7 +234,8 @@ def test_every_header_line_stays_within_998_octets(publication: Path, kind: str)
         assert message["Reply-To"].addresses[0].display_name.replace(" ", "") == "편집" * 100
         assert message["List-Id"].endswith(f"<{settings.list_id}>")
         assert f"\r\nList-Archive: <{settings.base_url}/>\r\n".encode() in raw  # one line, never encoded
-        url = f"{settings.base_url}/unsubscribe?token={token}"
+        assert len(settings.app_url) == 500 and settings.app_url != settings.base_url
+        url = f"{settings.app_url}/unsubscribe?token={token}"
         expected = f"List-Unsubscribe: <{url}>, <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>\r\n"
         assert f"\r\n{expected}".encode() in raw
         assert len(expected) - 2 <= 998

@@ -140,7 +140,7 @@ def test_double_opt_in(web, publication: Path) -> None:
     assert not (publication / "outbox" / "confirmations").exists()  # sent after the answer, by the worker
     assert send_due_confirmations(server) == 1
     link = _confirmation_url(publication, "new@example.com")
-    local = link.replace(settings.base_url, server.url)
+    local = link.replace(settings.app_url, server.url)
     page = requests.get(local, timeout=5)
     assert page.status_code == 200 and "Confirm" in page.text
     assert subscriber_by_email(store, "new@example.com").status == SubscriberStatus.PENDING  # GET confirms nothing
@@ -276,7 +276,7 @@ def test_unsubscribe_link_from_a_real_message_in_chromium(
     assert url in message.get_body(("html",)).get_content()  # the footer link is the same URL
     page = browser.new_page(viewport={"width": 375, "height": 800})
     try:
-        page.goto(url.replace(settings.base_url, server.url))
+        page.goto(url.replace(settings.app_url, server.url))
         assert "수신거부" in page.locator("h1").inner_text()
         page.screenshot(path=str(artifacts / "unsubscribe-ask-375.png"))
         page.get_by_role("button", name="수신거부 (Unsubscribe)").click()
@@ -407,7 +407,7 @@ def test_an_old_confirmation_link_does_not_undo_a_later_unsubscribe(web, publica
     clock[0] = time.time()  # the store records unsubscribes in real time; tokens are stamped by this clock
     assert requests.post(f"{server.url}/subscribe", data={"email": "late@example.com", "lang": "en"}, timeout=5).ok
     send_due_confirmations(server)
-    old_link = _confirmation_url(publication, "late@example.com").replace(settings.base_url, server.url)
+    old_link = _confirmation_url(publication, "late@example.com").replace(settings.app_url, server.url)
     assert requests.post(old_link, timeout=5).status_code == 200
     late = subscriber_by_email(store, "late@example.com")
     assert late.status == SubscriberStatus.ACTIVE
@@ -419,7 +419,7 @@ def test_an_old_confirmation_link_does_not_undo_a_later_unsubscribe(web, publica
     # signing up again gets a new link, which works (even within the second of the unsubscribe)
     assert requests.post(f"{server.url}/subscribe", data={"email": "late@example.com", "lang": "en"}, timeout=5).ok
     assert send_due_confirmations(server) == 1
-    new_link = _confirmation_url(publication, "late@example.com").replace(settings.base_url, server.url)
+    new_link = _confirmation_url(publication, "late@example.com").replace(settings.app_url, server.url)
     assert new_link != old_link
     assert requests.post(new_link, timeout=5).status_code == 200
     assert subscriber_by_email(store, "late@example.com").status == SubscriberStatus.ACTIVE
@@ -525,3 +525,93 @@ def test_a_locked_store_answers_503_with_retry_after(
         finally:
             holder.close()
             server.close()
+
+
+# ---------------------------------------------------------------- the web app on its own host (app_url)
+
+APP_URL = "https://app.example.net"  # where `serve` answers; the archive stays on the sample's base_url
+
+
+@pytest.fixture
+def separate_web(publication: Path, monkeypatch: pytest.MonkeyPatch):
+    """The sample publication with NEWSLETTER_APP_URL on another host than its archive, served by waitress."""
+    from newsletter.config import load_settings
+    from newsletter.store import open_store
+    from newsletter.web import create_app
+
+    from .conftest import WebServer
+
+    monkeypatch.setenv("NEWSLETTER_APP_URL", APP_URL)
+    settings = load_settings(publication)
+    assert (settings.base_url, settings.app_url) == ("https://papers.example.com", APP_URL)
+    store = open_store(settings.database_url)
+    app = create_app(settings, store, secret=SECRET)  # no site/ built: the archive is elsewhere
+    server = WebServer(app)
+    server.app = app
+    try:
+        yield server, store, settings
+    finally:
+        server.close()
+        store.close()
+
+
+def test_pages_on_their_own_host_link_back_to_the_archive_and_use_its_style_sheet(separate_web) -> None:
+    server, store, settings = separate_web
+    kim = add_subscriber(store, "kim@example.com", lang="en")
+    token = _token(settings, kim.id)
+    for path in (f"/unsubscribe?token={token}", f"/preferences?token={token}", "/subscribe", "/confirm?token=bad"):
+        answer = requests.get(server.url + path, timeout=5)
+        assert '<a class="brand" href="https://papers.example.com/">' in answer.text, path
+        assert '<link rel="stylesheet" href="https://papers.example.com/static/style.css">' in answer.text, path
+        policy = answer.headers["Content-Security-Policy"]
+        assert "style-src 'self' https://papers.example.com;" in policy, path  # the archive's sheet may load
+        assert "form-action 'self'" in policy and "default-src 'none'" in policy, path
+        assert answer.headers["Strict-Transport-Security"].startswith("max-age="), path
+    unsubscribed = requests.post(
+        f"{server.url}/unsubscribe?token={token}", data="List-Unsubscribe=One-Click", timeout=5
+    )
+    assert unsubscribed.status_code == 200 and get_subscriber(store, kim.id).status == SubscriberStatus.UNSUBSCRIBED
+    assert 'action="resubscribe?token=' in unsubscribed.text  # forms post to this app, never to the archive
+
+
+def test_sign_up_on_its_own_host_records_it_and_mails_a_link_to_it(separate_web, publication: Path) -> None:
+    server, store, settings = separate_web
+    sent = requests.post(f"{server.url}/subscribe", data={"email": "new@example.com", "lang": "en"}, timeout=5)
+    assert sent.status_code == 200 and "Check your inbox" in sent.text
+    assert 'action="subscribe"' in requests.get(f"{server.url}/subscribe", timeout=5).text
+    assert subscriber_by_email(store, "new@example.com").attributes["consent"] == f"web form, {APP_URL}/subscribe"
+    assert send_due_confirmations(server) == 1
+    link = _confirmation_url(publication, "new@example.com")
+    assert link.startswith(f"{APP_URL}/confirm?token=")  # not on the static archive, which cannot answer it
+    assert requests.post(link.replace(APP_URL, server.url), timeout=5).status_code == 200
+    assert subscriber_by_email(store, "new@example.com").status == SubscriberStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("base_url", "app_url", "hsts"),
+    [
+        ("https://papers.example.com", "http://app.example.net", False),  # HTTPS archive, plain-HTTP app
+        ("http://papers.example.com", "https://app.example.net", True),
+        ("http://papers.example.com", "http://papers.example.com", False),
+    ],
+)
+def test_hsts_follows_the_host_the_app_answers_on(
+    web, monkeypatch: pytest.MonkeyPatch, base_url: str, app_url: str, hsts: bool
+) -> None:
+    import dataclasses
+
+    from newsletter.web import create_app
+
+    from .conftest import WebServer
+
+    _, store, settings, _ = web
+    moved = dataclasses.replace(settings, base_url=base_url, app_url=app_url)
+    server = WebServer(create_app(moved, store, secret=SECRET))
+    try:
+        answer = requests.get(f"{server.url}/subscribe", timeout=5)
+    finally:
+        server.close()
+    assert answer.status_code == 200
+    assert ("Strict-Transport-Security" in answer.headers) == hsts
+    root = "./" if app_url == base_url else f"{base_url}/"
+    assert f'<a class="brand" href="{root}">' in answer.text

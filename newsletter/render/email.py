@@ -1,7 +1,8 @@
 """Edition → RenderedEmail (subject, preheader, HTML, text): Jinja2 → MJML (mjml-python) → premailer.
 
 Rendered once per edition, never per recipient: the unsubscribe URL is a placeholder that
-messages.py fills per recipient. Issue HTML is sanitised here so the email never carries scripts,
+messages.py fills per recipient. Links to the archive go to `base_url`, links to the web app (unsubscribe,
+preferences) to `app_url`. Issue HTML is sanitised here so the email never carries scripts,
 frames, forms or event handlers.
 """
 
@@ -50,8 +51,14 @@ class RenderedEmail:
 
 
 def unsubscribe_url(settings: Settings, token: str = UNSUBSCRIBE_TOKEN) -> str:
-    """The one-click unsubscribe URL for `token` (the placeholder until a recipient is known)."""
-    return settings.url(f"unsubscribe?token={token}")
+    """The one-click unsubscribe URL for `token` (the placeholder until a recipient is known), on the web app's
+    host (`app_url`), which may differ from the archive's."""
+    return settings.app(f"unsubscribe?token={token}")
+
+
+def preferences_url(settings: Settings, token: str = UNSUBSCRIBE_TOKEN) -> str:
+    """The subscriber's preferences page for `token` (the same token as the unsubscribe link), on the web app."""
+    return settings.app(f"preferences?token={token}")
 
 
 def sanitise_email_html(fragment: str) -> str:
@@ -88,10 +95,12 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
             "description": settings.for_language(edition.lang).description,
             "postal_address": settings.postal_address,
             "base_url": settings.base_url,
+            "app_url": settings.app_url or settings.base_url,
         },
         "t": strings,
         "archive_url": archive_url,
         "unsubscribe_url": unsubscribe_url(settings),
+        "preferences_url": preferences_url(settings),
         "font": FONT_STACK,
     }
     mjml_source = templates.render(
