@@ -561,3 +561,8 @@ def main() -> None:
             err=True,
         )
         sys.exit(1)
+
+
+from .cli_doctor import doctor  # noqa: E402 - registered last: cli_doctor takes cli's helpers when it runs
+
+cli.add_command(doctor)
