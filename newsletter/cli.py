@@ -566,3 +566,8 @@ def main() -> None:
 from .cli_doctor import doctor  # noqa: E402 - registered last: cli_doctor takes cli's helpers when it runs
 
 cli.add_command(doctor)
+
+from .cli_init import init, templates  # noqa: E402 - registered last, like doctor
+
+cli.add_command(init)
+cli.add_command(templates)

@@ -78,7 +78,7 @@ class Templates:
         """The wording (`t`) for `lang` (a configured language, or one the wording has), else the default's."""
         found = self.wording.get(lang.lower())
         if found is None:
-            found = _resolve(lang, self.strings) or self.wording.get(default.lower())
+            found = wording_of(lang, self.strings) or self.wording.get(default.lower())
         return found or {}
 
     def layer_of(self, name: str) -> Layer:
@@ -257,7 +257,7 @@ def merge_strings(layers: tuple[Layer, ...]) -> dict[str, dict[str, Any]]:
     return merged
 
 
-def _resolve(code: str, strings: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+def wording_of(code: str, strings: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     """The wording of language `code`: its table over its primary language's (`en-GB` over `en`), over the
     theme's English for any key both lack; None when neither table exists."""
     code = code.lower()
@@ -267,9 +267,9 @@ def _resolve(code: str, strings: Mapping[str, Mapping[str, Any]]) -> dict[str, A
     return {**strings.get(BASE_WORDING, {}), **strings.get(primary, {}), **strings.get(code, {})}
 
 
-def _suggestion(code: str, known: list[str]) -> str | None:
+def likely_language(code: str, known: list[str]) -> str | None:
     """The known language an editor most likely meant: the usual one of a region code (`kr` → `ko`), or the
-    nearest by spelling."""
+    nearest by spelling that starts with the same letter (`eng` → `en`, but `de` is not `en`)."""
     import langcodes  # only on this error path
 
     region = code.upper()
@@ -278,7 +278,8 @@ def _suggestion(code: str, known: list[str]) -> str | None:
         likely = langcodes.Language.get(f"und-{region}").maximize().language
         if likely in known:
             return likely
-    close = difflib.get_close_matches(code.lower(), known, n=1, cutoff=0.5)
+    same_start = [lang for lang in known if lang[:1] == code[:1].lower()]
+    close = difflib.get_close_matches(code.lower(), same_start, n=1, cutoff=0.5)
     return close[0] if close else None
 
 
@@ -286,10 +287,10 @@ def _check_languages(settings: Settings, strings: Mapping[str, Mapping[str, Any]
     """Refuse a configured language that has no wording, naming the settings key that configures it."""
     known = sorted(strings)
     for key, code in [("language", settings.language), *(("languages", code) for code in settings.languages)]:
-        if _resolve(code, strings) is not None:
+        if wording_of(code, strings) is not None:
             continue
         add = f"add a [{code}] table to templates/{STRINGS_FILE}"
-        nearest = _suggestion(code, known)
+        nearest = likely_language(code, known)
         hint = f"did you mean {nearest!r}? or {add}" if nearest else f"{add}; the theme has {', '.join(known)}"
         raise ConfigError(f"{CONFIG_FILE} [tool.newsletter] {key}", f"{code!r} has no wording in the theme", hint)
 
@@ -314,7 +315,7 @@ def load_templates(settings: Settings) -> Templates:
     layers = (Layer(folder, OVERRIDES), THEME_LAYER)
     strings = merge_strings(layers)
     _check_languages(settings, strings)
-    wording = {code.lower(): _resolve(code, strings) or {} for code in settings.all_languages}
+    wording = {code.lower(): wording_of(code, strings) or {} for code in settings.all_languages}
     loader = _LayeredLoader(layers)
     common: dict[str, Any] = {
         "loader": loader,
