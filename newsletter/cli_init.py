@@ -346,7 +346,7 @@ def _sender_domain(base_url: str) -> str:
 
 
 @click.command()
-@click.argument("folder", required=False, default=".", type=click.Path(path_type=Path))
+@click.argument("folder", required=False, type=click.Path(path_type=Path))
 @click.option("--title", help="The publication's title [the folder's name].")
 @click.option("--description", help="One sentence on what it is about.")
 @click.option("--base-url", help="Where the archive is served [http://localhost:8000].")
@@ -358,13 +358,18 @@ def _sender_domain(base_url: str) -> str:
 @click.option("--author", help="The feeds' author [the title].")
 @click.option("--ci", type=click.Choice(CI_CHOICES), help="Also write CI workflow files (.github/workflows/).")
 @click.option("--yes", "-y", is_flag=True, help="Ask nothing: take the options given and the defaults.")
+@click.pass_context
 @_one_line_errors
-def init(folder: Path, yes: bool, ci: str | None, languages: tuple[str, ...], **given: str | None) -> None:
+def init(
+    ctx: click.Context, folder: Path | None, yes: bool, ci: str | None, languages: tuple[str, ...], **given: str | None
+) -> None:
     """Start a publication in FOLDER (default: here): settings, a first draft issue, subscribers/, a .gitignore,
     a README and deployment files. Asks for each setting unless --yes.
 
     Example: newsletter init weekly --yes --title "Weekly" --postal-address "1 Main St, Springfield"
     """
+    root = (ctx.find_root().obj or {}).get("root")
+    folder = folder or (Path(root) if root else Path("."))
 
     def ask(key: str, label: str, default: str | None) -> str:
         value = given.get(key)

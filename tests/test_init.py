@@ -301,3 +301,11 @@ def test_a_wheel_in_a_fresh_venv_runs_init_check_build_preview_send_and_serve(tm
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def test_init_takes_the_root_option_as_its_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--root", str(tmp_path / "pub"), "init", "--yes", "--postal-address", POSTAL], obj={}
+    )
+    assert result.exit_code == 0, result.output
+    assert load_settings(tmp_path / "pub").postal_address == POSTAL
