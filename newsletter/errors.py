@@ -66,7 +66,9 @@ class TransportError(NewsletterError):
 
 
 class MissingExtraError(NewsletterError):
-    """An optional dependency is not installed; the hint names the pip command."""
+    """A module that `feature` needs is not installed; the hint names the pip command: the extra that brings it,
+    or (with no extra, for a module of the normal install that went missing) newsletter itself."""
 
-    def __init__(self, feature: str, extra: str) -> None:
-        super().__init__("", f"{feature} needs the {extra} extra", f"pip install 'newsletter[{extra}]'")
+    def __init__(self, feature: str, extra: str = "", *, needs: str = "", where: str = "") -> None:
+        hint = f"pip install 'newsletter[{extra}]'" if extra else "reinstall it: pip install newsletter"
+        super().__init__(where, f"{feature} needs {needs or f'the {extra} extra'}", hint)

@@ -1,7 +1,7 @@
 """`newsletter serve`: the web app and its confirmation worker under waitress, with the secret it needs and the
 connection limits that keep slow clients from blocking everyone else.
 
-The web stack (Flask, waitress) is imported only inside `serve`, so a missing one is a MissingExtraError.
+The web stack (Flask, waitress) is imported only inside `serve`, so one missing from a broken install is one line.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 CONNECTION_LIMIT = 1000  # open connections waitress keeps; slow clients beyond this wait in the backlog
 PER_ADDRESS_LIMIT = 50  # open connections one client address may hold (not the trusted proxy's)
 HEADER_TIMEOUT = 15  # seconds a request's headers may take to arrive in full, however steadily they trickle
-WEB_STACK = {"flask", "werkzeug", "waitress", "cryptography", "itsdangerous", "blinker"}  # the [web] extra
+WEB_STACK = {"flask", "werkzeug", "waitress", "cryptography", "itsdangerous", "blinker"}  # of the normal install
 
 
 def is_loopback(host: str) -> bool:
@@ -105,9 +105,10 @@ def serve(
         from .events import sns_handler
         from .guarded_server import create_server
         from .web import CONFIRMATIONS, create_app
-    except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] in WEB_STACK:
-            raise MissingExtraError("newsletter serve", "web") from None
+    except ModuleNotFoundError as err:  # part of the normal install: this environment lost it
+        package = (err.name or "").split(".")[0]
+        if package in WEB_STACK:
+            raise MissingExtraError("newsletter serve", needs=f"the {package} package, which is missing") from None
         raise
     from .store import open_store
 

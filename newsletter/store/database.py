@@ -277,10 +277,12 @@ def open_store(url: str, *, setting: str = "") -> Store:
         if database and database != ":memory:" and not database.startswith("file:"):
             _private_sqlite_file(Path(database))
         engine = sa.create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
-    except ModuleNotFoundError as err:
-        if "psycopg" in str(err):
-            raise MissingExtraError("PostgreSQL", "postgres") from None
-        raise StoreError(wrong_url, f"{shown}needs a database driver: {err}", "install it") from None
+    except ImportError as err:  # a driver not installed, or one that cannot load its C library (libpq)
+        if (err.name or "").split(".")[0] == "psycopg" or (err.name is None and "psycopg" in str(err)):
+            raise MissingExtraError("PostgreSQL", "postgres", needs="the psycopg driver", where=wrong_url) from None
+        raise StoreError(
+            wrong_url, f"{shown}needs a database driver: {err}", "use sqlite:///… or postgresql://…"
+        ) from None
     except (sa.exc.ArgumentError, ValueError) as err:
         raise StoreError(
             wrong_url, f"{shown}is not a database URL: {err}", "use sqlite:///… or postgresql://…"

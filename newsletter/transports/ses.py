@@ -164,8 +164,9 @@ def aws_client(settings: Settings, service: str, *, pool: int = 10) -> Any:
     try:
         import boto3
         from botocore.config import Config
-    except ModuleNotFoundError:
-        raise MissingExtraError(f"Amazon {service.upper()}", "ses") from None
+    except ModuleNotFoundError as err:  # part of the normal install: this environment lost it
+        package = (err.name or "boto3").split(".")[0]
+        raise MissingExtraError(f"Amazon {service.upper()}", needs=f"the {package} package, which is missing") from None
     config = Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=CONNECT_TIMEOUT,
