@@ -371,7 +371,9 @@ def subscribers_count(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("issue")
+@click.argument("issue", required=False)
+@click.option("--due", is_flag=True, help="Send every issue whose time has come (for a timer): no question asked.")
+@click.option("--late-ok", is_flag=True, help="With --due: also finish sends started more than max_late ago.")
 @click.option(
     "--transport",
     "transport_name",
@@ -391,14 +393,29 @@ def subscribers_count(ctx: click.Context) -> None:
 )
 @click.pass_context
 @reports_errors
-def send(ctx: click.Context, issue: str, **options: Any) -> None:
-    """Send ISSUE to every active subscriber, each in their language's edition; resumable.
+def send(ctx: click.Context, issue: str | None, due: bool, late_ok: bool, **options: Any) -> None:
+    """Send ISSUE to every active subscriber, each in their language's edition; resumable. With --due, send
+    every issue whose publication time has come and that is not fully sent, at most max_late after it.
 
     Killed or stopped (Ctrl-C) at any point, the same command sends only what was not sent.
     Example: newsletter send 2023-09-25-top-ml-papers
     """
-    from .cli_send import run_send
+    from .cli_send import run_due, run_send
 
+    if due:
+        if issue is not None:
+            raise click.UsageError("give ISSUE or --due, not both (naming an issue sends it whatever its time)")
+        for option in ("test_address", "resend", "include_new"):
+            if options[option]:
+                flag = "--test" if option == "test_address" else "--" + option.replace("_", "-")
+                raise click.UsageError(f"{flag} sends one named issue: it does not go with --due")
+        now = dt.datetime.now(dt.UTC)
+        options = {key: options[key] for key in ("transport_name", "dry_run", "rate", "allow_partial")}
+        ctx.exit(run_due(settings_of(ctx), now=now, late_ok=late_ok, **options))
+    if issue is None:
+        raise click.UsageError("give the ISSUE to send, or --due to send every issue whose time has come")
+    if late_ok:
+        raise click.UsageError("--late-ok goes with --due (naming an issue sends it whatever its time)")
     run_send(settings_of(ctx), issue, **options)  # the options, named and typed, are run_send's arguments
 
 

@@ -1,13 +1,17 @@
-"""The interactive side of `newsletter send`: the plan shown first, confirmation, progress bar, Ctrl-C, summary.
+"""The terminal side of `newsletter send`: the plan shown first, confirmation, progress bar, Ctrl-C, summary;
+and `send --due`, which sends what schedule.py finds due without asking (for a timer).
 
 The work itself is sending.py's (plan_send, send_issue); this module only talks to the person at the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -15,9 +19,11 @@ import click
 from .config import Settings
 from .errors import NewsletterError
 from .issues import find_issue
-from .render.templates import load_templates
+from .render.templates import Templates, load_templates
+from .schedule import Scheduled, Standing, load_schedulable, schedule
 from .sending import (
     Progress,
+    SenderBusyError,
     SendError,
     SendOutcome,
     SendPlan,
@@ -143,18 +149,30 @@ def _dry_run(plan: SendPlan, store: Store) -> SendError | None:
     return plan.refusal() if plan.total else None
 
 
-def _send_with_progress_bar(plan: SendPlan, store: Store) -> SendOutcome:
-    """send_issue behind a progress bar; the first Ctrl-C stops after the messages in flight, a second at once."""
+@contextlib.contextmanager
+def _stopped_by(*signals: signal.Signals) -> Iterator[threading.Event]:
+    """An event the first of `signals` sets (the send stops after the messages in flight); a second one stops at
+    once. The previous handlers come back afterwards."""
     stop = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {number: signal.getsignal(number) for number in signals}
 
-    def on_interrupt(_signum: int, _frame: Any) -> None:
+    def on_signal(_signum: int, _frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
         click.echo("\nStopping after the messages in flight (Ctrl-C again to stop at once) …", err=True)
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    for number in signals:
+        signal.signal(number, on_signal)
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _send_with_progress_bar(plan: SendPlan, store: Store) -> SendOutcome:
+    """send_issue behind a progress bar; the first Ctrl-C stops after the messages in flight, a second at once."""
     bars: list[Any] = []  # the bar appears with the first message: a send refused at its start prints one line
     shown = [0]
 
@@ -174,12 +192,12 @@ def _send_with_progress_bar(plan: SendPlan, store: Store) -> SendOutcome:
         )
         shown[0] = progress.done
 
-    try:
-        return send_issue(plan, store, stop=stop, on_progress=update)
-    finally:
-        if bars:
-            bars[0].__exit__(None, None, None)
-        signal.signal(signal.SIGINT, previous)
+    with _stopped_by(signal.SIGINT) as stop:
+        try:
+            return send_issue(plan, store, stop=stop, on_progress=update)
+        finally:
+            if bars:
+                bars[0].__exit__(None, None, None)
 
 
 def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str, total: int, again: str) -> None:
@@ -223,3 +241,189 @@ def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str
             f"{p.unknown:,} message(s) got no answer and are not sent again (the server may have taken them)",
             f"check the server or endpoint; 'newsletter status {slug}' lists them",
         )
+
+
+def run_due(
+    settings: Settings,
+    *,
+    now: dt.datetime,
+    late_ok: bool,
+    transport_name: str | None,
+    dry_run: bool,
+    rate: float | None,
+    allow_partial: bool,
+) -> int:
+    """Everything `newsletter send --due` does: send each issue due at `now`, oldest first, without asking, then
+    one line on the rest. Returns the exit code: 1 when a due issue did not go out completely or a file is broken
+    (each said on its own `Error:` line), else 0; issues past max_late are listed and do not change it."""
+    issues, broken = load_schedulable(settings)
+    for err in broken:
+        click.echo(f"Error: {err}", err=True)
+    name = transport_name or settings.transport
+    failed = 0
+    with open_store(settings.database_url, setting=settings.database_setting) as store:
+        entries = schedule(settings, issues, store, now)
+        due = [entry for entry in entries if entry.is_due(late_ok=late_ok)]
+        prepared: list[tuple[bytes, Templates]] = []
+        for entry in due:
+            if not prepared:  # the secret and templates only when something is due (a missing secret stops here)
+                prepared.append((_secret(name), load_templates(settings)))
+            secret, templates = prepared[0]
+            try:
+                _send_due(settings, store, entry, templates, secret, name, rate, allow_partial, dry_run)
+            except _Halted as halted:  # stopped on request, or by the transport (a quota, a paused account)
+                click.echo(f"Error: {halted.error}", err=True)
+                failed += 1
+                break
+            except NewsletterError as err:
+                click.echo(f"Error: {err}", err=True)
+                failed += 1
+    rest = [entry for entry in entries if not entry.is_due(late_ok=late_ok)]
+    click.echo(_summary(settings, rest, now, due=len(due), dry_run=dry_run))
+    return 1 if failed or broken else 0
+
+
+class _Halted(Exception):
+    """A due issue's send stopped early: the issues after it wait for the next run."""
+
+    def __init__(self, error: NewsletterError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _secret(name: str) -> bytes:
+    secret, development = secret_key(name)
+    if development:
+        click.echo(
+            "Note: NEWSLETTER_SECRET_KEY is not set; the file transport signs links with a development "
+            "secret that a real server would not accept.",
+            err=True,
+        )
+    return secret
+
+
+def _send_due(
+    settings: Settings,
+    store: Store,
+    entry: Scheduled,
+    templates: Templates,
+    secret: bytes,
+    name: str,
+    rate: float | None,
+    allow_partial: bool,
+    dry_run: bool,
+) -> None:
+    """Send (or dry-run) one due issue, with its lines. Raises our errors, or _Halted when the send stopped early."""
+    issue = entry.issue
+    messages = build_templates(settings, templates, issue)
+    plan = plan_send(settings, store, issue, messages, secret, transport=name, rate=rate, allow_partial=allow_partial)
+    when = f"{issue.slug}, {_moment(entry.at, settings)} ({_span(entry.late)} ago)"
+    sending = False
+    try:
+        busy = plan.busy_refusal()
+        if busy is not None:
+            click.echo(f"Skipped   {when}: {busy.message}")
+            return
+        if not plan.total and not any(plan.audience.logged.values()):
+            click.echo(f"Skipped   {when}: nobody to send to (no active subscribers)")
+            return
+        if plan.resuming:
+            logged = plan.audience.logged
+            doing = f"resuming, {plan.total:,} message(s) left of {sum(logged.values()):,} ({logged['sent']:,} sent)"
+        else:
+            doing = f"starting, {plan.total:,} message(s) in the {', '.join(plan.messages)} edition(s)"
+        click.echo(f"Due       {when}: {doing}")
+        if dry_run:
+            refusal = _dry_run(plan, store)
+        else:
+            refusal = plan.refusal()
+        if refusal is not None:
+            raise refusal
+        if dry_run:
+            return
+        sending = True
+    finally:
+        if not sending:
+            plan.transport.close()
+    with _stopped_by(signal.SIGINT, signal.SIGTERM) as stop:  # systemd stops a unit with SIGTERM
+        try:
+            outcome = send_issue(plan, store, stop=stop)  # closes the transport
+        except SenderBusyError as err:  # another sender registered between the plan and the start
+            click.echo(f"Skipped   {when}: {err.message}")
+            return
+    again = "newsletter send --due" + (f" --transport {name}" if name != settings.transport else "")
+    try:
+        _report(outcome, delivery_counts(store, issue.slug), store, issue.slug, plan.total, again)
+    except NewsletterError as err:
+        if outcome.stopped:
+            raise _Halted(err) from None
+        raise
+
+
+def _summary(settings: Settings, rest: list[Scheduled], now: dt.datetime, *, due: int, dry_run: bool) -> str:
+    """One line on the issues that were not due: how many stand where, the next to come, and what to run for
+    those past max_late."""
+    by: dict[Standing, list[Scheduled]] = {standing: [] for standing in Standing}
+    for entry in rest:
+        by[entry.standing].append(entry)
+    if not due:
+        head = "Nothing due"
+    else:
+        head = "Dry run" if dry_run else "Checked"
+    parts = [f"{due:,} due (above{'; nothing was sent' if dry_run else ''})"] if due else []
+    parts.append(f"{len(by[Standing.SENT]):,} sent")
+    if by[Standing.SCHEDULED]:
+        first = by[Standing.SCHEDULED][0]
+        parts.append(
+            f"{len(by[Standing.SCHEDULED]):,} scheduled (next: {first.issue.slug} at {_moment(first.at, settings)}, "
+            f"in {_span(-first.late)})"
+        )
+    if by[Standing.DRAFT]:
+        parts.append(f"{len(by[Standing.DRAFT]):,} draft(s)")
+    late = _limit(settings.max_late)
+    if by[Standing.UNFINISHED]:
+        newest = by[Standing.UNFINISHED][-1]
+        parts.append(
+            f"{len(by[Standing.UNFINISHED]):,} unfinished and more than {late} past its time (the newest: "
+            f"{newest.issue.slug}, {newest.left:,} left; 'newsletter send --due --late-ok' finishes them)"
+        )
+    if by[Standing.MISSED]:
+        newest = by[Standing.MISSED][-1]
+        parts.append(
+            f"{len(by[Standing.MISSED]):,} missed, never sent and more than {late} past its time (the newest: "
+            f"{newest.issue.slug}; 'newsletter send {newest.issue.slug}' sends one anyway)"
+        )
+    return f"{head} at {_moment(now, settings)}: {', '.join(parts)}"
+
+
+def _moment(moment: dt.datetime, settings: Settings) -> str:
+    """`moment` on the publication's clock: 2026-12-02 09:00 KST (or +05:30 where the zone has no abbreviation)."""
+    local = moment.astimezone(settings.timezone)
+    zone = local.tzname() or ""
+    if not zone.isalpha():
+        offset = local.strftime("%z")
+        zone = f"{offset[:3]}:{offset[3:]}"
+    return f"{local:%Y-%m-%d %H:%M} {zone}"
+
+
+def _limit(delta: dt.timedelta) -> str:
+    """A setting's span as one would write it: 24 h, 3 d, 90 min."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def _span(delta: dt.timedelta) -> str:
+    """A length of time, rounded down to what a reader needs: 40 s, 12 min, 3 h 5 min, 6 d 14 h."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        hours, minutes = divmod(seconds // 60, 60)
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    days, hours = divmod(seconds // 3600, 24)
+    return f"{days} d" + (f" {hours} h" if hours else "")

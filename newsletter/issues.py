@@ -23,7 +23,10 @@ FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 TAG = re.compile(r"^[^\s#/?&<>\"']{1,64}$")
 FRONT_MATTER_END = re.compile(r"^(?:---|\.\.\.)\s*?$", re.MULTILINE)  # the line closing the front matter
-FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement")
+FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement", "publish_at")
+RAW_KEYS = ("date", "publish_at")  # read as written (not as YAML's own dates), so a bad one gets our message
+# ISO 8601 date and time, to the minute at least, with an optional offset: 2026-12-02T09:00+09:00, 2026-12-02 09:00
+DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 MAX_FILE_BYTES = 1_000_000  # an issue file's size limit; the sample's editions are about 30 KB
 MAX_FRONT_MATTER_CHARS = 65_536
 MAX_TAGS = 200  # per edition, front matter and sections together: each tag is a page and a feed of the site
@@ -53,6 +56,8 @@ class Edition:
     advertisement: bool  # the issue carries advertising (Korean law: "(광고)" subject prefix)
     body: Body
     source_hash: str
+    publish_at: dt.datetime | None = None  # front-matter publish_at (timezone-aware); None: date at publish_time
+    publish_at_line: int | None = None  # its line in the file
 
     @property
     def sections(self) -> tuple[Section, ...]:
@@ -70,6 +75,7 @@ class Issue:
     slug: str
     date: dt.date
     editions: tuple[Edition, ...]
+    publish_at: dt.datetime | None = None  # the publish_at its editions give (they agree), if any
 
     @property
     def default(self) -> Edition:
@@ -103,6 +109,23 @@ def _as_date(name: str, value: Any) -> dt.date:
         raise ValueError(f"{name} {text!r} is not a valid date", "use YYYY-MM-DD") from None
 
 
+def _as_date_time(name: str, value: Any) -> dt.datetime:
+    """An ISO 8601 date and time; without an offset it is a wall-clock time (parse_issue puts it in `timezone`)."""
+    hint = (
+        "use YYYY-MM-DDTHH:MM with an offset, such as 2026-12-02T09:00+09:00, or without one for a time in the "
+        "timezone setting"
+    )
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be one date and time", hint)
+    text = value.strip()
+    if DATE_TIME.match(text):
+        try:
+            return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    raise ValueError(f"{name} {text!r} is not a date and time", hint)
+
+
 def _as_tags(name: str, value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list):
@@ -127,6 +150,7 @@ FIELD_CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
     "tags": _as_tags,
     "draft": _as_bool,
     "advertisement": _as_bool,
+    "publish_at": _as_date_time,
 }
 
 
@@ -171,6 +195,9 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
     for required in ("title", "date"):
         if required not in values:
             raise IssueError(where, 1, f"{required} is missing", f"add {required}: to the front matter")
+    publish_at = values.get("publish_at")
+    if publish_at is not None:
+        publish_at = _in_zone(publish_at, settings, where, fields["publish_at"][1])
     if values["date"].isoformat() != slug[:10]:
         raise IssueError(
             where,
@@ -220,7 +247,27 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         advertisement=values["advertisement"],
         body=body,
         source_hash=source_hash(raw),
+        publish_at=publish_at,
+        publish_at_line=fields["publish_at"][1] if publish_at is not None else None,
     )
+
+
+def _in_zone(moment: dt.datetime, settings: Settings, where: str, line: int) -> dt.datetime:
+    """`moment` as a timezone-aware instant: a wall-clock time is read in the `timezone` setting (and given that
+    moment's fixed offset), refused when the zone skips it (a daylight-saving gap); a repeated one (the hour the
+    clocks go back) is its first occurrence."""
+    if moment.tzinfo is not None:
+        return moment
+    local = moment.replace(tzinfo=settings.timezone)
+    if local.astimezone(dt.UTC).astimezone(settings.timezone).replace(tzinfo=None) != moment:
+        raise IssueError(
+            where,
+            line,
+            f"publish_at {moment:%Y-%m-%d %H:%M} does not exist in {settings.timezone.key} (the clocks skip it)",
+            "pick another time, or give an offset such as +09:00",
+        )
+    # A fixed offset: Python never finds a zone's repeated-hour times equal to those of another zone (PEP 495).
+    return local.astimezone(dt.timezone(local.utcoffset() or dt.timedelta(0)))
 
 
 def read_issue_file(path: Path, settings: Settings) -> bytes:
@@ -311,8 +358,8 @@ def _split_front_matter(text: str, where: str) -> tuple[dict[str, tuple[Any, int
         key = str(key_node.value)
         if key in fields:
             raise IssueError(where, line, f"front matter key '{key}' appears twice", "keep one")
-        if key == "date" and isinstance(value_node, yaml.ScalarNode):
-            value: Any = value_node.value  # parsed by _as_date, so 2023-13-45 gets our message
+        if key in RAW_KEYS and isinstance(value_node, yaml.ScalarNode):
+            value: Any = value_node.value  # parsed by our converter, so 2023-13-45 gets our message
         else:
             try:
                 value = constructor.construct_object(value_node, deep=True)
@@ -442,11 +489,38 @@ def group_by_issue(editions: Iterable[V], settings: Settings) -> list[list[V]]:
 
 
 def group_editions(editions: Iterable[Edition], settings: Settings) -> list[Issue]:
-    """Editions → Issues, newest first (see group_by_issue)."""
+    """Editions → Issues, newest first (see group_by_issue); refuses editions that disagree on publish_at."""
     return [
-        Issue(slug=group[0].slug, date=group[0].date, editions=tuple(group))
+        Issue(slug=group[0].slug, date=group[0].date, editions=tuple(group), publish_at=agreed_publish_at(group))
         for group in group_by_issue(editions, settings)
     ]
+
+
+def agreed_publish_at(editions: Iterable[Edition]) -> dt.datetime | None:
+    """The publish_at of an issue: the one instant its editions give (an edition without one follows it), or None."""
+    given = [(edition, edition.publish_at) for edition in editions if edition.publish_at is not None]
+    if not given:
+        return None
+    first, instant = given[0]
+    for edition, other in given[1:]:
+        if other.astimezone(dt.UTC) != instant.astimezone(dt.UTC):
+            raise IssueError(
+                edition.path,
+                edition.publish_at_line,
+                f"publish_at {other.isoformat()} differs from {first.path}:{first.publish_at_line}'s "
+                f"{instant.isoformat()}",
+                "give every edition the same, or leave it out of the translations",
+            )
+    return instant
+
+
+def publication_instant(issue: Issue, settings: Settings) -> dt.datetime:
+    """When `issue` is published: its publish_at, else its date at `publish_time` in `timezone` (a time that a
+    daylight-saving gap skips moves on by the gap, as the clocks do)."""
+    if issue.publish_at is not None:
+        return issue.publish_at
+    local = dt.datetime.combine(issue.date, settings.publish_time, tzinfo=settings.timezone)
+    return local.astimezone(dt.UTC).astimezone(settings.timezone)
 
 
 def load_issues(settings: Settings, *, include_drafts: bool = True) -> list[Issue]:

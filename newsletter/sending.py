@@ -52,11 +52,24 @@ RAMP_ABOVE = 50  # messages a second above which a send starts at half its rate 
 RAMP_SECONDS = 2.0
 FORK = "fork" in multiprocessing.get_all_start_methods()
 
-__all__ = ["Progress", "SendError", "SendOutcome", "SendPlan", "crash_bound", "plan_send", "send_issue"]
+__all__ = [
+    "Progress",
+    "SendError",
+    "SendOutcome",
+    "SendPlan",
+    "SenderBusyError",
+    "crash_bound",
+    "plan_send",
+    "send_issue",
+]
 
 
 class SendError(NewsletterError):
     """A send cannot start, or had to stop."""
+
+
+class SenderBusyError(SendError):
+    """Another process is sending the issue, and the store (SQLite) allows one sender per issue."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,7 @@ class SendPlan:
         """Seconds the send should take."""
         return self.total / self.expected_rate if self.total else 0.0
 
-    def busy_refusal(self) -> SendError | None:
+    def busy_refusal(self) -> SenderBusyError | None:
         """Why no send can start now because another sender holds the issue (SQLite allows one), or None."""
         if self.busy is None:
             return None
@@ -293,8 +306,8 @@ def worker_processes(plan: SendPlan) -> int:
     return min(max(2, os.cpu_count() or 1), MAX_PROCESSES, math.ceil(plan.rate / PER_PROCESS_RATE))
 
 
-def _busy_error(slug: str, other: OtherSender) -> SendError:
-    return SendError(
+def _busy_error(slug: str, other: OtherSender) -> SenderBusyError:
+    return SenderBusyError(
         slug,
         f"is being sent by another process (pid {other.pid} on {other.host}, since "
         f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC); SQLite allows one sender per issue",
