@@ -88,7 +88,7 @@ class NewPublication:
 
 @dataclass(frozen=True)
 class Written:
-    """One file init made: its path in the publication and what was done (wrote, appended to, kept)."""
+    """One file of the scaffold: its path in the publication and what init did (wrote, appended to, kept)."""
 
     path: str
     action: str
@@ -283,7 +283,7 @@ def init_publication(folder: Path, new: NewPublication, *, today: dt.date | None
             files[".gitignore"], actions[".gitignore"] = ignore
         for name in [n for n in files if n not in (CONFIG_FILE, ".gitignore") and os.path.lexists(folder / n)]:
             del files[name]
-            actions[name] = "kept (it exists)"
+            actions[name] = "kept"
     staging = (folder if exists else folder.parent) / f".{folder.name}.init-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -413,7 +413,7 @@ def init(
     shown = _shown(folder)
     click.echo(f"Made a publication in {shown}/:")
     for item in written:
-        click.echo(f"  {item.action} {item.path}")
+        click.echo(f"  {item.action} {item.path}{' (it was there)' if item.action == 'kept' else ''}")
     draft = next((w.path for w in written if w.path.startswith("issues/") and w.action == "wrote"), None)
     slug = Path(draft).stem if draft else "ISSUE"
     click.echo("Next:")

@@ -132,7 +132,7 @@ def test_init_appends_the_table_to_a_pyproject_without_it_and_keeps_what_is_ther
     assert result.exit_code == 0, result.output
     assert "Made a publication in ./:" in result.output.splitlines()[0]
     assert "  appended [tool.newsletter] to pyproject.toml" in result.output.splitlines()
-    assert "  kept (it exists) README.md" in result.output.splitlines()
+    assert "  kept README.md (it was there)" in result.output.splitlines()
     document = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
     assert document["project"] == {"name": "mine"}
     assert document["tool"]["newsletter"]["title"] == "Repo News"
