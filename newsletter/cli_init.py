@@ -279,7 +279,9 @@ def init_publication(folder: Path, new: NewPublication, *, today: dt.date | None
         actions[CONFIG_FILE] = "appended [tool.newsletter] to"
     if exists:
         ignore = _gitignore(folder, files.pop(".gitignore"))
-        if ignore is not None:
+        if ignore is None:
+            actions[".gitignore"] = "kept"
+        else:
             files[".gitignore"], actions[".gitignore"] = ignore
         for name in [n for n in files if n not in (CONFIG_FILE, ".gitignore") and os.path.lexists(folder / n)]:
             del files[name]
@@ -291,7 +293,7 @@ def init_publication(folder: Path, new: NewPublication, *, today: dt.date | None
             path = staging / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        _validate(staging, context)
+        _validate(staging)
         shutil.rmtree(staging / ".cache", ignore_errors=True)  # what loading the templates made
         _move_into_place(staging, folder, exists)
     finally:
@@ -307,7 +309,7 @@ def _zone_ok(name: str) -> bool:
     return True
 
 
-def _validate(staging: Path, context: dict[str, Any]) -> None:
+def _validate(staging: Path) -> None:
     """Load what was written as the commands will: the settings, the theme with its wording, the first issue."""
     from .issues import parse_issue
 

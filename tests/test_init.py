@@ -143,6 +143,15 @@ def test_init_appends_the_table_to_a_pyproject_without_it_and_keeps_what_is_ther
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".repo")) == []
 
 
+def test_a_gitignore_that_has_every_line_is_kept(tmp_path: Path) -> None:
+    ours = (SCAFFOLD / "publication" / "dot-gitignore").read_bytes()
+    (tmp_path / ".gitignore").write_bytes(ours)
+    result = _init("--yes", "--postal-address", POSTAL, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "  kept .gitignore (it was there)" in result.output.splitlines()
+    assert (tmp_path / ".gitignore").read_bytes() == ours
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [
