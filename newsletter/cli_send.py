@@ -371,7 +371,7 @@ def _summary(settings: Settings, rest: list[Scheduled], now: dt.datetime, *, due
     else:
         head = "Dry run" if dry_run else "Checked"
     parts = [f"{due:,} due (above{'; nothing was sent' if dry_run else ''})"] if due else []
-    parts.append(f"{len(by[Standing.SENT]):,} sent")
+    parts.append(f"{len(by[Standing.SENT]):,} sent already")
     if by[Standing.SCHEDULED]:
         first = by[Standing.SCHEDULED][0]
         parts.append(

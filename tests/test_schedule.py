@@ -293,7 +293,7 @@ def test_send_due_sends_what_is_due_once_and_then_says_nothing_is_due(publicatio
     ), lines[0]
     assert lines[1].startswith("Sent 10, failed 0, deferred 0, skipped 0 in ")
     assert re.fullmatch(
-        rf"Checked at .* KST: 1 due \(above\), 0 sent, 1 scheduled \(next: {future} at {future_day} 09:00 KST, "
+        rf"Checked at .* KST: 1 due \(above\), 0 sent already, 1 scheduled \(next: {future} at {future_day} 09:00 KST, "
         rf"in \d d( \d+ h)?\), 1 draft\(s\), {re.escape(MISSED_SAMPLE)}",
         lines[2],
     ), lines[2]
@@ -306,7 +306,7 @@ def test_send_due_sends_what_is_due_once_and_then_says_nothing_is_due(publicatio
     assert again.exit_code == 0 and again.stderr == ""
     (line,) = again.stdout.splitlines()  # one line: nothing to do, and what stands where
     assert re.fullmatch(
-        rf"Nothing due at .* KST: 1 sent, 1 scheduled \(next: {future} at {future_day} 09:00 KST, in \d d( \d+ h)?\), "
+        rf"Nothing due at .* KST: 1 sent already, 1 scheduled \(next: {future} at {future_day} 09:00 KST, in \d d( \d+ h)?\), "
         rf"1 draft\(s\), {re.escape(MISSED_SAMPLE)}",
         line,
     ), line
@@ -323,7 +323,7 @@ def test_an_issue_past_max_late_is_missed_not_sent_unless_named_or_allowed(publi
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.splitlines()
     assert line.startswith("Nothing due at ") and line.endswith(
-        f"KST: 0 sent, 3 missed, never sent and more than 24 h past its time (the newest: {stale}; "
+        f"KST: 0 sent already, 3 missed, never sent and more than 24 h past its time (the newest: {stale}; "
         f"'newsletter send {stale}' sends one anyway)"
     )
     assert not (publication / "outbox").exists()
@@ -336,7 +336,7 @@ def test_an_issue_past_max_late_is_missed_not_sent_unless_named_or_allowed(publi
     assert allowed.exit_code == 0, allowed.output
     assert allowed.stdout.startswith(f"Due       {older}, ")
     assert "starting, 10 message(s)" in allowed.stdout
-    assert allowed.stdout.splitlines()[-1].endswith(f"1 sent, {MISSED_SAMPLE.replace('24 h', '2 d')}")
+    assert allowed.stdout.splitlines()[-1].endswith(f"1 sent already, {MISSED_SAMPLE.replace('24 h', '2 d')}")
     assert len(_files(publication / "outbox" / older)) == 10
 
 
@@ -459,14 +459,14 @@ def test_send_due_finishes_an_unfinished_send_past_max_late_only_with_late_ok(
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.splitlines()
     assert line.startswith("Nothing due at ") and line.endswith(
-        f"KST: 0 sent, 1 unfinished and more than 24 h past its time (the newest: {slug}, {30 - sent} left; "
+        f"KST: 0 sent already, 1 unfinished and more than 24 h past its time (the newest: {slug}, {30 - sent} left; "
         f"'newsletter send --due --late-ok' finishes them), {MISSED_SAMPLE}"
     )
     assert len(_files(publication / "outbox" / slug)) == sent
     late = run("send", "--due", "--late-ok")
     assert late.exit_code == 0, late.output
     assert f": resuming, {30 - sent} message(s) left of 30 ({sent} sent)\n" in late.stdout
-    assert late.stdout.splitlines()[-1].endswith(f": 1 due (above), 0 sent, {MISSED_SAMPLE}")
+    assert late.stdout.splitlines()[-1].endswith(f": 1 due (above), 0 sent already, {MISSED_SAMPLE}")
     assert len(_files(publication / "outbox" / slug)) == 30
 
 
@@ -502,12 +502,19 @@ def test_a_dry_run_of_send_due_builds_and_sends_nothing(publication: Path, run) 
     )
     assert lines[1] == "Dry run   built 10 ko message(s); 0 address(es) could not be used; nothing was sent"
     assert re.fullmatch(
-        rf"Dry run at .*: 1 due \(above; nothing was sent\), 0 sent, {re.escape(MISSED_SAMPLE)}", lines[2]
+        rf"Dry run at .*: 1 due \(above; nothing was sent\), 0 sent already, {re.escape(MISSED_SAMPLE)}", lines[2]
     )
     assert not _files(publication / "outbox" / slug)
     with open_store(load_settings(publication).database_url) as store:
         assert sum(delivery_counts(store, slug).values()) == 0
     assert "Sent 10" in run("send", "--due").stdout
+
+
+def test_a_due_issue_with_nobody_to_send_to_is_skipped_not_an_error(publication: Path, run) -> None:
+    slug = _issue(publication, "lonely", _today(), publish_at=_utc(dt.datetime.now(UTC) - dt.timedelta(minutes=1)))
+    result = run("send", "--due", "--yes")  # --yes (as a workflow passes it) is accepted and changes nothing
+    assert result.exit_code == 0, result.output
+    assert re.match(rf"Skipped   {slug}, .*: nobody to send to \(no active subscribers\)\n", result.stdout)
 
 
 @pytest.mark.parametrize(
