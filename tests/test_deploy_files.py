@@ -355,4 +355,8 @@ def test_the_dockerfile_runs_the_documented_serve_as_a_user_with_a_health_check(
         assert server.poll() is None, server.communicate()[1].decode()[-2000:]
     finally:
         server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
+        try:
+            server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()

@@ -615,3 +615,46 @@ def test_hsts_follows_the_host_the_app_answers_on(
     assert ("Strict-Transport-Security" in answer.headers) == hsts
     root = "./" if app_url == base_url else f"{base_url}/"
     assert f'<a class="brand" href="{root}">' in answer.text
+
+
+def test_on_its_own_origin_the_app_takes_the_archive_style_sheet_in_chromium(
+    web, browser, tmp_path: Path, artifacts: Path
+) -> None:
+    """Two real origins (two waitress ports): the archive, and the app whose base_url is the archive's."""
+    import dataclasses
+
+    from newsletter.web import create_app
+
+    from .conftest import WebServer
+
+    archive, store, settings, _ = web  # serves the built site/, with static/style.css
+    empty = tmp_path / "no-site"
+    empty.mkdir()
+    moved = dataclasses.replace(settings, base_url=archive.url, app_url="http://127.0.0.1:9")  # links name no port
+    app = WebServer(create_app(moved, store, site_dir=empty, secret=SECRET))
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    refused: list[str] = []  # what Chromium blocked or could not load (its own favicon.ico request aside)
+    page.on("console", lambda message: refused.append(message.text) if "Content Security" in message.text else None)
+    page.on("requestfailed", lambda request: refused.append(f"failed {request.url}"))
+    loaded: list[str] = []
+    page.on("requestfinished", lambda request: loaded.append(request.url) if request.url.endswith(".css") else None)
+    page.on(
+        "response",
+        lambda answer: (
+            refused.append(f"{answer.status} {answer.url}")
+            if answer.status >= 400 and not answer.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
+    try:
+        assert requests.get(f"{app.url}/static/style.css", timeout=5).status_code == 404  # only the archive has it
+        page.goto(f"{app.url}/subscribe?lang=en")
+        brand = page.locator("a.brand")
+        assert brand.get_attribute("href") == f"{archive.url}/"
+        assert brand.evaluate("e => getComputedStyle(e).fontWeight") == "700"  # the archive's sheet applied
+        page.screenshot(path=str(artifacts / "subscribe-own-host-375.png"))
+    finally:
+        page.close()
+        app.close()
+    assert refused == []  # no Content-Security-Policy refusal, no failed load
+    assert any(url.startswith(archive.url) for url in loaded)  # the sheet came from the archive's origin
