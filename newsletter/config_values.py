@@ -34,7 +34,7 @@ MULTILINE_CONTROLS = "\r\n\t"  # the control characters those may hold
 LINE_BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 # RFC 3986 §2: the characters a URL may hold as they are (anything else is percent-encoded).
 URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
-HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")  # RFC 1123 §2.1
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")  # RFC 1123 §2.1, and `_` as container names have
 # Country codes often written for a language: their language, shown only when the code is no language at all.
 COUNTRY_NOT_LANGUAGE = {
     "jp": "ja",
@@ -193,7 +193,9 @@ class Table:
             raise self.fail(key, f"{value!r} is not {problem}", f"use {default}")
 
         def fits(text: str) -> bool:
-            return re.fullmatch(r"[0-9]{1,9}", text) is not None and low <= int(text) <= (high or 10**9)
+            return re.fullmatch(r"[0-9]{1,9}", text) is not None and low <= int(text) <= (
+                10**9 if high is None else high
+            )
 
         raise self._wrong_kind(key, value, problem, default, fits)
 

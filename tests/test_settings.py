@@ -709,3 +709,12 @@ def _through_the_cli(publication: Path, cases: list[tuple[dict[str, str], str]])
         stderr = done.stderr.decode("utf-8", "replace")
         assert done.returncode == 1 and done.stdout == b"", (env, stderr)
         assert stderr == f"Error: {line}\n", (env, stderr)
+
+
+@pytest.mark.parametrize("host", ["smtp.example.com", "smtp.example.com.", "mail_relay", "127.0.0.1", "::1"])
+def test_an_smtp_host_name_or_address_is_kept(publication: Path, monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """Container names may hold `_` (docker compose's `mail_relay`): refused by RFC 1123, resolved all the same."""
+    _set(publication, "tool.newsletter.smtp", "host", f'"{host}"')
+    assert load_settings(publication).smtp.host == host
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", host)
+    assert load_settings(publication).smtp.host == host
