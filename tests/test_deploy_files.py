@@ -132,7 +132,7 @@ def test_the_send_workflow_runs_on_a_schedule_one_at_a_time_with_its_secrets(ren
     assert set(send["on"]) == {"schedule", "workflow_dispatch"}
     assert send["concurrency"] == {"group": "newsletter-send", "cancel-in-progress": False}
     job = send["jobs"]["send"]
-    assert job["steps"][-1]["run"] == "newsletter send --due --yes"
+    assert job["steps"][-1]["run"] == "newsletter send --due"
     for secret in ("NEWSLETTER_SECRET_KEY", "NEWSLETTER_DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert job["env"][secret] == f"${{{{ secrets.{secret} }}}}"
     assert "PostgreSQL" in (rendered / ".github" / "workflows" / "newsletter-send.yml").read_text().split("name:")[0]
