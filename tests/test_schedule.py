@@ -418,6 +418,50 @@ def test_a_second_send_due_while_one_runs_leaves_the_issue_to_it_on_sqlite(
     assert process.returncode == 1  # stopped on request
 
 
+def test_two_send_due_runs_share_an_issue_on_postgresql(
+    publication: Path, run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two timers (two machines) on one PostgreSQL send log: both take part or the second finds nothing left;
+    together they send each message once."""
+    url = os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
+    if not url:
+        missing_system_package("PostgreSQL tests need NEWSLETTER_TEST_DATABASE_URL (postgresql://…; .ci/run sets it)")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
+    _import(run, tmp_path, 600)
+    slug = _issue(publication, "shared", _today(), publish_at=_utc(dt.datetime.now(UTC) - dt.timedelta(minutes=1)))
+    settings = load_settings(publication)
+    command = [sys.executable, "-m", "newsletter", "--root", str(publication), "send", "--due", "--rate", "100"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+
+        def started() -> bool:
+            with open_store(settings.database_url) as store:
+                return delivery_counts(store, slug)["sent"] >= 20
+
+        wait_until(started, seconds=60, what="the first sender's messages")
+        second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert (first.returncode, second.returncode) == (0, 0), (err, second.stderr)
+    counts = [int(m[1]) for text in (out, second.stdout) for m in re.finditer(r"^Sent (\d+), failed 0", text, re.M)]
+    assert sum(counts) == 600, (out, second.stdout)  # nobody twice, nobody left out
+    assert "resuming" in second.stdout or second.stdout.startswith("Nothing due")
+    with open_store(settings.database_url) as store:
+        assert delivery_counts(store, slug)["sent"] == 600
+    assert len(_files(publication / "outbox" / slug)) == 600
+
+
 def test_send_due_retries_deferred_messages_and_never_resends_the_sent(
     publication: Path, run, smtp_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
