@@ -167,6 +167,8 @@ ENV_PROBLEMS = [
         "'https://example.com:99999' is not a URL: Port out of range 0-65535 (use https://host/path)",
     ),
     ("NEWSLETTER_BASE_URL", "ftp://example.com", "'ftp://example.com' is not an absolute URL (use https://host/path)"),
+    ("NEWSLETTER_APP_URL", "ftp://x.com", "'ftp://x.com' is not an absolute URL (use https://host/path)"),
+    ("NEWSLETTER_APP_URL", "https://u:p@x.com", "'https://u:p@x.com' has a user name or password; pages and links add a path to it (use https://host/path)"),
     (
         "NEWSLETTER_BASE_URL",
         "https://a.org/\nx",
