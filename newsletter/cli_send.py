@@ -66,14 +66,8 @@ def run_send(
     """Everything `newsletter send` does, in order; raises our errors for the CLI to print."""
     issue = find_issue(settings, issue_name)
     name = transport_name or settings.transport
-    secret, development = secret_key(name)  # a missing secret stops here, before anything is built
+    secret = _secret(name)  # a missing secret stops here, before anything is built
     messages = build_templates(settings, load_templates(settings), issue)
-    if development:
-        click.echo(
-            "Note: NEWSLETTER_SECRET_KEY is not set; the file transport signs links with a development "
-            "secret that a real server would not accept.",
-            err=True,
-        )
     if test_address and dry_run:
         editions = test_copies(settings, messages, test_address, secret)
         click.echo(f"Dry run   built {', '.join(editions)} test copies for {test_address}; nothing was sent")
@@ -292,6 +286,7 @@ class _Halted(Exception):
 
 
 def _secret(name: str) -> bytes:
+    """The secret that signs the links (a missing one is our error); a note when it is the development one."""
     secret, development = secret_key(name)
     if development:
         click.echo(
