@@ -18,7 +18,7 @@ import click
 
 from .config import Settings
 from .errors import NewsletterError
-from .issues import find_issue
+from .issues import find_issue, publication_instant
 from .render.templates import Templates, load_templates
 from .schedule import Scheduled, Standing, load_schedulable, schedule
 from .sending import (
@@ -87,6 +87,13 @@ def run_send(
             plan.transport.close()
             raise busy
         _show_plan(plan)
+        at = publication_instant(issue, settings)
+        early = at - dt.datetime.now(dt.UTC)
+        if early > dt.timedelta(0):
+            click.echo(
+                f"Note      its time is {_moment(at, settings)}, in {_span(early)}: this sends it now "
+                "('newsletter send --due' would wait for it)"
+            )
         if busy is not None:
             click.echo(f"Note      {busy.message}")
         if dry_run:

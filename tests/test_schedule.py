@@ -314,6 +314,22 @@ def test_send_due_sends_what_is_due_once_and_then_says_nothing_is_due(publicatio
     assert draft and not (publication / "outbox" / draft).exists()
 
 
+def test_sending_an_issue_by_name_before_its_time_says_so(publication: Path, run) -> None:
+    assert run("subscribers", "import", str(REPO / "subscribers" / "example.csv")).exit_code == 0
+    day = _today() + dt.timedelta(days=3)
+    slug = _issue(publication, "early", day)
+    result = run("send", slug, "--yes")
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        rf"^Note      its time is {day} 09:00 KST, in \d d( \d+ h)?: this sends it now "
+        r"\('newsletter send --due' would wait for it\)$",
+        result.stdout,
+        re.M,
+    ), result.stdout
+    assert "Sent 10, failed 0" in result.stdout
+    assert "Note      its time" not in run("send", SAMPLE, "--yes").stdout  # a past issue: no note
+
+
 def test_an_issue_past_max_late_is_missed_not_sent_unless_named_or_allowed(publication: Path, run) -> None:
     assert run("subscribers", "import", str(REPO / "subscribers" / "example.csv")).exit_code == 0
     now = dt.datetime.now(UTC)
