@@ -6,38 +6,18 @@ Our errors become one `Error: …` line and exit 1; usage mistakes stay click's 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from . import __version__
+from .cli_errors import reports_errors
 from .config import TRANSPORTS, Settings, find_root, load_settings
 from .errors import NewsletterError, one_line
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def reports_errors(command: F) -> F:
-    """Turn our errors (and unreadable files) into one `Error:` line with exit code 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except NewsletterError as err:
-            raise click.ClickException(str(err)) from None
-        except OSError as err:
-            where = one_line(str(getattr(err, "filename", None) or "file system"))
-            what = one_line(str(err.strerror or err))
-            raise click.ClickException(f"{where}: {what} (check the path and permissions)") from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 class MessageRate(click.FloatRange):

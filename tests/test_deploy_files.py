@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from newsletter.cli import cli
-from newsletter.cli_init import render_scaffold
+from newsletter.starter import render_scaffold
 
 from .conftest import REPO, free_port, missing_system_package, wait_until
 

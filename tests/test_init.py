@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from newsletter.cli import cli
-from newsletter.cli_init import SCAFFOLD
 from newsletter.config import load_settings
+from newsletter.starter import SCAFFOLD
 from tests.conftest import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
