@@ -58,21 +58,31 @@ def cli(ctx: click.Context, root: Path | None) -> None:
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the site [site/].")
 @click.option("--no-cache", is_flag=True, help="Parse and render everything, ignoring .cache/.")
+@click.option("--future", is_flag=True, help="Include the issues whose publication time is still to come (a preview).")
 @click.pass_context
 @reports_errors
-def build(ctx: click.Context, out: Path | None, no_cache: bool) -> None:
-    """Build the archive site: pages, tag pages, Atom/RSS feeds, sitemap.
+def build(ctx: click.Context, out: Path | None, no_cache: bool, future: bool) -> None:
+    """Build the archive site: pages, tag pages, Atom/RSS feeds, sitemap. An issue whose time (publish_at, or its
+    date at publish_time) is still to come is left out, as a draft is, unless --future.
 
     Example: newsletter build --out site
     """
+    from .cli_send import _moment, _span
     from .render.site import build_site
 
     settings = settings_of(ctx)
-    result = build_site(settings, out=out, use_cache=not no_cache)
+    now = dt.datetime.now(dt.UTC)
+    result = build_site(settings, out=out, use_cache=not no_cache, now=now, future=future)
     click.echo(
         f"Built {_shown(result.out)}/: {result.issues} issue(s), {result.files} files "
         f"({result.pages_rendered} pages rendered, {result.pages_reused} unchanged) in {result.seconds:.2f} s"
     )
+    if result.not_yet_due:
+        slug, at = result.not_yet_due[0]
+        count = len(result.not_yet_due)
+        head = f"Included {count} issue(s) not yet due" if future else f"Left out {count} issue(s) not yet due"
+        tail = "" if future else "; build --future includes them"
+        click.echo(f"{head} (next: {slug} at {_moment(at, settings)}, in {_span(at - now)}{tail})")
 
 
 @cli.command()
@@ -407,19 +417,38 @@ def send(ctx: click.Context, issue: str | None, due: bool, late_ok: bool, **opti
 @click.pass_context
 @reports_errors
 def status(ctx: click.Context, issue: str, problems: int) -> None:
-    """Show how far the send of ISSUE got: messages per state, then the failed and deferred ones with the
-    server's words. Example: newsletter status 2023-09-25-top-ml-papers
+    """Show the publication time of ISSUE and where it stands for send --due, how far its send got (messages
+    per state), then the failed and deferred ones with the server's words.
+    Example: newsletter status 2023-09-25-top-ml-papers
     """
+    from .cli_send import _limit, _moment, _span
     from .issues import find_issue
+    from .schedule import Standing, schedule
     from .store import DeliveryState, ambiguous_outcomes, delivery_counts, delivery_problems, other_sender
 
     settings = settings_of(ctx)
     found = find_issue(settings, issue)
+    now = dt.datetime.now(dt.UTC)
     with _store(settings) as store:
+        (standing,) = schedule(settings, [found], store, now)
         counts = delivery_counts(store, found.slug)
         listed = delivery_problems(store, found.slug, problems) if problems else []
         lost, concerned = ambiguous_outcomes(store, found.slug)
         holder = other_sender(store, found.slug) if counts[DeliveryState.SENDING] else None
+    late, limit = _span(abs(standing.late)), _limit(settings.max_late)
+    until = _moment(standing.at + settings.max_late, settings)
+    where = {
+        Standing.DRAFT: "a draft: send --due never sends it, build leaves it out",
+        Standing.SCHEDULED: f"scheduled, in {late}: send --due sends it then, build shows it from then",
+        Standing.DUE: f"due ({late} ago): send --due sends it until {until} (max_late {limit})",
+        Standing.RESUMABLE: f"due ({late} ago), not fully sent: send --due resumes it until {until}",
+        Standing.SENT: f"its time came {late} ago; fully sent",
+        Standing.MISSED: f"past max_late ({limit}) by {_span(standing.late - settings.max_late)}, never sent: "
+        f"send --due will not start it ('newsletter send {found.slug}' sends it anyway)",
+        Standing.UNFINISHED: f"past max_late ({limit}), not fully sent: 'newsletter send --due --late-ok' finishes it",
+    }[standing.standing]
+    source = "publish_at" if found.publish_at is not None else "date at publish_time"
+    click.echo(f"Time: {_moment(standing.at, settings)} ({source}), {where}\n")
     for state, count in counts.items():
         click.echo(f"{state:<9}{count:>9,}")
     click.echo(f"{'total':<9}{sum(counts.values()):>9,}")

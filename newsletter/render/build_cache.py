@@ -21,7 +21,7 @@ from ..errors import IssueError
 from ..issues import MAX_FILE_BYTES, Edition, find_issue_files, parse_issue, read_issue_file, source_hash
 from .parallel import PARALLEL_THRESHOLD, worker_pool
 
-CACHE_VERSION = "site-7"
+CACHE_VERSION = "site-8"
 BATCH_KINDS = ("editions", "records", "articles")  # what each parse batch keeps, one file of each
 
 
@@ -47,6 +47,7 @@ class ListedEdition:
     summary: str
     tags: tuple[str, ...]
     draft: bool
+    publish_at: dt.datetime | None  # front-matter publish_at: with the date, when the issue may go public
     source_hash: str
     sections: tuple[ListedSection, ...]
     page_path: str  # kept, not derived: listings ask for it tens of thousands of times
@@ -64,6 +65,7 @@ class ListedEdition:
             summary=edition.summary,
             tags=edition.tags,
             draft=edition.draft,
+            publish_at=edition.publish_at,
             source_hash=edition.source_hash,
             sections=tuple(ListedSection(s.anchor, s.title, s.tags) for s in edition.sections),
             page_path=edition.page_path,

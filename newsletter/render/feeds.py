@@ -1,4 +1,5 @@
-"""Editions → Atom and RSS 2.0 bytes with feedgen: stable tag: ids, full content, deterministic dates.
+"""Editions → Atom and RSS 2.0 bytes with feedgen: stable tag: ids, full content, each entry dated by its issue's
+publication instant.
 
 Entry content is the web rendering (entry.html.j2) with absolute URLs, never the inlined email HTML.
 """
@@ -31,8 +32,6 @@ class FeedEdition(Protocol):
     @property
     def title(self) -> str: ...
     @property
-    def date(self) -> dt.date: ...
-    @property
     def summary(self) -> str: ...
     @property
     def tags(self) -> tuple[str, ...]: ...
@@ -50,11 +49,6 @@ class FeedSpec:
     feed_id: str  # tag: URI, never changes
     self_url: str
     home_url: str  # the website page the feed stands for
-
-
-def published_at(edition: FeedEdition, settings: Settings) -> dt.datetime:
-    """The publication instant: the front-matter date at publish_time in the publication's zone."""
-    return dt.datetime.combine(edition.date, settings.publish_time, tzinfo=settings.timezone)
 
 
 def tag_uri(settings: Settings, name: str) -> str:
@@ -77,11 +71,17 @@ E = TypeVar("E", bound=FeedEdition)
 
 class FeedEntries(Generic[E]):
     """One feedgen entry per edition, made on first use and shared by every feed that carries the edition
-    (the main feeds and each of its tags' feeds): an entry's data does not depend on the feed."""
+    (the main feeds and each of its tags' feeds): an entry's data does not depend on the feed.
 
-    def __init__(self, settings: Settings, content_of: Callable[[E], str]) -> None:
+    `published_of` gives an edition's publication instant (its issue's: issues.publication_instant), which is
+    the entry's published and updated time."""
+
+    def __init__(
+        self, settings: Settings, content_of: Callable[[E], str], published_of: Callable[[E], dt.datetime]
+    ) -> None:
         self.settings = settings
         self.content_of = content_of
+        self.published_of = published_of
         self.made: dict[str, Any] = {}
 
     def __call__(self, edition: E) -> Any:
@@ -90,7 +90,7 @@ class FeedEntries(Generic[E]):
             from .feed_entry import SharedFeedEntry
 
             settings = self.settings
-            when = published_at(edition, settings)
+            when = self.published_of(edition)
             entry = SharedFeedEntry()
             entry.id(entry_id(edition, settings))
             entry.title(edition.title)
@@ -119,7 +119,7 @@ def _generator(spec: FeedSpec, editions: Sequence[E], entries: FeedEntries[E], s
     fg.link(href=spec.self_url, rel="self", type=self_type)
     fg.link(href=spec.home_url, rel="alternate")
     fg.generator("newsletter")
-    newest = [published_at(e, settings) for e in editions]
+    newest = [entries.published_of(e) for e in editions]
     stamp = (
         max(newest)
         if newest

@@ -1,13 +1,17 @@
 """Build the archive site: edition pages, indexes, tag pages, feeds, sitemap and 404.
 
 Outputs are rendered aside and swapped in only when all of them rendered, so a failed build leaves the
-previous site untouched. A cache (`.cache/site/`) keyed by content hash makes a rebuild re-parse only
-changed files and re-render only outputs whose inputs changed; listings read light records of each
-edition and load a full one only to render it. No output path may be written twice.
+previous site untouched. An issue whose publication instant (issues.publication_instant) is after `now` is
+left out of every output, as drafts are, unless the build is asked for `future` issues too. A cache
+(`.cache/site/`) keyed by content hash makes a rebuild re-parse only changed files and re-render only outputs
+whose inputs changed; listings read light records of each edition and load a full one only to render it. The
+cache keeps the issues left out, so the first build after an issue's time renders its pages and parses nothing.
+No output path may be written twice.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import gc
 import hashlib
@@ -24,9 +28,18 @@ from markupsafe import Markup
 
 from ..config import Settings
 from ..errors import BuildError
-from ..issues import Edition, edition_page_path, find_issue_files, group_by_issue, split_file_name
+from ..issues import (
+    Edition,
+    Issue,
+    agreed_publish_at,
+    edition_page_path,
+    find_issue_files,
+    group_by_issue,
+    publication_instant,
+    split_file_name,
+)
 from .build_cache import BuildCache, ListedEdition, ListedSection, Prerendered, ScanResult, scan_issues
-from .feeds import FeedEntries, FeedSpec, absolutize, build_atom, build_rss, published_at, tag_uri
+from .feeds import FeedEntries, FeedSpec, absolutize, build_atom, build_rss, tag_uri
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
 from .sitemap import build_sitemap
 from .templates import Templates, format_date, load_templates
@@ -53,6 +66,8 @@ class BuildResult:
     pages_rendered: int
     pages_reused: int
     seconds: float
+    not_yet_due: tuple[tuple[str, dt.datetime], ...] = ()  # (slug, instant) of issues whose time is after `now`
+    future: bool = False  # whether those are in the site (build --future) or left out
 
 
 def _key(*parts: object) -> str:
@@ -71,11 +86,16 @@ class _SiteBuilder:
         previous: Path | None,
         staging: Path,
         config_digest: str,
+        now: dt.datetime,
+        future: bool = False,
     ) -> None:
         self.settings = settings
+        self.now = now
+        self.future = future
         self.templates = templates
         self.cache = cache
         self.issues: list[list[ListedEdition]] = []
+        self.instants: dict[str, dt.datetime] = {}  # slug → publication instant of each issue in the site
         self.fresh: dict[str, Edition] = {}  # parse key → full edition, parsed in this build or loaded
         self.assumed_versions: dict[str, list[tuple[str, str]]] = {}
         self.prerendered: dict[str, str] = {}  # page path → key, rendered while parsing
@@ -90,7 +110,7 @@ class _SiteBuilder:
         self.reused = 0
         self.articles: dict[str, str] = {}  # page path → article of a page rendered in this process
         self.entry_basics: dict[tuple[str, int], tuple[str, str, str]] = {}  # (page path, depth) → url, dates
-        self.feed_entries = FeedEntries(settings, self.entry_content)
+        self.feed_entries = FeedEntries(settings, self.entry_content, self.published_of)
         self.by_tag: dict[str, dict[str, list[ListedEdition]]] = {}  # language → tag → editions, newest first
         self.jobs: list[RenderJob] = []
 
@@ -113,14 +133,21 @@ class _SiteBuilder:
         versions = self.assumed_versions.get(edition.slug)
         if edition.draft or not versions:
             return None
+        # The edition's own instant; its issue's is the same unless only another edition gives publish_at, and
+        # then the key differs and the plan renders the page again (or leaves it out, see _drop_unused).
+        published = _instant(edition.slug, edition.date, edition.publish_at, self.settings)
+        if published > self.now and not self.future:
+            return None
         path = edition.page_path + "index.html"
-        key = _key(*self.salt, self.edition_key(edition.source_hash, versions))  # as output() will make it
-        article, page = self.render_edition_page(edition, versions)
+        key = _key(*self.salt, self.edition_key(edition.source_hash, versions, published))  # as output() makes it
+        article, page = self.render_edition_page(edition, versions, published)
         write_output(self.staging / path, page)
         return Prerendered(path, key, self.article_key(edition.source_hash, edition.page_path), article)
 
-    def plan(self, issues: list[list[ListedEdition]], scanned: ScanResult) -> None:
+    def plan(self, issues: list[list[ListedEdition]], instants: dict[str, dt.datetime], scanned: ScanResult) -> None:
+        """Plan every output of `issues` (newest first), published at `instants` (by slug)."""
         self.issues = issues
+        self.instants = instants
         self.fresh = dict(scanned.fresh)
         self.prerendered = scanned.pages
         self.build()
@@ -245,10 +272,16 @@ class _SiteBuilder:
     # outputs -----------------------------------------------------------------
 
     @staticmethod
-    def edition_key(source_hash: str, versions: Sequence[tuple[str, str]]) -> str:
-        return _key(source_hash, *versions)
+    def edition_key(source_hash: str, versions: Sequence[tuple[str, str]], published: dt.datetime) -> str:
+        return _key(source_hash, *versions, published.isoformat())
 
-    def edition_context(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    def published_of(self, edition: ListedEdition) -> dt.datetime:
+        """The publication instant of `edition`'s issue."""
+        return self.instants[edition.slug]
+
+    def edition_context(
+        self, edition: Edition, versions: Sequence[tuple[str, str]], published: dt.datetime
+    ) -> dict[str, Any]:
         return self.page_context(
             edition.lang,
             edition.page_path,
@@ -256,7 +289,7 @@ class _SiteBuilder:
             edition.summary or edition.title,
             versions,
             og_type="article",
-            published=published_at(edition, self.settings).isoformat(),
+            published=published.isoformat(),
         )
 
     def render_article(self, edition: Edition, context: dict[str, Any]) -> str:
@@ -264,20 +297,22 @@ class _SiteBuilder:
         makes them relative to itself and the feeds absolute, so one rendering serves both."""
         return self.templates.render("entry.html.j2", **{**context, "url": rooted_url}, edition=edition)
 
-    def render_edition_page(self, edition: Edition, versions: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    def render_edition_page(
+        self, edition: Edition, versions: Sequence[tuple[str, str]], published: dt.datetime
+    ) -> tuple[str, str]:
         """(the article, the whole page) of an edition."""
-        context = self.edition_context(edition, versions)
+        context = self.edition_context(edition, versions, published)
         article = self.render_article(edition, context)
         on_page = resolve_root(article, "../" * edition.page_path.count("/"))
         return article, self.templates.render("page.html.j2", **context, edition=edition, article=Markup(on_page))
 
     def edition_page(self, issue: list[ListedEdition], listed: ListedEdition) -> None:
         versions = [(e.lang, e.page_path) for e in issue]
-        key = self.edition_key(listed.source_hash, versions)
+        key = self.edition_key(listed.source_hash, versions, self.published_of(listed))
         self.output(listed.page_path + "index.html", key, lambda: self.edition_page_html(listed, versions), listed.path)
 
     def edition_page_html(self, listed: ListedEdition, versions: Sequence[tuple[str, str]]) -> str:
-        article, page = self.render_edition_page(self.full(listed), versions)
+        article, page = self.render_edition_page(self.full(listed), versions, self.published_of(listed))
         self.articles[listed.page_path] = article  # for a feed this process may render
         return page
 
@@ -294,13 +329,14 @@ class _SiteBuilder:
             article = self.cache.article(listed.key, self.article_key(listed.source_hash, listed.page_path))
         if article is None:
             edition = self.full(listed)
-            article = self.render_article(edition, self.edition_context(edition, [(edition.lang, edition.page_path)]))
+            context = self.edition_context(edition, [(edition.lang, edition.page_path)], self.published_of(listed))
+            article = self.render_article(edition, context)
         return absolutize(resolve_root(article, self.settings.url("")), self.settings.url(listed.page_path))
 
     def feed(
         self, path: str, spec: FeedSpec, editions: list[ListedEdition], build: Callable[..., bytes], source: str
     ) -> None:
-        key = _key(path, spec, *(e.source_hash for e in editions))
+        key = _key(path, spec, *(f"{e.source_hash}:{self.published_of(e).isoformat()}" for e in editions))
         self.output(path, key, lambda: build(spec, editions, self.feed_entries), source)
 
     def listing(
@@ -453,6 +489,41 @@ def _group_by_tag(editions: list[ListedEdition]) -> dict[str, list[ListedEdition
     return by_tag
 
 
+def _instant(slug: str, date: dt.date, publish_at: dt.datetime | None, settings: Settings) -> dt.datetime:
+    """The publication instant of the issue `slug` of `date` with `publish_at` (issues.publication_instant reads
+    only these of an issue, so the build need not load full editions to ask it)."""
+    return publication_instant(Issue(slug=slug, date=date, editions=(), publish_at=publish_at), settings)
+
+
+def _issue_instant(
+    issue: list[ListedEdition], settings: Settings, full: Callable[[ListedEdition], Edition]
+) -> dt.datetime:
+    """When `issue` (its editions' records) is published. Editions that disagree on publish_at are refused with
+    the error `check` and `send` give (issues.agreed_publish_at, which reads the full editions)."""
+    given = [e.publish_at for e in issue if e.publish_at is not None]
+    if any(other != given[0] for other in given[1:]):
+        agreed_publish_at(full(e) for e in issue)
+    return _instant(issue[0].slug, issue[0].date, given[0] if given else None, settings)
+
+
+def split_by_time(
+    issues: list[list[ListedEdition]], settings: Settings, now: dt.datetime, full: Callable[[ListedEdition], Edition]
+) -> tuple[list[list[ListedEdition]], dict[str, dt.datetime], list[tuple[str, dt.datetime]]]:
+    """(the issues whose time has come at `now`, in the order given; every issue's instant by slug; (slug,
+    instant) of the others, soonest first)."""
+    instants = {issue[0].slug: _issue_instant(issue, settings, full) for issue in issues}
+    come = [issue for issue in issues if instants[issue[0].slug] <= now]
+    later = sorted(((slug, at) for slug, at in instants.items() if at > now), key=lambda item: (item[1], item[0]))
+    return come, instants, later
+
+
+def _drop_unused(staging: Path, prerendered: Iterable[str], used: Iterable[str]) -> None:
+    """Delete the pages parse workers rendered into staging that the plan does not use (a cold build makes
+    staging the site whole, so such a page, of an issue left out, would go public)."""
+    for path in set(prerendered) - set(used):
+        (staging / path).unlink(missing_ok=True)
+
+
 def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[str, str]) -> None:
     """Put the rendered outputs in place. Cold: the staging folder becomes the site in one rename.
     Incremental: each rendered file replaces its old version; outputs no longer made are removed."""
@@ -567,8 +638,15 @@ def _build_site(
     templates: Templates | None = None,
     workers: int | None = None,
     use_cache: bool = True,
+    now: dt.datetime | None = None,
+    future: bool = False,
 ) -> BuildResult:
+    """`now` (timezone-aware; the real time by default) decides which issues' time has come; with `future`, the
+    issues whose time is still to come are built too."""
     started = time.perf_counter()
+    now = now or dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
     out = (out or settings.root / "site").resolve()
     check_out_folder(out, settings)
     templates = templates or load_templates(settings)
@@ -582,14 +660,19 @@ def _build_site(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     MADE_DIRS.clear()
-    builder = _SiteBuilder(settings, templates, cache, previous, staging, _config_digest(settings))
+    builder = _SiteBuilder(settings, templates, cache, previous, staging, _config_digest(settings), now, future)
     known = set(cache.listed)
     try:
         files = find_issue_files(settings)
         builder.assume_versions(files)
         scanned = scan_issues(settings, cache, workers, builder.prerender, files, builder.prepare_listings)
         issues = group_by_issue((e for e in scanned.listed if not e.draft), settings)
-        builder.plan(issues, scanned)
+        builder.fresh = dict(scanned.fresh)  # so that full() finds what this build parsed
+        come, instants, later = split_by_time(issues, settings, now, builder.full)
+        if not future:
+            issues = come
+        builder.plan(issues, instants, scanned)
+        _drop_unused(staging, scanned.pages, builder.moved)
         parsed_any = set(cache.listed) != known or bool(scanned.fresh)
         index_missing = cache.folder is not None and not (cache.folder / "index.pickle").is_file()
         render_all(builder.jobs, staging, workers, cache.save_index if parsed_any or index_missing else lambda: None)
@@ -601,5 +684,12 @@ def _build_site(
     _swap(out, staging, builder, previous_pages)
     cache.save_pages(builder.new_keys)
     return BuildResult(
-        out, len(issues), len(builder.new_keys), builder.rendered, builder.reused, time.perf_counter() - started
+        out,
+        len(issues),
+        len(builder.new_keys),
+        builder.rendered,
+        builder.reused,
+        time.perf_counter() - started,
+        tuple(later),
+        future,
     )
