@@ -67,7 +67,6 @@ def build(ctx: click.Context, out: Path | None, no_cache: bool, future: bool) ->
 
     Example: newsletter build --out site
     """
-    from .cli_send import _moment, _span
     from .render.site import build_site
 
     settings = settings_of(ctx)
@@ -77,12 +76,15 @@ def build(ctx: click.Context, out: Path | None, no_cache: bool, future: bool) ->
         f"Built {_shown(result.out)}/: {result.issues} issue(s), {result.files} files "
         f"({result.pages_rendered} pages rendered, {result.pages_reused} unchanged) in {result.seconds:.2f} s"
     )
-    if result.not_yet_due:
+    if result.not_yet_due:  # (cli_send's formatters would import the sending code: a third of a second)
         slug, at = result.not_yet_due[0]
         count = len(result.not_yet_due)
+        local, minutes = at.astimezone(settings.timezone), int((at - now).total_seconds()) // 60
+        days, hours = divmod(minutes // 60, 24)
+        span = f"{days} d {hours} h" if days else f"{hours} h {minutes % 60} min" if hours else f"{minutes} min"
         head = f"Included {count} issue(s) not yet due" if future else f"Left out {count} issue(s) not yet due"
         tail = "" if future else "; build --future includes them"
-        click.echo(f"{head} (next: {slug} at {_moment(at, settings)}, in {_span(at - now)}{tail})")
+        click.echo(f"{head} (next: {slug} at {local:%Y-%m-%d %H:%M} {local.tzname()}, in {span}{tail})")
 
 
 @cli.command()
