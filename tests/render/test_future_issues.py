@@ -4,7 +4,13 @@ it comes, with the build cache on; build --future includes them; feeds and pages
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import http.server
+import os
 import re
+import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import feedparser
@@ -12,8 +18,8 @@ import pytest
 
 from newsletter.config import load_settings
 from newsletter.render.site import BuildResult, build_site
-from tests.conftest import write_issue
-from tests.test_deploy_files import render, workflow
+from tests.conftest import missing_system_package, write_issue
+from tests.test_deploy_files import BASH, render, step, workflow
 
 SLUG = "2023-10-02-next"
 ISSUE = """---
@@ -195,3 +201,44 @@ def test_the_pages_workflow_also_builds_on_a_schedule_so_an_issue_appears_when_i
     runs = " ".join(step.get("run", "") for step in document["jobs"]["build"]["steps"])
     assert "newsletter build --out site" in runs and "--future" not in runs
     assert document["jobs"]["deploy"]["if"] == "needs.build.outputs.changed != 'false'"
+
+
+@pytest.mark.parametrize(
+    ("published", "changed"),
+    [("same", "false"), ("older", "true"), ("missing", "true")],
+)
+def test_a_scheduled_run_deploys_only_when_the_sitemap_differs_from_the_published_one(
+    tmp_path: Path, publication: Path, run, published: str, changed: str
+) -> None:
+    """The compare step's script, run in bash against the built site and a real HTTP server for the published one."""
+    if shutil.which("curl") is None:
+        missing_system_package("curl is not installed (apt-get install curl): the pages workflow fetches with it")
+    add_next_issue(publication)
+    assert run("build").exit_code == 0
+    site = publication / "site"
+    served = tmp_path / "served"
+    served.mkdir()
+    if published == "same":
+        shutil.copy(site / "sitemap.xml", served / "sitemap.xml")
+    elif published == "older":
+        (served / "sitemap.xml").write_bytes((site / "sitemap.xml").read_bytes().replace(SLUG.encode(), b"x"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        robots = (site / "robots.txt").read_text(encoding="utf-8")
+        local = f"http://127.0.0.1:{server.server_address[1]}/sitemap.xml"
+        (site / "robots.txt").write_text(re.sub(r"(?m)^Sitemap: .*$", f"Sitemap: {local}", robots), encoding="utf-8")
+        script = step(
+            workflow(render(tmp_path), "newsletter-pages.yml"),
+            "build",
+            "Compare with the published archive (scheduled runs)",
+        )
+        output = tmp_path / "github-output"
+        env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output), "RUNNER_TEMP": str(tmp_path)}
+        result = subprocess.run(
+            [*BASH, "-c", script["run"]], cwd=publication, env=env, capture_output=True, text=True, timeout=60
+        )
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert output.read_text() == f"changed={changed}\n"
+    assert script["if"] == "github.event_name == 'schedule'"
