@@ -506,7 +506,7 @@ def _issue_instant(
     return _instant(issue[0].slug, issue[0].date, given[0] if given else None, settings)
 
 
-def split_by_time(
+def _split_by_time(
     issues: list[list[ListedEdition]], settings: Settings, now: dt.datetime, full: Callable[[ListedEdition], Edition]
 ) -> tuple[list[list[ListedEdition]], dict[str, dt.datetime], list[tuple[str, dt.datetime]]]:
     """(the issues whose time has come at `now`, in the order given; every issue's instant by slug; (slug,
@@ -668,7 +668,7 @@ def _build_site(
         scanned = scan_issues(settings, cache, workers, builder.prerender, files, builder.prepare_listings)
         issues = group_by_issue((e for e in scanned.listed if not e.draft), settings)
         builder.fresh = dict(scanned.fresh)  # so that full() finds what this build parsed
-        come, instants, later = split_by_time(issues, settings, now, builder.full)
+        come, instants, later = _split_by_time(issues, settings, now, builder.full)
         if not future:
             issues = come
         builder.plan(issues, instants, scanned)
