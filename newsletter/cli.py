@@ -76,15 +76,14 @@ def build(ctx: click.Context, out: Path | None, no_cache: bool, future: bool) ->
         f"Built {_shown(result.out)}/: {result.issues} issue(s), {result.files} files "
         f"({result.pages_rendered} pages rendered, {result.pages_reused} unchanged) in {result.seconds:.2f} s"
     )
-    if result.not_yet_due:  # (cli_send's formatters would import the sending code: a third of a second)
+    if result.not_yet_due:
+        from .time_words import on_clock, span
+
         slug, at = result.not_yet_due[0]
         count = len(result.not_yet_due)
-        local, minutes = at.astimezone(settings.timezone), int((at - now).total_seconds()) // 60
-        days, hours = divmod(minutes // 60, 24)
-        span = f"{days} d {hours} h" if days else f"{hours} h {minutes % 60} min" if hours else f"{minutes} min"
         head = f"Included {count} issue(s) not yet due" if future else f"Left out {count} issue(s) not yet due"
         tail = "" if future else "; build --future includes them"
-        click.echo(f"{head} (next: {slug} at {local:%Y-%m-%d %H:%M} {local.tzname()}, in {span}{tail})")
+        click.echo(f"{head} (next: {slug} at {on_clock(at, settings.timezone)}, in {span(at - now)}{tail})")
 
 
 @cli.command()
@@ -423,10 +422,10 @@ def status(ctx: click.Context, issue: str, problems: int) -> None:
     per state), then the failed and deferred ones with the server's words.
     Example: newsletter status 2023-09-25-top-ml-papers
     """
-    from .cli_send import _limit, _moment, _span
     from .issues import find_issue
     from .schedule import Standing, schedule
     from .store import DeliveryState, ambiguous_outcomes, delivery_counts, delivery_problems, other_sender
+    from .time_words import on_clock, setting_span, span
 
     settings = settings_of(ctx)
     found = find_issue(settings, issue)
@@ -437,20 +436,20 @@ def status(ctx: click.Context, issue: str, problems: int) -> None:
         listed = delivery_problems(store, found.slug, problems) if problems else []
         lost, concerned = ambiguous_outcomes(store, found.slug)
         holder = other_sender(store, found.slug) if counts[DeliveryState.SENDING] else None
-    late, limit = _span(abs(standing.late)), _limit(settings.max_late)
-    until = _moment(standing.at + settings.max_late, settings)
+    late, limit = span(abs(standing.late)), setting_span(settings.max_late)
+    until = on_clock(standing.at + settings.max_late, settings.timezone)
     where = {
         Standing.DRAFT: "a draft: send --due never sends it, build leaves it out",
         Standing.SCHEDULED: f"scheduled, in {late}: send --due sends it then, build shows it from then",
         Standing.DUE: f"due ({late} ago): send --due sends it until {until} (max_late {limit})",
         Standing.RESUMABLE: f"due ({late} ago), not fully sent: send --due resumes it until {until}",
         Standing.SENT: f"its time came {late} ago; fully sent",
-        Standing.MISSED: f"past max_late ({limit}) by {_span(standing.late - settings.max_late)}, never sent: "
+        Standing.MISSED: f"past max_late ({limit}) by {span(standing.late - settings.max_late)}, never sent: "
         f"send --due will not start it ('newsletter send {found.slug}' sends it anyway)",
         Standing.UNFINISHED: f"past max_late ({limit}), not fully sent: 'newsletter send --due --late-ok' finishes it",
     }[standing.standing]
     source = "publish_at" if found.publish_at is not None else "date at publish_time"
-    click.echo(f"Time: {_moment(standing.at, settings)} ({source}), {where}\n")
+    click.echo(f"Time: {on_clock(standing.at, settings.timezone)} ({source}), {where}\n")
     for state, count in counts.items():
         click.echo(f"{state:<9}{count:>9,}")
     click.echo(f"{'total':<9}{sum(counts.values()):>9,}")

@@ -37,6 +37,7 @@ from .sending import (
     worker_processes,
 )
 from .store import Store, ambiguous_outcomes, delivery_counts, open_store
+from .time_words import on_clock, setting_span, span
 from .tokens import secret_key
 from .transports import open_transport
 
@@ -91,7 +92,7 @@ def run_send(
         early = at - dt.datetime.now(dt.UTC)
         if early > dt.timedelta(0):
             click.echo(
-                f"Note      its time is {_moment(at, settings)}, in {_span(early)}: this sends it now "
+                f"Note      its time is {on_clock(at, settings.timezone)}, in {span(early)}: this sends it now "
                 "('newsletter send --due' would wait for it)"
             )
         if busy is not None:
@@ -319,7 +320,7 @@ def _send_due(
     issue = entry.issue
     messages = build_templates(settings, templates, issue)
     plan = plan_send(settings, store, issue, messages, secret, transport=name, rate=rate, allow_partial=allow_partial)
-    when = f"{issue.slug}, {_moment(entry.at, settings)} ({_span(entry.late)} ago)"
+    when = f"{issue.slug}, {on_clock(entry.at, settings.timezone)} ({span(entry.late)} ago)"
     sending = False
     try:
         busy = plan.busy_refusal()
@@ -377,12 +378,12 @@ def _summary(settings: Settings, rest: list[Scheduled], now: dt.datetime, *, due
     if by[Standing.SCHEDULED]:
         first = by[Standing.SCHEDULED][0]
         parts.append(
-            f"{len(by[Standing.SCHEDULED]):,} scheduled (next: {first.issue.slug} at {_moment(first.at, settings)}, "
-            f"in {_span(-first.late)})"
+            f"{len(by[Standing.SCHEDULED]):,} scheduled (next: {first.issue.slug} at "
+            f"{on_clock(first.at, settings.timezone)}, in {span(-first.late)})"
         )
     if by[Standing.DRAFT]:
         parts.append(f"{len(by[Standing.DRAFT]):,} draft(s)")
-    late = _limit(settings.max_late)
+    late = setting_span(settings.max_late)
     if by[Standing.UNFINISHED]:
         newest = by[Standing.UNFINISHED][-1]
         parts.append(
@@ -395,37 +396,4 @@ def _summary(settings: Settings, rest: list[Scheduled], now: dt.datetime, *, due
             f"{len(by[Standing.MISSED]):,} missed, never sent and more than {late} past its time (the newest: "
             f"{newest.issue.slug}; 'newsletter send {newest.issue.slug}' sends one anyway)"
         )
-    return f"{head} at {_moment(now, settings)}: {', '.join(parts)}"
-
-
-def _moment(moment: dt.datetime, settings: Settings) -> str:
-    """`moment` on the publication's clock: 2026-12-02 09:00 KST (or +05:30 where the zone has no abbreviation)."""
-    local = moment.astimezone(settings.timezone)
-    zone = local.tzname() or ""
-    if not zone.isalpha():
-        offset = local.strftime("%z")
-        zone = f"{offset[:3]}:{offset[3:]}"
-    return f"{local:%Y-%m-%d %H:%M} {zone}"
-
-
-def _limit(delta: dt.timedelta) -> str:
-    """A setting's span as one would write it: 24 h, 3 d, 90 min."""
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
-
-
-def _span(delta: dt.timedelta) -> str:
-    """A length of time, rounded down to what a reader needs: 40 s, 12 min, 3 h 5 min, 6 d 14 h."""
-    seconds = max(0, int(delta.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        hours, minutes = divmod(seconds // 60, 60)
-        return f"{hours} h" + (f" {minutes} min" if minutes else "")
-    days, hours = divmod(seconds // 3600, 24)
-    return f"{days} d" + (f" {hours} h" if hours else "")
+    return f"{head} at {on_clock(now, settings.timezone)}: {', '.join(parts)}"
