@@ -104,7 +104,7 @@ def test_the_pull_request_workflow_checks_builds_and_keeps_previews(rendered: Pa
     check = workflow(rendered, "newsletter-check.yml")
     assert list(check["on"]) == ["pull_request"] and check["permissions"] == {"contents": "read"}
     runs = [s.get("run", "") for s in check["jobs"]["check"]["steps"]]
-    assert "newsletter check" in runs and "newsletter build --out site" in runs
+    assert "newsletter check" in runs and "newsletter build --future --out site" in runs
     assert check["env"]["NEWSLETTER_PACKAGE"] == "newsletter>=0.1.0"
     steps = check["jobs"]["check"]["steps"]
     uploads = {
