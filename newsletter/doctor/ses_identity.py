@@ -43,8 +43,10 @@ class SesFacts:
 
     @property
     def signing(self) -> Identity | None:
-        """The most specific domain identity: SES signs with its DKIM key (an address identity has none)."""
-        return next((i for i in self.identities if i.kind != "EMAIL_ADDRESS"), None)
+        """The domain identity whose DKIM key SES signs with: the most specific verified one, else the most specific
+        one (an address identity has no key of its own)."""
+        domains = [i for i in self.identities if i.kind != "EMAIL_ADDRESS"]
+        return next((i for i in domains if i.verified), domains[0] if domains else None)
 
 
 def candidates(address: str, domain: str, org_domain: str) -> list[str]:

@@ -56,15 +56,16 @@ def check_unsubscribe(url: str, timeout: float) -> list[Finding]:
 def _reason(err: Exception, timeout: float) -> str:
     import urllib3
 
+    # NameResolutionError is a NewConnectionError, which is a ConnectTimeoutError: most specific first
+    if isinstance(err, urllib3.exceptions.NameResolutionError):
+        return "the host name does not resolve"
+    if isinstance(err, urllib3.exceptions.NewConnectionError):
+        text = str(err)
+        return "connection refused" if "refused" in text.lower() else f"cannot connect: {text.split(': ', 1)[-1]}"
     if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
         return f"no connection within {timeout:g} s"
     if isinstance(err, urllib3.exceptions.ReadTimeoutError):
         return f"no answer within {timeout:g} s"
-    if isinstance(err, urllib3.exceptions.NewConnectionError):
-        text = str(err)
-        return "connection refused" if "refused" in text.lower() else f"cannot connect: {text.split(': ', 1)[-1]}"
-    if isinstance(err, urllib3.exceptions.NameResolutionError):
-        return "the host name does not resolve"
     if isinstance(err, urllib3.exceptions.SSLError):
         return f"TLS failed: {err}"
     return " ".join(str(err).split()) or type(err).__name__
