@@ -34,6 +34,14 @@ def _secret_from_env(development: bool) -> str:
             "is the public development secret, so anyone could forge links signed with it",
             'generate one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`',
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 reach Python as lone surrogates
+        raise ConfigError(SECRET_ENV, "holds bytes that are not UTF-8 text", "use a long random string") from None
+    if any(not ch.isprintable() for ch in value):
+        raise ConfigError(
+            SECRET_ENV, "holds a line break or control character", "set it on one line, without control characters"
+        )
     if value and len(value) < 16:
         raise ConfigError(SECRET_ENV, "is shorter than 16 characters", "use a long random string")
     return value

@@ -84,3 +84,40 @@ def test_the_public_development_secret_is_refused_as_the_real_key(monkeypatch: p
         server_secret_key(development=False)
     assert server_secret_key(development=True) == DEVELOPMENT_SECRET.encode()  # asked for explicitly
     assert secret_key("file") == (DEVELOPMENT_SECRET.encode(), True)  # the file transport sends no real mail
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("a-long-secret-\udcff-of-bytes", "holds bytes that are not UTF-8 text"),
+        ("a-long-secret-of-some-length\n", "holds a line break or control character"),
+        ("a-long-secret\x1b[31m-of-some-length", "holds a line break or control character"),
+    ],
+)
+def test_a_secret_that_is_not_one_line_of_text_is_one_error_for_sender_and_web_app(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", value)
+    for read in (lambda: secret_key("ses"), lambda: server_secret_key(False)):
+        with pytest.raises(ConfigError, match=problem):
+            read()
+
+
+def test_a_secret_of_bytes_that_are_not_utf8_is_one_line_through_the_cli(tmp_path, publication) -> None:
+    """Python hands such bytes over as lone surrogates; encoding them used to be an 'unexpected' error."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NEWSLETTER_SECRET_KEY": "x" * 20}
+    env_bytes = {k.encode(): v.encode() for k, v in env.items()}
+    env_bytes[b"NEWSLETTER_SECRET_KEY"] = b"a-long-secret-\xff-of-bytes"
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--root", str(publication), "send", "2023-09-25-top-ml-papers",
+         "--transport", "smtp", "--yes"],
+        env=env_bytes, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == (
+        "Error: NEWSLETTER_SECRET_KEY: holds bytes that are not UTF-8 text (use a long random string)\n"
+    )
