@@ -18,7 +18,7 @@ import ssl
 import threading
 
 from ..config import Settings, SmtpSettings
-from ..errors import TransportError
+from ..errors import ConfigError, TransportError
 from .base import OutgoingMessage, SendQuota, SendResult, SendStatus
 
 USER_ENV = "NEWSLETTER_SMTP_USER"
@@ -68,7 +68,7 @@ class SmtpTransport:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpTransport:
-        return cls(settings.smtp, os.environ.get(USER_ENV, ""), os.environ.get(PASSWORD_ENV, ""))
+        return cls(settings.smtp, _credential(USER_ENV), _credential(PASSWORD_ENV))
 
     def quota(self) -> SendQuota | None:
         return None
@@ -290,3 +290,15 @@ def _message_id(raw: bytes) -> str | None:
         return None
     end = raw.find(b"\r\n", start + 2)
     return raw[start + len(b"\r\nMessage-ID: ") : end].decode()
+
+
+def _credential(name: str) -> str:
+    """The environment variable `name` ("" when unset): printable ASCII, which is all smtplib's AUTH can send."""
+    value = os.environ.get(name, "")
+    if not (value.isascii() and value.isprintable()):
+        raise ConfigError(
+            name,
+            "holds a character that is not printable ASCII, which SMTP authentication here cannot send",
+            "set it on one line; ask the relay for ASCII credentials",
+        )
+    return value

@@ -381,3 +381,20 @@ def test_implicit_tls(tmp_path) -> None:
     finally:
         controller.stop()
     assert handler.envelopes[0].rcpt_tos == ["kim@example.com"]
+
+
+@pytest.mark.parametrize("name", ["NEWSLETTER_SMTP_USER", "NEWSLETTER_SMTP_PASSWORD"])
+@pytest.mark.parametrize("value", ["pässwort-mit-umlaut", "two\nlines", "\udcff-not-utf8"])
+def test_credentials_smtplib_cannot_send_are_one_line_naming_the_variable(
+    publication: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """smtplib's AUTH encodes as ASCII: such a value used to be an 'unexpected' UnicodeEncodeError at login."""
+    from newsletter.errors import ConfigError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        SmtpTransport.from_settings(load_settings(publication))
+    assert str(raised.value) == (
+        f"{name}: holds a character that is not printable ASCII, which SMTP authentication here cannot send "
+        "(set it on one line; ask the relay for ASCII credentials)"
+    )
