@@ -227,6 +227,8 @@ def ses_doctor(run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch, endp
         (None, Status.FAIL, "is not set"),
         (DEVELOPMENT_SECRET, Status.FAIL, "public development secret"),
         ("short-key-123", Status.FAIL, "at least 16"),
+        ("\udcff" * 40, Status.FAIL, "holds bytes that are not UTF-8 text"),
+        ("Kq3vT9xZp2m7b4nW\nKq3vT9xZp2m7b4nW", Status.FAIL, "holds a line break or control character"),
         ("changeme-changeme-changeme-changeme", Status.WARN, "looks like a placeholder"),
         ("a" * 40, Status.WARN, "bits of randomness"),
         ("Kq3vT9xZ", Status.FAIL, "at least 16"),
@@ -239,6 +241,16 @@ def test_secret_key_must_be_set_long_random_and_not_a_default(value: str | None,
     assert finding.status == status, finding
     assert words in finding.what
     assert str(finding).startswith(f"{status.value}  secret key: NEWSLETTER_SECRET_KEY ")
+
+
+def test_a_key_of_bytes_that_are_not_utf8_is_one_failed_line_not_a_traceback(run, monkeypatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "\udcff" * 40)  # what a non-UTF-8 environment value becomes
+    with DnsServer(GOOD) as dns:
+        result = doctor(run, dns, "--transport", "smtp")
+    assert lines(result)["secret key"].startswith(
+        "fail  secret key: NEWSLETTER_SECRET_KEY holds bytes that are not UTF-8"
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
 
 
 def test_organisational_domains_follow_the_public_suffix_list() -> None:

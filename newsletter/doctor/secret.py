@@ -38,6 +38,14 @@ def check_secret_key(environ: Mapping[str, str] | None = None) -> Finding:
         )
     if value == DEVELOPMENT_SECRET:
         return failed(CHECK, f"{SECRET_ENV} is the public development secret: anyone can forge its links", GENERATE)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 reach Python as lone surrogates
+        return failed(CHECK, f"{SECRET_ENV} holds bytes that are not UTF-8 text: send and serve refuse it", GENERATE)
+    if not value.isprintable():
+        return failed(
+            CHECK, f"{SECRET_ENV} holds a line break or control character: send and serve refuse it", GENERATE
+        )
     if len(value) < MIN_LENGTH:
         return failed(CHECK, f"{SECRET_ENV} is {len(value)} characters; at least {MIN_LENGTH} are needed", GENERATE)
     lowered = value.lower()
