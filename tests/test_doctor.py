@@ -178,23 +178,28 @@ class OneClickHost:
         self.thread.join(timeout=10)
 
 
+def serve_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Put the archive and the web app (so the List-Unsubscribe URL) at `url`."""
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", url)
+    monkeypatch.setenv("NEWSLETTER_APP_URL", url)
+
+
 @pytest.fixture(autouse=True)
 def environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A strong key, AWS test credentials, and an unsubscribe host that refuses at once (tests that look at it
     set their own)."""
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", secrets.token_urlsafe(32))
-    monkeypatch.setenv("NEWSLETTER_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    serve_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("NEWSLETTER_APP_URL", raising=False)
 
 
 @pytest.fixture
 def one_click_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OneClickHost]:
     with OneClickHost(tmp_path) as host:
         monkeypatch.setenv("SSL_CERT_FILE", str(host.cert_file))
-        monkeypatch.setenv("NEWSLETTER_BASE_URL", host.url)
+        serve_at(monkeypatch, host.url)
         yield host
 
 
@@ -640,7 +645,7 @@ def test_newsletter_serve_takes_the_one_click_probe_and_changes_nothing(web, run
     server, store, _settings, _clock = web
     add_subscriber(store, "kim@example.com", lang="ko")
     before = _dump(store)
-    monkeypatch.setenv("NEWSLETTER_BASE_URL", server.url)
+    serve_at(monkeypatch, server.url)
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", WEB_SECRET.decode())
     with DnsServer(GOOD) as dns:
         found = lines(doctor(run, dns, "--transport", "smtp"))
@@ -705,7 +710,7 @@ HOSTS = [
 def test_an_unsubscribe_host_that_does_not_take_the_post_fails(run, monkeypatch, case: str, app, expected: str):
     server = WebServer(app)
     try:
-        monkeypatch.setenv("NEWSLETTER_BASE_URL", server.url)
+        serve_at(monkeypatch, server.url)
         with DnsServer(GOOD) as dns:
             result = doctor(run, dns, "--transport", "smtp")
     finally:
@@ -716,13 +721,13 @@ def test_an_unsubscribe_host_that_does_not_take_the_post_fails(run, monkeypatch,
 
 def test_a_host_that_refuses_or_never_answers_fails_with_what_happened(run, monkeypatch) -> None:
     port = free_port()
-    monkeypatch.setenv("NEWSLETTER_BASE_URL", f"http://127.0.0.1:{port}")
+    serve_at(monkeypatch, f"http://127.0.0.1:{port}")
     with DnsServer(GOOD) as dns:
         refused = lines(doctor(run, dns, "--transport", "smtp"))
         release = threading.Event()
         server = WebServer(_Host("200 OK", b"ok", release))
         try:
-            monkeypatch.setenv("NEWSLETTER_BASE_URL", server.url)
+            serve_at(monkeypatch, server.url)
             silent = lines(run("doctor", "--transport", "smtp", "--nameserver", dns.address, "--timeout", "0.5"))
         finally:
             release.set()
@@ -739,7 +744,7 @@ def test_a_host_that_refuses_or_never_answers_fails_with_what_happened(run, monk
 def test_a_get_page_without_a_form_is_a_warning(run, monkeypatch) -> None:
     server = WebServer(_Host("200 OK", b"<p>You are unsubscribed.</p>"))
     try:
-        monkeypatch.setenv("NEWSLETTER_BASE_URL", server.url)
+        serve_at(monkeypatch, server.url)
         with DnsServer(GOOD) as dns:
             found = lines(doctor(run, dns, "--transport", "smtp"))
     finally:
