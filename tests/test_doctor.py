@@ -624,6 +624,10 @@ def test_an_unreachable_ses_is_a_warning_that_names_what_was_not_checked(run, mo
         f"warn  ses identity: could not read the SES identities of {FROM} in us-east-1: Could not connect"
     )
     assert found["spf"].startswith("warn  spf: the MAIL FROM domain is not known")
+    assert (
+        found["dkim"] == "warn  dkim: the SES identity could not be read, so its DKIM records are not known (see above)"
+    )
+    assert found["alignment"].startswith("warn  alignment: which domain DKIM signs as is not known")
     assert "Traceback" not in result.output
 
 

@@ -9,8 +9,8 @@ from ..config import Settings
 from ..preview import PREVIEW_SUBSCRIBER_ID
 from ..tokens import DEVELOPMENT_SECRET, SECRET_ENV, unsubscribe_token
 from .alignment import SES_DOMAIN, check_alignment, org_domain
-from .dns_records import Dns, check_dkim, check_dmarc, check_spf
-from .findings import Finding, Status
+from .dns_records import DKIM_CHECK, Dns, check_dkim, check_dmarc, check_spf
+from .findings import Finding, Status, warned
 from .mail import check_messages
 from .secret import MIN_LENGTH, check_secret_key
 from .ses_identity import SesFacts, candidates, read_identities, ses_findings, sesv2_client
@@ -73,7 +73,10 @@ def run_doctor(settings: Settings, options: DoctorOptions) -> list[Finding]:
 
     dns = Dns(options.nameserver, options.timeout)
     findings.append(check_spf(dns, domain, ses=ses, mail_from=mail_from))
-    dkim = check_dkim(dns, domain, selectors=options.dkim_selectors, signing=facts.signing, ses=ses)
+    if ses and facts.problem and not options.dkim_selectors:
+        dkim = warned(DKIM_CHECK, "the SES identity could not be read, so its DKIM records are not known", "see above")
+    else:
+        dkim = check_dkim(dns, domain, selectors=options.dkim_selectors, signing=facts.signing, ses=ses)
     findings.append(dkim)
     if options.dkim_selectors and dkim.status == Status.PASS and not ses:
         dkim_domain = domain  # the key you named is published under the From domain
