@@ -14,16 +14,14 @@ from .issues import Issue
 from .messages import MessageTemplate, sample_recipient
 from .render.email import UNSUBSCRIBE_TOKEN, render_email
 from .render.templates import Templates
-from .tokens import DEVELOPMENT_SECRET, unsubscribe_token
-
-PREVIEW_SUBSCRIBER_ID = 0  # names nobody: the preview's unsubscribe link changes nothing
+from .tokens import DEVELOPMENT_SECRET, TEST_SUBSCRIBER_ID, unsubscribe_token
 
 
 def write_preview(settings: Settings, templates: Templates, issue: Issue, out: Path) -> list[Path]:
     """Write `<out>/<lang>/email.html`, `email.txt` and `message.eml` (the whole message) for every edition,
     as the sample subscriber gets them; returns the files written."""
     written: list[Path] = []
-    token = unsubscribe_token(DEVELOPMENT_SECRET.encode(), settings.list_id, PREVIEW_SUBSCRIBER_ID)
+    token = unsubscribe_token(DEVELOPMENT_SECRET.encode(), settings.list_id, TEST_SUBSCRIBER_ID)
     for edition in issue.editions:
         email = render_email(edition, settings, templates)
         message, _ = MessageTemplate(email, settings, slug=issue.slug).personalise(sample_recipient(token))

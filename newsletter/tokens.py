@@ -25,6 +25,9 @@ MAX_TOKEN_LENGTH = 200  # longer input is refused before any work
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+TEST_SUBSCRIBER_ID = 0  # no store gives it out: the preview's and doctor's unsubscribe links, which change nothing
+
+
 def _secret_from_env(development: bool) -> str:
     """NEWSLETTER_SECRET_KEY ("" when unset); the public development secret only when `development`."""
     value = os.environ.get(SECRET_ENV, "")

@@ -47,6 +47,7 @@ from .store import (
 from .tokens import (
     DEVELOPMENT_SECRET,
     MAX_TOKEN_LENGTH,
+    TEST_SUBSCRIBER_ID,
     server_secret_key,
     verify_confirm_token,
     verify_unsubscribe_token,
@@ -233,6 +234,15 @@ def create_app(
 
     @app.route("/unsubscribe", methods=["GET", "POST"])
     def unsubscribe() -> Response:
+        token = request.args.get("token", "")
+        named = verify_unsubscribe_token(secret, settings.list_id, token) if len(token) <= MAX_TOKEN_LENGTH else None
+        if named == TEST_SUBSCRIBER_ID:
+            # A preview's or `newsletter doctor`'s link. It names nobody, so the page is shown and nothing is
+            # read or changed; that it verifies proves this app checks links with the sender's key.
+            lang = best_language()
+            state = "done" if request.method == "POST" else "ask"
+            return page("unsubscribe.html.j2", lang, state=state, email=strings(lang).get("test_link_address", ""),
+                        action=action("unsubscribe"), resubscribe_action="", test_link=True)  # fmt: skip
         subscriber, problem = token_subscriber("unsubscribe")
         if problem:
             return problem

@@ -654,13 +654,11 @@ def test_newsletter_serve_takes_the_one_click_probe_and_changes_nothing(web, run
     with DnsServer(GOOD) as dns:
         found = lines(doctor(run, dns, "--transport", "smtp"))
     assert found["one-click unsubscribe"] == (
-        f"warn  one-click unsubscribe: POST {server.url}/unsubscribe is newsletter serve, and it answers 400 to the "
-        "test link (it names no subscriber), so whether it checks links with this NEWSLETTER_SECRET_KEY cannot be "
-        "told (give serve the same NEWSLETTER_SECRET_KEY as send)"
+        f"pass  one-click unsubscribe: POST {server.url}/unsubscribe answers 200 to a one-click POST on a test link "
+        "(RFC 8058)"
     )
     assert found["unsubscribe page"] == (
-        f"pass  unsubscribe page: GET {server.url}/unsubscribe answers 400 to the test link and changes nothing "
-        "(newsletter serve)"
+        f"pass  unsubscribe page: GET {server.url}/unsubscribe shows a page with a POST form (a GET must change nothing)"
     )
     assert found["list headers (ko)"].startswith(
         f"fail  list headers (ko): List-Unsubscribe is {server.url}/unsubscribe, not HTTPS"
@@ -800,3 +798,17 @@ def test_a_bad_nameserver_is_a_usage_error(run, value: str) -> None:
     result = run("doctor", "--nameserver", value)
     assert result.exit_code == 2
     assert "--nameserver" in result.stderr and "Traceback" not in result.output
+
+
+def test_newsletter_serve_with_another_key_fails_the_one_click_check(web, run, monkeypatch) -> None:
+    """serve answers a correctly signed test link with its page, so a refusal means the keys differ."""
+    server, store, _settings, _clock = web
+    serve_at(monkeypatch, server.url)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "another-key-than-the-web-apps-" + "x" * 20)
+    with DnsServer(GOOD) as dns:
+        found = lines(doctor(run, dns, "--transport", "smtp"))
+    assert found["one-click unsubscribe"] == (
+        f"fail  one-click unsubscribe: POST {server.url}/unsubscribe is newsletter serve, and it refuses the test "
+        "link: it checks links with another NEWSLETTER_SECRET_KEY, so every unsubscribe link of this send would fail "
+        "(give serve the same NEWSLETTER_SECRET_KEY as send)"
+    )

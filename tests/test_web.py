@@ -658,3 +658,26 @@ def test_on_its_own_origin_the_app_takes_the_archive_style_sheet_in_chromium(
         app.close()
     assert refused == []  # no Content-Security-Policy refusal, no failed load
     assert any(url.startswith(archive.url) for url in loaded)  # the sheet came from the archive's origin
+
+
+def test_the_test_link_shows_its_page_and_changes_nothing_and_only_with_the_apps_key(web) -> None:
+    """Subscriber id 0 (a preview's or doctor's link) names nobody: GET and POST show the page, say it is a test,
+    read and change nothing; the same link signed with another key is a bad link like any other."""
+    from newsletter.tokens import TEST_SUBSCRIBER_ID
+
+    server, store, settings, _ = web
+    add_subscriber(store, "kim@example.com", lang="ko")
+    before = _dump(store)
+    url = f"{server.url}/unsubscribe?token={_token(settings, TEST_SUBSCRIBER_ID)}"
+    shown = requests.get(url, headers={"Accept-Language": "en"}, timeout=5)
+    assert shown.status_code == 200 and 'method="post"' in shown.text
+    assert "This is a test link from a preview or newsletter doctor: nobody is unsubscribed." in shown.text
+    done = requests.post(url, data={"List-Unsubscribe": "One-Click"}, headers={"Accept-Language": "en"}, timeout=5)
+    assert done.status_code == 200 and "will not be sent to the preview&#39;s address any more" in done.text
+    assert "Subscribe again" not in done.text  # nobody to resubscribe
+    foreign = unsubscribe_token(b"another-key-of-the-same-length-xx", settings.list_id, TEST_SUBSCRIBER_ID)
+    refused = requests.post(
+        f"{server.url}/unsubscribe?token={foreign}", data={"List-Unsubscribe": "One-Click"}, timeout=5
+    )
+    assert refused.status_code == 400
+    assert _dump(store) == before

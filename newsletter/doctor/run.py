@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..config import Settings
-from ..preview import PREVIEW_SUBSCRIBER_ID
-from ..tokens import DEVELOPMENT_SECRET, SECRET_ENV, unsubscribe_token
+from ..tokens import DEVELOPMENT_SECRET, SECRET_ENV, TEST_SUBSCRIBER_ID, unsubscribe_token
 from .alignment import SES_DOMAIN, check_alignment, org_domain
 from .dns_records import DKIM_CHECK, Dns, check_dkim, check_dmarc, check_spf
 from .findings import Finding, Status, warned
@@ -42,7 +41,7 @@ def _probe_token(settings: Settings) -> str:
         secret = key.encode("utf-8") if len(key) >= MIN_LENGTH else DEVELOPMENT_SECRET.encode()
     except UnicodeEncodeError:  # not UTF-8: the secret key line fails; the test link needs no real signature
         secret = DEVELOPMENT_SECRET.encode()
-    return unsubscribe_token(secret, settings.list_id, PREVIEW_SUBSCRIBER_ID)
+    return unsubscribe_token(secret, settings.list_id, TEST_SUBSCRIBER_ID)
 
 
 def run_doctor(settings: Settings, options: DoctorOptions) -> list[Finding]:

@@ -83,11 +83,11 @@ def _post_finding(response: Any, shown: str) -> Finding:
             "answer the POST at this URL with 200",
         )
     if status == 400 and _is_newsletter_serve(response):
-        # web.py answers 400 to any link that names no subscriber, so the key it checks with cannot be told
-        return warned(
+        # serve answers a correctly signed test link with its page: a 400 means it checks with another key
+        return failed(
             POST_CHECK,
-            f"POST {shown} is newsletter serve, and it answers 400 to the test link (it names no subscriber), "
-            "so whether it checks links with this NEWSLETTER_SECRET_KEY cannot be told",
+            f"POST {shown} is newsletter serve, and it refuses the test link: it checks links with another "
+            "NEWSLETTER_SECRET_KEY, so every unsubscribe link of this send would fail",
             "give serve the same NEWSLETTER_SECRET_KEY as send",
         )
     if status in {404, 405}:
@@ -109,7 +109,11 @@ def _get_finding(response: Any, shown: str) -> Finding:
             "make sure a GET never unsubscribes: link scanners follow every link",
         )
     if status == 400 and _is_newsletter_serve(response):
-        return passed(GET_CHECK, f"GET {shown} answers 400 to the test link and changes nothing (newsletter serve)")
+        return warned(
+            GET_CHECK,
+            f"GET {shown} is newsletter serve, and it refuses the test link (another NEWSLETTER_SECRET_KEY)",
+            "give serve the same NEWSLETTER_SECRET_KEY as send",
+        )
     if 300 <= status < 400:
         return warned(GET_CHECK, f"GET {shown} answers {status}, a redirect", "show the unsubscribe page at this URL")
     return warned(GET_CHECK, f"GET {shown} answers {status}", "the link in the footer should show a page")
