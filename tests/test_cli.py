@@ -168,7 +168,11 @@ ENV_PROBLEMS = [
     ),
     ("NEWSLETTER_BASE_URL", "ftp://example.com", "'ftp://example.com' is not an absolute URL (use https://host/path)"),
     ("NEWSLETTER_APP_URL", "ftp://x.com", "'ftp://x.com' is not an absolute URL (use https://host/path)"),
-    ("NEWSLETTER_APP_URL", "https://u:p@x.com", "'https://u:p@x.com' has a user name or password; pages and links add a path to it (use https://host/path)"),
+    (
+        "NEWSLETTER_APP_URL",
+        "https://u:p@x.com",
+        "'https://u:p@x.com' has a user name or password; pages and links add a path to it (use https://host/path)",
+    ),
     (
         "NEWSLETTER_BASE_URL",
         "https://a.org/\nx",

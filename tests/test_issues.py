@@ -121,7 +121,7 @@ def test_sample_keeps_every_seed_text(publication: Path) -> None:
         (
             "2023-09-25-x.md",
             "---\ntitle: x\ndate: 2023-09-25\ntilte: y\n---\n",
-            "issues/2023-09-25-x.md:4: unknown front matter key 'tilte' (use title, date, summary, tags, draft, advertisement)",
+            "issues/2023-09-25-x.md:4: unknown front matter key 'tilte' (use title, date, summary, tags, draft, advertisement, publish_at)",
         ),
         (
             "2023-09-25-x.md",

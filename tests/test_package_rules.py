@@ -12,21 +12,46 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
 
+# The click commands: the only modules that import click (test_only_the_commands_import_click).
+COMMANDS = ("cli", "cli_doctor", "cli_errors", "cli_init", "cli_send")
+
 # layer → the modules of ours it must never import (a name covers the module and everything below it)
 FORBIDDEN = {
     # The model: issue files, their Markdown, settings, errors, tokens. It knows no renderer, store or peer.
     "newsletter.config": ("render", "store", "transports", "sending", "web", "events", "cli", "issues", "markdown"),
+    "newsletter.config_keys": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
+    "newsletter.config_values": (
+        "render",
+        "store",
+        "transports",
+        "sending",
+        "web",
+        "events",
+        "cli",
+        "issues",
+        "config",
+    ),
     "newsletter.errors": ("render", "store", "transports", "sending", "web", "events", "cli", "config", "issues"),
+    "newsletter.time_words": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.processes": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.tokens": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.markdown": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.issues": ("render", "store", "transports", "sending", "web", "events", "cli"),
+    # Which issues are due: the model and the send log's counts, never a renderer, a peer or the send loop.
+    "newsletter.schedule": ("render", "transports", "sending", "web", "events", "cli"),
     # Renderers turn editions into bytes: no store, no peer, no sending, no web app.
     "newsletter.render": ("store", "transports", "sending", "web", "events", "cli", "cli_send", "subscriber_csv"),
     # Transports get bytes and report what the peer said: they never render and never touch the store.
     "newsletter.transports": ("render", "store", "sending", "web", "events", "cli", "messages", "issues", "markdown"),
+    # The doctor only reads and asks (settings, the newest issue, DNS, SES, the unsubscribe host): it never opens the
+    # store, sends, or serves.
+    "newsletter.doctor": ("store", "sending", "send_loop", "web", "events", "cli", "cli_send", "subscriber_csv"),
     # The store keeps subscribers and the send log: no renderer, no peer.
     "newsletter.store": ("render", "transports", "sending", "web", "events", "cli", "messages", "issues", "markdown"),
+    # Starting a publication: the scaffold, its settings and the theme's wording; no store, no peer, no command.
+    "newsletter.starter": ("store", "transports", "sending", "web", "events", *COMMANDS),
+    # The theme's files as a publication sees them: the theme alone, never the model, a store, a peer or a command.
+    "newsletter.template_overrides": ("issues", "store", "transports", "sending", "web", "events", *COMMANDS),
 }
 
 
@@ -82,6 +107,15 @@ def test_module_keeps_its_layer_rules(path: Path) -> None:
         if imported == f"newsletter.{banned}" or imported.startswith(f"newsletter.{banned}.")
     )
     assert not breaks, f"{name} ({layer}) must not import {', '.join(breaks)}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_only_the_commands_import_click(path: Path) -> None:
+    """The library prompts and prints nothing: only the commands import click."""
+    name = module_name(path).removeprefix("newsletter.")
+    if name in COMMANDS:
+        return
+    assert not any(m == "click" or m.startswith("click.") for m in imported_modules(path)), f"{name} imports click"
 
 
 def test_the_rule_checker_sees_a_break() -> None:
