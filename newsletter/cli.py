@@ -117,7 +117,7 @@ def check(ctx: click.Context) -> None:
 @click.pass_context
 @reports_errors
 def new(ctx: click.Context, title: str, slug: str | None, date_text: str | None, lang: str | None) -> None:
-    """Create an issue file from templates/issue.md.j2 (a draft until you remove draft: true).
+    """Create an issue file from the theme's issue.md.j2 or templates/issue.md.j2 (a draft until draft: true goes).
 
     Example: newsletter new "Top ML Papers of the Week" --slug top-ml-papers
     """
