@@ -40,6 +40,8 @@ def ensure_venv(flavour: str) -> None:
     size = "about 150 MB" if flavour == "main" else "about 650 MB, Playwright's driver included"
     print(f"Installing {what} into {VENV} ({size}; a minute or two on a first run) …", flush=True)
     pip("install", "--upgrade", "pip")
+    if list((VENV / "lib").glob("python3*/site-packages/newsletter-*.dist-info")):  # its name before 0.1.0
+        pip("uninstall", "--yes", "newsletter")
     pip("install", "--editable", f"{ROOT}[test]" if flavour == "test" else str(ROOT))
     done[flavour] = wanted
     STAMP.write_text(json.dumps(done))
@@ -60,7 +62,8 @@ def _installed() -> dict[str, str]:
 
 def pip(*args: str) -> None:
     """Run pip in .venv, showing a line per step (what it collects, builds and installs)."""
-    command = [str(BIN / "python"), "-m", "pip", *args, "--progress-bar", "off", "--disable-pip-version-check"]
+    quiet = ["--progress-bar", "off"] if args[0] == "install" else []
+    command = [str(BIN / "python"), "-m", "pip", *args, *quiet, "--disable-pip-version-check"]
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None
         for line in process.stdout:

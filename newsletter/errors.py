@@ -70,5 +70,7 @@ class MissingExtraError(NewsletterError):
     or (with no extra, for a module of the normal install that went missing) newsletter itself."""
 
     def __init__(self, feature: str, extra: str = "", *, needs: str = "", where: str = "") -> None:
-        hint = f"pip install 'newsletter[{extra}]'" if extra else "reinstall it: pip install newsletter"
+        from . import DISTRIBUTION
+
+        hint = f"pip install '{DISTRIBUTION}[{extra}]'" if extra else f"reinstall it: pip install {DISTRIBUTION}"
         super().__init__(where, f"{feature} needs {needs or f'the {extra} extra'}", hint)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import DISTRIBUTION, __version__
 from .config import CONFIG_FILE, CONFIG_FILE_LIMIT, load_settings
 from .errors import ConfigError, NewsletterError
 from .files import read_regular_file
@@ -152,7 +152,7 @@ def _context(new: NewPublication, today: dt.date) -> dict[str, Any]:
         "author": new.author,
         "date": today.isoformat(),
         "version": __version__,
-        "package_spec": f"newsletter=={__version__}",
+        "package_spec": installed_from(),
     }
 
 
@@ -320,3 +320,21 @@ def default_from_address(title: str, base_url: str) -> str:
     host = urlsplit(base_url).hostname or ""
     domain = host if "." in host and not host.replace(".", "").isdigit() else "example.com"
     return f"{title} <newsletter@{domain}>"
+
+
+def installed_from() -> str:
+    """What to pip install to get this very newsletter: where it came from when pip recorded a URL (PEP 610's
+    direct_url.json: a git repository at its commit, or an archive), else the release `DISTRIBUTION==version`."""
+    from importlib import metadata
+
+    release = f"{DISTRIBUTION}=={__version__}"
+    try:
+        record = json.loads(metadata.distribution(DISTRIBUTION).read_text("direct_url.json") or "null")
+    except (metadata.PackageNotFoundError, ValueError):
+        return release
+    if not isinstance(record, dict) or not str(record.get("url", "")).startswith("https://"):
+        return release  # from an index, or from a folder on this machine, which a runner or container lacks
+    vcs = record.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("vcs") == "git" and vcs.get("commit_id"):
+        return f"{DISTRIBUTION} @ git+{record['url']}@{vcs['commit_id']}"
+    return f"{DISTRIBUTION} @ {record['url']}" if "archive_info" in record else release

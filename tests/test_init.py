@@ -245,7 +245,7 @@ def test_a_wheel_in_a_fresh_venv_runs_init_check_build_preview_send_and_serve(tm
         [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path / "dist"), str(source)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
-    wheel = next((tmp_path / "dist").glob("newsletter-*.whl"))
+    wheel = next((tmp_path / "dist").glob("git_newsletter-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     python = venv / "bin" / "python"
@@ -318,3 +318,37 @@ def test_init_takes_the_root_option_as_its_folder(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert load_settings(tmp_path / "pub").postal_address == POSTAL
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "spec"),
+    [
+        (None, "git-newsletter==0.1.0"),  # from an index
+        ({"url": "file:///home/me/newsletter", "dir_info": {}}, "git-newsletter==0.1.0"),  # a folder here
+        (
+            {"url": "https://github.com/me/newsletter.git", "vcs_info": {"vcs": "git", "commit_id": "ab12cd"}},
+            "git-newsletter @ git+https://github.com/me/newsletter.git@ab12cd",
+        ),
+        (
+            {"url": "https://example.org/git_newsletter-0.1.0.tar.gz", "archive_info": {}},
+            "git-newsletter @ https://example.org/git_newsletter-0.1.0.tar.gz",
+        ),
+    ],
+)
+def test_init_writes_where_this_newsletter_was_installed_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_url: dict | None, spec: str
+) -> None:
+    """PEP 610's direct_url.json of the installed distribution (found first on sys.path) says where pip got it."""
+    import json
+    import sys
+
+    from newsletter import __version__
+    from newsletter.starter import installed_from
+
+    info = tmp_path / f"git_newsletter-{__version__}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: git-newsletter\nVersion: {__version__}\n")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url))
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert installed_from() == spec.replace("0.1.0", __version__)

@@ -605,7 +605,7 @@ def _units(folder: Path) -> dict[str, Path]:
         "app_url": "https://papers.example.com",
         "language": "en",
         "version": "0.1.0",
-        "package_spec": "newsletter==0.1.0",
+        "package_spec": "git-newsletter==0.1.0",
     }
     paths = {"service": folder / "newsletter-send.service", "timer": folder / "newsletter-send.timer"}
     paths["service"].write_text(service.render(**context) + "\n", encoding="utf-8")

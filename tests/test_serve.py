@@ -390,5 +390,5 @@ def test_serve_without_flask_says_to_reinstall(publication: Path, tmp_path: Path
     assert done.returncode == 1 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr == (
-        "Error: newsletter serve needs the flask package, which is missing (reinstall it: pip install newsletter)\n"
+        "Error: newsletter serve needs the flask package, which is missing (reinstall it: pip install git-newsletter)\n"
     )

@@ -489,7 +489,7 @@ def test_postgresql_without_psycopg_names_the_extra(publication: Path, tmp_path:
     )
     assert done.returncode == 1 and done.stdout == "", done.stderr
     assert done.stderr == (
-        "Error: NEWSLETTER_DATABASE_URL: PostgreSQL needs the psycopg driver (pip install 'newsletter[postgres]')\n"
+        "Error: NEWSLETTER_DATABASE_URL: PostgreSQL needs the psycopg driver (pip install 'git-newsletter[postgres]')\n"
     )
 
 
@@ -506,7 +506,7 @@ def test_ses_without_boto3_says_to_reinstall(publication: Path, tmp_path: Path) 
     )
     assert done.returncode == 1 and done.stdout == "", done.stderr
     assert done.stderr == (
-        "Error: Amazon SQS needs the boto3 package, which is missing (reinstall it: pip install newsletter)\n"
+        "Error: Amazon SQS needs the boto3 package, which is missing (reinstall it: pip install git-newsletter)\n"
     )
 
 
