@@ -282,7 +282,7 @@ def test_a_topic_arn_of_the_wrong_type_is_one_line(run, publication: Path, value
     result = run("check")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: pyproject.toml [tool.newsletter.ses] topic_arn: ")
-    assert "is not an ARN or a list of ARNs" in result.stderr and result.stderr.count("\n") == 1
+    assert "not an ARN or a list of ARNs (use" in result.stderr and result.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(
