@@ -255,34 +255,27 @@ def subscribers_import(ctx: click.Context, file: Path, skip_invalid: bool) -> No
 @subscribers.command("export")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced", "complained"]))
+@click.option("--force", is_flag=True, help="Replace FILE if it exists (never the publication's own files).")
 @click.pass_context
 @reports_errors
-def subscribers_export(ctx: click.Context, file: Path | None, status: str | None) -> None:
+def subscribers_export(ctx: click.Context, file: Path | None, status: str | None, force: bool) -> None:
     """Write subscribers as CSV to FILE (or standard output, also for `-`); cells never start a spreadsheet formula.
 
-    Example: newsletter subscribers export backup.csv
+    FILE is created 0600 and whole or not at all; an existing one is replaced only with --force, and the
+    publication's pyproject.toml, issues/ and templates/ never are. Example: newsletter subscribers export backup.csv
     """
-    import os
     import sys
-    import tempfile
 
     from .store import SubscriberStatus
-    from .subscriber_csv import export_subscribers
+    from .subscriber_csv import export_subscribers, export_to_file
 
     settings = settings_of(ctx)
+    chosen = SubscriberStatus(status) if status else None
     with _store(settings) as store:
         if file is None or str(file) == "-":
-            export_subscribers(store, sys.stdout, SubscriberStatus(status) if status else None)
+            export_subscribers(store, sys.stdout, chosen)
             return
-        # Private (0600, like the store) and a temporary name of its own; the file appears whole or not at all.
-        handle, temporary = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-        try:
-            with open(handle, "w", encoding="utf-8", newline="") as out:
-                count = export_subscribers(store, out, SubscriberStatus(status) if status else None)
-            os.replace(temporary, file)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        count = export_to_file(store, file, chosen, root=settings.root, force=force)
     click.echo(f"Exported {count} subscriber(s) to {one_line(str(file))}", err=True)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
+import tempfile
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -234,4 +236,56 @@ def export_subscribers(store: Store, out: IO[str], status: SubscriberStatus | No
             s.unsubscribe_method,
         ]
         writer.writerow([_cell(v) for v in values] + [_cell(s.attributes.get(key)) for key in extra])
+    return count
+
+
+def _source_of_the_publication(path: Path, root: Path) -> bool:
+    """Whether `path` (symlinks followed) is the publication's settings or inside its issues/ or templates/."""
+    target, root = path.resolve(), root.resolve()
+    return target == root / "pyproject.toml" or any(target.is_relative_to(root / d) for d in ("issues", "templates"))
+
+
+def _place_without_replacing(temporary: str, path: Path) -> None:
+    """Give `temporary` the name `path`; FileExistsError if a file took that name after the first check."""
+    try:
+        os.link(temporary, path)  # atomic, and refuses an existing name
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (FAT, some network mounts)
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(path) from None
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
+
+
+def export_to_file(
+    store: Store, path: Path, status: SubscriberStatus | None, *, root: Path, force: bool = False
+) -> int:
+    """Export to `path`, private (0600) and whole or not at all; returns how many subscribers.
+
+    An existing file is replaced only with `force`; the publication's own sources (pyproject.toml, issues/,
+    templates/) never are, since subscriber data there would be committed and published.
+    """
+    where = one_line(str(path))
+    if _source_of_the_publication(path, root):
+        raise NewsletterError(
+            where, "is a source of the publication (settings, issues/ or templates/)", "export somewhere else"
+        )
+    if not force and (path.exists() or path.is_symlink()):
+        raise NewsletterError(where, "exists", "pass --force to replace it, or choose another name")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with open(handle, "w", encoding="utf-8", newline="") as out:
+            count = export_subscribers(store, out, status)
+        if force:
+            os.replace(temporary, path)
+        else:
+            _place_without_replacing(temporary, path)
+    except FileExistsError:
+        Path(temporary).unlink(missing_ok=True)
+        raise NewsletterError(where, "exists", "pass --force to replace it, or choose another name") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return count

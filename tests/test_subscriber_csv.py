@@ -199,3 +199,39 @@ def test_export_to_a_dash_writes_standard_output(run, tmp_path: Path, publicatio
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [(row["email"], row["name"]) for row in rows] == [("a@example.com", "Kim")]
     assert not (publication / "-").exists() and not Path("-").exists()
+
+
+def test_export_never_replaces_an_existing_file_without_force(run, tmp_path: Path) -> None:
+    assert run("subscribers", "add", "kim@example.com").exit_code == 0
+    out = tmp_path / "backup.csv"
+    out.write_text("keep me\n", encoding="utf-8")
+    result = run("subscribers", "export", str(out))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {out}: exists (pass --force to replace it, or choose another name)\n"
+    assert out.read_text(encoding="utf-8") == "keep me\n"
+    assert run("subscribers", "export", str(out), "--force").exit_code == 0
+    assert out.read_text(encoding="utf-8").splitlines()[1].startswith("kim@example.com,")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("name", ["pyproject.toml", "issues/x.md", "issues/new.csv", "templates/static/list.csv"])
+def test_export_never_writes_into_the_publications_sources(run, publication: Path, name: str) -> None:
+    assert run("subscribers", "add", "kim@example.com").exit_code == 0
+    target = publication / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    before = target.read_bytes() if target.exists() else None
+    for extra in ([], ["--force"]):
+        result = run("subscribers", "export", str(target), *extra)
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error: {target}: is a source of the publication"), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert (target.read_bytes() if target.exists() else None) == before
+
+
+def test_export_through_a_symlink_into_the_sources_is_refused(run, publication: Path, tmp_path: Path) -> None:
+    link = tmp_path / "innocent.csv"
+    link.symlink_to(publication / "pyproject.toml")
+    before = (publication / "pyproject.toml").read_bytes()
+    result = run("subscribers", "export", str(link), "--force")
+    assert result.exit_code == 1 and "is a source of the publication" in result.stderr
+    assert (publication / "pyproject.toml").read_bytes() == before
