@@ -308,6 +308,41 @@ def test_a_database_locked_by_another_process_is_one_line(
     assert run(*command).exit_code == 0  # once the other process is done, the same command works
 
 
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("pyproject.toml", "is not a SQLite database"),
+        ("issues", "is a folder, not a SQLite database"),
+        ("pyproject.toml/x.db", "cannot be created or opened: Not a directory"),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_one_line_naming_it(
+    publication: Path, run, monkeypatch: pytest.MonkeyPatch, name: str, what: str
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"sqlite:///{name}")  # relative: inside the publication
+    result = run("subscribers", "count")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {publication / name}: {what} (check NEWSLETTER_DATABASE_URL)\n"
+
+
+def test_a_store_this_user_may_not_write_is_one_line_naming_it(
+    publication: Path, run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root may write to any file: the permission cannot be denied here")
+    assert run("subscribers", "add", "kim@example.com").exit_code == 0
+    folder = publication / "subscribers"
+    (folder / "subscribers.db").chmod(0o400)
+    folder.chmod(0o500)
+    try:
+        result = run("subscribers", "add", "lee@example.com")
+    finally:
+        folder.chmod(0o700)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {folder / 'subscribers.db'}: cannot be written: "), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize("rate", ["nan", "inf", "-inf", "1e999", "NaN"])
 def test_a_rate_that_is_not_a_finite_number_is_a_usage_error(run, rate: str) -> None:
     result = run("send", "2023-09-25-top-ml-papers", "--yes", "--rate", rate)

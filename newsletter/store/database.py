@@ -275,7 +275,12 @@ def open_store(url: str, *, setting: str = "") -> Store:
     try:
         database = sa.engine.make_url(url).database if url.startswith("sqlite:") else None
         if database and database != ":memory:" and not database.startswith("file:"):
-            _private_sqlite_file(Path(database))
+            try:
+                _private_sqlite_file(Path(database))
+            except OSError as err:  # a folder on the way is a file, or one we may not enter
+                raise StoreError(
+                    database, f"cannot be created or opened: {err.strerror or err}", _check(setting)
+                ) from None
         engine = sa.create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     except ImportError as err:  # a driver not installed, or one that cannot load its C library (libpq)
         if (err.name or "").split(".")[0] == "psycopg" or (err.name is None and "psycopg" in str(err)):
@@ -293,9 +298,32 @@ def open_store(url: str, *, setting: str = "") -> Store:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     try:
         _migrate(engine)
-    except sa.exc.OperationalError as err:
-        raise StoreError(_safe_url(url), f"cannot open the database: {err.orig}", "check the URL and server") from None
+    except sa.exc.DBAPIError as err:  # the store's locks and value errors are StoreErrors already (_store_errors)
+        engine.dispose()
+        raise _open_failure(err, database, _safe_url(url), setting) from None
     return Store(engine)
+
+
+def _check(setting: str) -> str:
+    """The hint of an open failure: the setting or variable the store's URL came from."""
+    return f"check {setting}" if setting else "check the database URL"
+
+
+def _open_failure(err: sa.exc.DBAPIError, database: str | None, url: str, setting: str) -> StoreError:
+    """One line for a store that cannot be opened: which one, what is wrong with it, and what to do."""
+    detail = (str(err.orig).strip().splitlines() or [type(err.orig).__name__])[0]
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return StoreError(url, f"cannot open the database: {detail}", "check the URL, the server and its permissions")
+    path = Path(database)
+    if "file is not a database" in detail:
+        return StoreError(database, "is not a SQLite database", _check(setting))
+    if path.is_dir():
+        return StoreError(database, "is a folder, not a SQLite database", _check(setting))
+    if "readonly" in detail or "unable to open" in detail:
+        return StoreError(
+            database, f"cannot be written: {detail}", f"let this user write to it and its folder, or {_check(setting)}"
+        )
+    return StoreError(database, f"cannot be opened: {detail}", _check(setting))
 
 
 UNREADABLE_URL = "database URL"  # what messages call a URL too broken to hide its password in
