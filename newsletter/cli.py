@@ -569,8 +569,18 @@ def main() -> None:
     import os
     import sys
 
+    from .cli_errors import stdout_is_closed, stop_quietly
+
     try:
-        cli(obj={}, standalone_mode=True)
+        try:
+            cli(obj={}, standalone_mode=True)
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe is a warning on stderr
+    except BrokenPipeError as err:  # standard output's last flush
+        if stdout_is_closed():
+            stop_quietly()
+        click.echo(f"Error: standard output: {err.strerror or err} (check where the output goes)", err=True)
+        sys.exit(1)
     except Exception as err:  # click's own exits and aborts never get here: standalone mode handles them
         if os.environ.get(DEBUG_ENV):
             raise

@@ -1,12 +1,16 @@
 """How every command reports a failure it knows: our errors and unreadable files as one `Error:` line, exit 1.
 
 Its own module so that cli.py and the command modules it registers (cli_init.py) share it without importing
-each other. Usage mistakes stay click's (exit 2).
+each other. Usage mistakes stay click's (exit 2). Standard output closed early (`newsletter … | head -1`) is no
+error: the command stops quietly with exit 1, as Python's documentation recommends (see `stop_quietly`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import select
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,9 +30,38 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except NewsletterError as err:
             raise click.ClickException(str(err)) from None
+        except BrokenPipeError as err:
+            if not stdout_is_closed():  # a socket or another pipe of ours: a real failure
+                raise click.ClickException(f"{_where(err)}: {one_line(str(err.strerror or err))}") from None
+            stop_quietly()
         except OSError as err:
-            where = one_line(str(getattr(err, "filename", None) or "file system"))
+            where = _where(err)
             what = one_line(str(err.strerror or err))
             raise click.ClickException(f"{where}: {what} (check the path and permissions)") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _where(err: OSError) -> str:
+    return one_line(str(getattr(err, "filename", None) or "file system"))
+
+
+def stdout_is_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test runner's capture), or no poll
+        return False
+
+
+def stop_quietly() -> None:
+    """Exit 1 without a word once standard output is closed, as `git log | head` does (Python's recipe for
+    SIGPIPE): the rest of the output goes to /dev/null so the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(1)

@@ -434,3 +434,24 @@ def test_build_never_writes_over_the_sources(publication: Path, run, out: str, p
     assert after == before
     elsewhere = run("build", "--out", str(publication / "public"))
     assert elsewhere.exit_code == 0, elsewhere.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("status", "2023-09-25-top-ml-papers"), ("templates", "list"), ("check",), ("subscribers", "export")],
+)
+def test_standard_output_closed_early_stops_quietly(publication: Path, command: tuple[str, ...]) -> None:
+    """`newsletter … | head -1`: a reader that has gone is no error to report (exit 1, nothing on stderr)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "newsletter", "--root", str(publication), *command]
+    closed = subprocess.Popen(argv, cwd=publication, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert closed.stdout is not None
+    closed.stdout.close()  # before the command writes a byte: every write it makes meets a closed pipe
+    _, stderr = closed.communicate(timeout=60)
+    assert (closed.returncode, stderr) == (1, b"")
+    head = subprocess.run(
+        ["sh", "-c", '"$@" | head -1', "sh", *argv], cwd=publication, capture_output=True, timeout=60
+    )  # as the tester typed it: whether the command had finished when head left is a race, the silence is not
+    assert head.returncode == 0 and head.stderr == b"" and len(head.stdout.splitlines()) == 1
