@@ -276,3 +276,53 @@ def test_templates_commands_work_while_the_settings_are_broken(publication: Path
     _settings_with(publication, 'language = "ko"', 'language = "kr"')
     assert run("templates", "list").exit_code == 0
     assert run("templates", "copy", "strings.toml").exit_code == 0
+
+
+def _outside(tmp_path: Path) -> Path:
+    """A secret of the machine, outside the publication (as /etc/passwd or a runner's token would be)."""
+    secret = tmp_path / "runner" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("the runner's secret\n", encoding="utf-8")
+    return secret
+
+
+@pytest.mark.parametrize("name", ["static/leak.txt", "email.css", "strings.toml", "page.html.j2", "entry.html.j2"])
+@pytest.mark.parametrize("command", ["build", "check"])
+def test_a_link_out_of_the_publication_is_refused_unread(
+    publication: Path, run, tmp_path: Path, name: str, command: str
+) -> None:
+    secret = _outside(tmp_path)
+    link = publication / "templates" / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)
+    result = run(command)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: templates/{name}: leads through a symbolic link to {secret}, outside the publication "
+        "(copy the file into the publication, or remove the link)"
+    )
+    site = publication / "site"
+    assert not site.exists() or "the runner's secret" not in "".join(
+        p.read_text(encoding="utf-8", errors="replace") for p in site.rglob("*") if p.is_file()
+    )
+
+
+def test_a_linked_folder_out_of_the_publication_is_refused(publication: Path, run, tmp_path: Path) -> None:
+    secret = _outside(tmp_path)
+    (publication / "templates").mkdir(exist_ok=True)
+    (publication / "templates" / "static").symlink_to(secret.parent, target_is_directory=True)
+    result = run("build")
+    assert result.exit_code == 1
+    assert f"Error: templates/static/secret.txt: leads through a symbolic link to {secret}," in result.stderr
+    assert not (publication / "site" / "static" / "secret.txt").exists()
+
+
+def test_a_link_inside_the_publication_is_followed(publication: Path, run) -> None:
+    shared = publication / "assets" / "logo.txt"
+    shared.parent.mkdir()
+    shared.write_text("our logo\n", encoding="utf-8")
+    (publication / "templates" / "static").mkdir(parents=True, exist_ok=True)
+    (publication / "templates" / "static" / "logo.txt").symlink_to("../../assets/logo.txt")
+    assert run("check").exit_code == 0
+    assert run("build").exit_code == 0
+    assert (publication / "site" / "static" / "logo.txt").read_text(encoding="utf-8") == "our logo\n"

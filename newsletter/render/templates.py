@@ -4,6 +4,10 @@ The theme ships in `newsletter/theme/`. A publication's `templates/` holds only 
 replaces the theme's file of the same name (`templates/static/x` the theme's `static/x`), and its `strings.toml`
 replaces the theme's wording key by key, per language. `{% extends "theme/NAME" %}` reaches the theme's own
 file from an override of NAME. Errors name the real file: `templates/NAME:line` or `theme/NAME:line`.
+
+A file of templates/ that is a symbolic link (itself, or through a linked folder) is used only when it leads to a
+file inside the publication: one that leads out (to /etc/passwd, a runner's secrets) is refused, never read, so a
+pull request cannot publish the files of the machine that builds it.
 """
 
 from __future__ import annotations
@@ -40,9 +44,27 @@ class Layer:
 
     folder: Path
     label: str
+    confine: Path | None = None  # the (resolved) folder every file must lead into; None for the packaged theme
 
     def where(self, name: str) -> str:
         return f"{self.label}/{name}"
+
+    def checked(self, path: Path, where: str) -> Path:
+        """`path`, after refusing it if a symbolic link on its way leads outside `confine`."""
+        if self.confine is None or not os.path.lexists(path):
+            return path
+        target = path.resolve()
+        if not target.is_relative_to(self.confine):
+            raise TemplateError(
+                where,
+                f"leads through a symbolic link to {target}, outside the publication",
+                "copy the file into the publication, or remove the link",
+            )
+        return path
+
+    def sub(self, name: str) -> Layer:
+        """The layer of a folder inside this one (`static`), under the same confinement."""
+        return Layer(self.folder / name, f"{self.label}/{name}", self.confine)
 
     def has(self, name: str) -> bool:
         return os.path.lexists(self.folder / name)
@@ -95,14 +117,15 @@ class Templates:
     def read(self, name: str) -> str:
         """The text of a non-template file (such as email.css), the publication's if it has one."""
         layer = self.layer_of(name)
-        return read_template_file(layer.folder / name, layer.where(name))
+        return read_template_file(layer.checked(layer.folder / name, layer.where(name)), layer.where(name))
 
     def static_files(self) -> list[tuple[str, Path, str]]:
         """(name under static/, file, how to name it) of the merged static/ folders: an override wins."""
         merged: dict[str, tuple[Path, str]] = {}
         for layer in reversed(self.layers):
-            for name in Layer(layer.folder / "static", f"{layer.label}/static").files():
-                merged[name] = (layer.folder / "static" / name, f"{layer.label}/static/{name}")
+            static = layer.sub("static")
+            for name in static.files():
+                merged[name] = (static.checked(static.folder / name, static.where(name)), static.where(name))
         return [(name, *merged[name]) for name in sorted(merged)]
 
     def template_names(self) -> list[str]:
@@ -200,7 +223,7 @@ class _LayeredLoader(jinja2.BaseLoader):
         for layer in layers:
             filename = os.path.join(layer.folder, *pieces)
             if os.path.lexists(filename):
-                text = read_template_file(Path(filename), layer.where(name))
+                text = read_template_file(layer.checked(Path(filename), layer.where(name)), layer.where(name))
                 mtime = os.path.getmtime(filename)
                 return text, os.path.normpath(filename), functools.partial(_unchanged, filename, mtime)
         raise jinja2.TemplateNotFound(template)
@@ -237,7 +260,7 @@ def _read_strings(layer: Layer) -> dict[str, dict[str, Any]]:
         return {}
     where = layer.where(STRINGS_FILE)
     try:
-        document = tomllib.loads(read_template_file(layer.folder / STRINGS_FILE, where))
+        document = tomllib.loads(read_template_file(layer.checked(layer.folder / STRINGS_FILE, where), where))
     except tomllib.TOMLDecodeError as err:
         raise TemplateError(where, f"is not valid TOML: {err}", "fix the syntax") from None
     for lang, table in document.items():
@@ -299,7 +322,7 @@ def _digest(layers: tuple[Layer, ...]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for layer in layers:
         for name in layer.files():
-            path = layer.folder / name
+            path = layer.checked(layer.folder / name, layer.where(name))
             if path.is_file():
                 digest.update(f"{layer.label}/{name}\0".encode())
                 digest.update(path.read_bytes())
@@ -312,7 +335,7 @@ def load_templates(settings: Settings) -> Templates:
     folder = settings.templates_dir
     if os.path.lexists(folder) and not folder.is_dir():
         raise TemplateError(f"{OVERRIDES}/", "is not a folder", "make it a folder of the files you override")
-    layers = (Layer(folder, OVERRIDES), THEME_LAYER)
+    layers = (Layer(folder, OVERRIDES, settings.root.resolve()), THEME_LAYER)
     strings = merge_strings(layers)
     _check_languages(settings, strings)
     wording = {code.lower(): wording_of(code, strings) or {} for code in settings.all_languages}
