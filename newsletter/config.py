@@ -37,6 +37,7 @@ from .config_values import (
     check_language,
     check_url,
     env_whole_number,
+    environment_text,
     kind_of,
     shown,
     span,
@@ -369,7 +370,7 @@ def _public_url(top: Table, key: str, env: str, default: str | None = None) -> s
 
 def _url_override(env: str) -> str:
     """An http(s) URL from the environment variable `env`, checked; empty when it is not set."""
-    value = os.environ.get(env, "").strip()
+    value = environment_text(env)
     if value:
         check_url(value, lambda message, hint: ConfigError(env, message, hint))
     return value

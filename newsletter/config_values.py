@@ -169,16 +169,10 @@ class Table:
     def overridable(self, key: str, env: str, default: str | None = None) -> tuple[str, Fail]:
         """A text setting that the environment variable `env` overrides when set: (its value, how to report a
         problem with it, naming the variable or the key, wherever the value came from)."""
-        value = os.environ.get(env, "")
+        value = environment_text(env)
         if not value:
             return self.string(key, default), lambda message, hint: self.fail(key, message, hint)
-        if not value.strip() or any(not ch.isprintable() for ch in value):
-            raise ConfigError(
-                env,
-                f"{hide_password(shown(value))} is empty or holds a line break or control character",
-                "set it on one line",
-            )
-        return value.strip(), lambda message, hint: ConfigError(env, message, hint)
+        return value, lambda message, hint: ConfigError(env, message, hint)
 
     def whole_number(self, key: str, default: int, low: int = 1, high: int | None = None) -> int:
         """A whole number from `low` to `high` (no bound: "positive" when `low` is 1)."""
@@ -374,3 +368,16 @@ def env_whole_number(env: str, value: int, low: int, high: int, problem: str, hi
     if not (text.isascii() and text.isdigit() and len(text) <= 6 and low <= int(text) <= high):
         raise ConfigError(env, f"{shown(text)} {problem}", hint)
     return int(text)
+
+
+def environment_text(env: str) -> str:
+    """The environment variable `env` stripped, "" when unset or empty; only spaces or a line break or control
+    character in it is refused, naming the variable (a value set by mistake never passes for "not set")."""
+    value = os.environ.get(env, "")
+    if value and (not value.strip() or any(not ch.isprintable() for ch in value)):
+        raise ConfigError(
+            env,
+            f"{hide_password(shown(value))} is empty or holds a line break or control character",
+            "set it on one line",
+        )
+    return value.strip()

@@ -197,6 +197,11 @@ ENV_PROBLEMS = [
         "'https://user:***@example.com/db' is not a database URL: Can't load plugin: sqlalchemy.dialects:https (use sqlite:///… or postgresql://…)",
     ),
     ("NEWSLETTER_DATABASE_URL", "  ", "'  ' is empty or holds a line break or control character (set it on one line)"),
+    *(
+        (name, value, f"{value!r} is empty or holds a line break or control character (set it on one line)")
+        for name in ("NEWSLETTER_SES_ENDPOINT_URL", "NEWSLETTER_SES_QUEUE_URL")
+        for value in ("   ", "\t")
+    ),
     ("NEWSLETTER_SMTP_CONNECTIONS", "0", "'0' is not a whole number from 1 to 64 (use 4)"),
     ("NEWSLETTER_SES_MAX_IN_FLIGHT", "513", "'513' is not a whole number from 1 to 512 (use 128)"),
     ("NEWSLETTER_AMBIGUOUS_RETRIES", "x", "'x' is not a whole number from 0 to 3 (use 1)"),
