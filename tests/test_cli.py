@@ -460,3 +460,11 @@ def test_standard_output_closed_early_stops_quietly(publication: Path, command: 
         ["sh", "-c", '"$@" | head -1', "sh", *argv], cwd=publication, capture_output=True, timeout=60
     )  # as the tester typed it: whether the command had finished when head left is a race, the silence is not
     assert head.returncode == 0 and head.stderr == b"" and len(head.stdout.splitlines()) == 1
+
+
+def test_a_file_that_is_no_database_keeps_its_permissions(publication: Path, run, monkeypatch) -> None:
+    settings = publication / "pyproject.toml"
+    settings.chmod(0o644)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", "sqlite:///pyproject.toml")
+    assert run("subscribers", "count").exit_code == 1
+    assert settings.stat().st_mode & 0o777 == 0o644  # not tightened as a database file would be

@@ -275,6 +275,7 @@ def open_store(url: str, *, setting: str = "") -> Store:
     try:
         database = sa.engine.make_url(url).database if url.startswith("sqlite:") else None
         if database and database != ":memory:" and not database.startswith("file:"):
+            _refuse_what_is_no_sqlite_file(Path(database), setting)
             try:
                 _private_sqlite_file(Path(database))
             except OSError as err:  # a folder on the way is a file, or one we may not enter
@@ -302,6 +303,24 @@ def open_store(url: str, *, setting: str = "") -> Store:
         engine.dispose()
         raise _open_failure(err, database, _safe_url(url), setting) from None
     return Store(engine)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database (an empty file becomes one)
+
+
+def _refuse_what_is_no_sqlite_file(path: Path, setting: str) -> None:
+    """Refuse a folder, or a file with content that is not SQLite's, before its permissions are touched."""
+    if path.is_dir():
+        raise StoreError(str(path), "is a folder, not a SQLite database", _check(setting))
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError:  # unreadable: SQLite's own open says what is wrong
+        return
+    if header != SQLITE_HEADER:
+        raise StoreError(str(path), "is not a SQLite database", _check(setting))
 
 
 def _check(setting: str) -> str:
