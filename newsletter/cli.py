@@ -172,6 +172,10 @@ def preview(ctx: click.Context, issue: str, out: Path | None, serve: bool, open_
     settings = settings_of(ctx)
     found = find_issue(settings, issue)
     folder = out or settings.root / "preview" / found.slug
+    if out is not None:
+        from .render.site import check_out_folder
+
+        check_out_folder(out.resolve(), settings, hint="write the preview into a folder of its own: preview/")
     for path in write_preview(settings, load_templates(settings), found, folder):
         click.echo(f"Wrote {_shown(path)}")
     if serve or open_browser:

@@ -442,6 +442,28 @@ def test_build_never_writes_over_the_sources(publication: Path, run, out: str, p
 
 
 @pytest.mark.parametrize(
+    ("out", "problem"),
+    [
+        (".", "holds the publication's pyproject.toml"),
+        ("issues", "holds the publication's issues/"),
+        ("templates", "holds the publication's templates/"),
+        ("templates/static", "is inside the publication's templates/"),
+    ],
+)
+def test_preview_never_writes_into_the_sources(publication: Path, run, out: str, problem: str) -> None:
+    before = sorted(p.relative_to(publication) for p in publication.rglob("*"))
+    result = run("preview", "2023-09-25-top-ml-papers", "--out", str(publication / out))
+    assert result.exit_code == 1
+    target = (publication / out).resolve()
+    assert result.stderr == (
+        f"Error: --out {target}: {problem} (write the preview into a folder of its own: preview/)\n"
+    )
+    assert sorted(p.relative_to(publication) for p in publication.rglob("*")) == before
+    elsewhere = run("preview", "2023-09-25-top-ml-papers", "--out", str(publication / "look"))
+    assert elsewhere.exit_code == 0, elsewhere.stderr
+
+
+@pytest.mark.parametrize(
     "command",
     [("status", "2023-09-25-top-ml-papers"), ("templates", "list"), ("check",), ("subscribers", "export")],
 )

@@ -609,9 +609,10 @@ def build_site(settings: Settings, **options: Any) -> BuildResult:
             gc.enable()
 
 
-def check_out_folder(out: Path, settings: Settings) -> None:
+def check_out_folder(out: Path, settings: Settings, *, hint: str = "build into a folder of its own: site/") -> None:
     """Refuse an output folder that holds a source of the publication or lies inside one: a build replaces
-    the whole folder (and writes .md files), so it would delete or pollute the issues, templates or settings."""
+    the whole folder (and writes .md files), and a preview writes its files into it, so either would delete or
+    pollute the issues, templates or settings."""
     root = settings.root.resolve()
     sources = {
         "pyproject.toml": root / "pyproject.toml",
@@ -624,11 +625,9 @@ def check_out_folder(out: Path, settings: Settings) -> None:
         sources["subscriber store"] = Path(settings.database_url[len(prefix) :]).resolve()
     for name, source in sources.items():
         if source == out or source.is_relative_to(out):
-            raise BuildError(f"--out {out}", f"holds the publication's {name}", "build into a folder of its own: site/")
+            raise BuildError(f"--out {out}", f"holds the publication's {name}", hint)
         if out.is_relative_to(source):
-            raise BuildError(
-                f"--out {out}", f"is inside the publication's {name}", "build into a folder of its own: site/"
-            )
+            raise BuildError(f"--out {out}", f"is inside the publication's {name}", hint)
 
 
 def _build_site(
