@@ -499,6 +499,8 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy:
 
     def announce() -> None:  # once the port is bound: a refused --host or --port says so instead
         click.echo(f"Serving on http://{shown}:{port}/{' in development mode' if development else ''} (Ctrl-C to stop)")
+        if not (settings.root / "site" / "index.html").is_file():
+            click.echo("Note: site/ is not built, so the archive's pages answer 404 (run newsletter build)")
 
     run_server(
         settings,

@@ -386,7 +386,7 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> Response:
-        key = {429: "error_too_many", 405: "error_method", 413: "error_too_large"}.get(
+        key = {404: "error_not_found", 429: "error_too_many", 405: "error_method", 413: "error_too_large"}.get(
             err.code or 400, "error_bad_link"
         )
         response = error(err.code or 400, best_language(), key)

@@ -392,3 +392,24 @@ def test_serve_without_flask_says_to_reinstall(publication: Path, tmp_path: Path
     assert done.stderr == (
         "Error: newsletter serve needs the flask package, which is missing (reinstall it: pip install git-newsletter)\n"
     )
+
+
+def test_serve_before_a_build_says_so_and_its_404_says_there_is_no_page(
+    serve, publication: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    url = serve()  # the fixture built the site: this one announces nothing
+    shutil.rmtree(publication / "site")
+    bare = serve()
+    logs = {p.name: p.read_text() for p in tmp_path.glob("serve-*.log")}
+    port = bare.rsplit(":", 1)[1]
+    wait_until(lambda: "Note:" in (tmp_path / f"serve-{port}.log").read_text(), 30, "the note on site/")
+    assert (
+        "Note: site/ is not built, so the archive's pages answer 404 (run newsletter build)"
+        in (tmp_path / f"serve-{port}.log").read_text()
+    )
+    assert "Note:" not in logs[f"serve-{url.rsplit(':', 1)[1]}.log"]
+    missing = requests.get(bare + "/", headers={"Accept-Language": "en"}, timeout=5)
+    assert missing.status_code == 404
+    assert "There is no page at this address." in missing.text and "not valid or has expired" not in missing.text
