@@ -119,8 +119,9 @@ def test_a_name_that_looks_like_an_encoded_word_stays_literal(sample, name: str)
 
 
 def test_preview_writes_a_complete_message(run, tmp_path: Path) -> None:
-    assert run("preview", "2023-09-25-top-ml-papers", "--out", str(tmp_path)).exit_code == 0
-    message = BytesParser(policy=policy.default).parsebytes((tmp_path / "en" / "message.eml").read_bytes())
+    out = tmp_path / "preview"  # beside the publication copy (tmp_path/pub), not around it
+    assert run("preview", "2023-09-25-top-ml-papers", "--out", str(out)).exit_code == 0
+    message = BytesParser(policy=policy.default).parsebytes((out / "en" / "message.eml").read_bytes())
     assert message["To"] == "Sample Reader <reader@example.com>"
     assert "Top ML Papers of the Week" in message["Subject"]
 

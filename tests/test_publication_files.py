@@ -81,8 +81,12 @@ def test_a_file_that_is_not_regular_is_one_line(
     shown = where.format(root=publication)
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"Error: {shown}: is "), lines[0]
-    assert "not a regular file" in lines[0], lines[0]
+    if kind == "device" and name.startswith("templates/"):
+        # A template may not lead out of the publication at all, so the link is refused before the device is read.
+        assert lines[0].startswith(f"Error: {shown}: leads through a symbolic link to /dev/zero"), lines[0]
+    else:
+        assert lines[0].startswith(f"Error: {shown}: is "), lines[0]
+        assert "not a regular file" in lines[0], lines[0]
     assert "Traceback" not in result.stderr
 
 

@@ -10,10 +10,11 @@ import pytest
 @pytest.mark.parametrize("width", [375, 600])
 @pytest.mark.parametrize("lang", ["ko", "en"])
 def test_email_fits_the_screen(browser, run, tmp_path: Path, artifacts: Path, width: int, lang: str) -> None:
-    assert run("preview", "2023-09-25-top-ml-papers", "--out", str(tmp_path)).exit_code == 0
+    out = tmp_path / "preview"  # beside the publication copy (tmp_path/pub), not around it
+    assert run("preview", "2023-09-25-top-ml-papers", "--out", str(out)).exit_code == 0
     page = browser.new_page(viewport={"width": width, "height": 900})
     try:
-        page.goto((tmp_path / lang / "email.html").as_uri())
+        page.goto((out / lang / "email.html").as_uri())
         scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert scroll_width <= inner_width
         assert page.locator("h2").count() == 10
