@@ -4,7 +4,9 @@ by key per language, static/ file by file; errors name the real file; languages 
 
 from __future__ import annotations
 
+import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,9 +52,9 @@ def test_a_publication_without_templates_uses_the_theme(publication: Path, run) 
     assert run("preview", SLUG).exit_code == 0
 
 
-def test_the_sample_publication_overrides_nothing() -> None:
+def test_the_sample_publication_overrides_only_its_wording() -> None:
     repo = Path(__file__).resolve().parent.parent
-    assert [p.name for p in (repo / "templates").iterdir()] == ["README.md"]
+    assert sorted(p.name for p in (repo / "templates").iterdir()) == ["README.md", "strings.toml"]
 
 
 def test_an_override_replaces_one_file_and_can_extend_the_themes(publication: Path, run) -> None:
@@ -83,7 +85,7 @@ def test_wording_overrides_merge_key_by_key_per_language(publication: Path, run)
     english = (publication / "preview" / SLUG / "en" / "email.html").read_text(encoding="utf-8")
     korean = (publication / "preview" / SLUG / "ko" / "email.html").read_text(encoding="utf-8")
     assert "Open it online" in english and "View in your browser" not in english
-    assert "Unsubscribe (수신거부)" in english  # the keys not overridden stay the theme's
+    assert ">Unsubscribe<" in english  # the keys not overridden stay the theme's (this file replaced the sample's)
     assert "웹에서 보기" in korean
 
 
@@ -182,7 +184,7 @@ def test_a_new_language_needs_only_its_table_and_falls_back_to_english(publicati
     settings = load_settings(publication)
     wording = load_templates(settings).strings_for("de", settings.language)
     assert wording["view_in_browser"] == "Im Browser ansehen"
-    assert wording["unsubscribe"] == "Unsubscribe (수신거부)"  # the theme's English
+    assert wording["unsubscribe"] == "Unsubscribe"  # the theme's English
 
 
 def test_a_regional_language_takes_its_primary_languages_wording(publication: Path, run) -> None:
@@ -275,7 +277,7 @@ def test_templates_copy_a_folder_or_all(publication: Path, run) -> None:
 def test_templates_commands_work_while_the_settings_are_broken(publication: Path, run) -> None:
     _settings_with(publication, 'language = "ko"', 'language = "kr"')
     assert run("templates", "list").exit_code == 0
-    assert run("templates", "copy", "strings.toml").exit_code == 0
+    assert run("templates", "copy", "email.css").exit_code == 0
 
 
 def _outside(tmp_path: Path) -> Path:
@@ -294,6 +296,7 @@ def test_a_link_out_of_the_publication_is_refused_unread(
     secret = _outside(tmp_path)
     link = publication / "templates" / name
     link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)  # the sample overrides strings.toml: the link takes its place
     link.symlink_to(secret)
     result = run(command)
     assert result.exit_code == 1
@@ -326,3 +329,15 @@ def test_a_link_inside_the_publication_is_followed(publication: Path, run) -> No
     assert run("check").exit_code == 0
     assert run("build").exit_code == 0
     assert (publication / "site" / "static" / "logo.txt").read_text(encoding="utf-8") == "our logo\n"
+
+
+def test_the_sample_keeps_its_wording_over_a_theme_that_speaks_for_any_publication(publication: Path, run) -> None:
+    """The theme's English has no Korean in it; the sample's strings.toml puts its bilingual wording back."""
+    theme = tomllib.loads((THEME_DIR / "strings.toml").read_text(encoding="utf-8"))
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    assert [key for key, value in theme["en"].items() if isinstance(value, str) and hangul.search(value)] == []
+    assert "paper" not in theme["en"]["papers_in_issue"] and "논문" not in theme["ko"]["papers_in_issue"]
+    settings = load_settings(publication)
+    wording = load_templates(settings).strings_for("en", settings.language)
+    assert wording["unsubscribe"] == "Unsubscribe (수신거부)" and wording["ad_subject_prefix"] == "(광고)"
+    assert wording["papers_in_issue"] == "{count} papers"
