@@ -12,6 +12,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -222,20 +223,25 @@ class WebServer:
         wait_until(lambda: _responds(requests, self.url), what=f"{self.url} to answer")
 
     def close(self) -> None:
-        """Stop from inside waitress's own loop (closing its sockets from here races its select: EBADF)."""
+        stop_waitress(self.server, self.thread)
 
-        def close_every_channel() -> None:
-            for channel in list(self.server._map.values()):
-                channel.close()
 
-        try:
-            self.server.trigger.pull_trigger(close_every_channel)
-        except OSError:  # the trigger's pipe is gone (seen 1 run in ~3 of a long suite, cause unknown): stop directly
-            self.server.close()
-            close_every_channel()
-        self.thread.join(timeout=10)
-        self.server.task_dispatcher.shutdown()
-        assert not self.thread.is_alive(), "waitress did not stop"
+def stop_waitress(server: Any, thread: threading.Thread) -> None:
+    """Stop a waitress server running in `thread` from inside its own loop (closing its sockets from here races
+    its select: EBADF), and wait for the thread to end."""
+
+    def close_every_channel() -> None:
+        for channel in list(server._map.values()):
+            channel.close()
+
+    try:
+        server.trigger.pull_trigger(close_every_channel)
+    except OSError:  # the trigger's pipe is gone (seen 1 run in ~3 of a long suite, cause unknown): stop directly
+        server.close()
+        close_every_channel()
+    thread.join(timeout=10)
+    server.task_dispatcher.shutdown()
+    assert not thread.is_alive(), "waitress did not stop"
 
 
 def _responds(requests, url: str) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import free_port, wait_until
+from .conftest import free_port, stop_waitress, wait_until
 
 REAL_SECRET = "a-real-secret-for-the-serve-tests"
 
@@ -274,13 +274,7 @@ class _Guarded:
         self.thread.start()
 
     def close(self) -> None:
-        def close_every_channel() -> None:
-            for channel in list(self.server._map.values()):
-                channel.close()
-
-        self.server.trigger.pull_trigger(close_every_channel)
-        self.thread.join(10)
-        self.server.task_dispatcher.shutdown()
+        stop_waitress(self.server, self.thread)
 
     def get(self, sock: socket.socket) -> bytes:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
