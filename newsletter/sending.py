@@ -38,7 +38,7 @@ from .store import (
     reset_for_resend,
     snapshot_audience,
 )
-from .store.senders import database_now
+from .store.senders import database_now, heartbeat_and_count_unseen
 from .tokens import unsubscribe_token
 from .transports import open_transport
 from .transports.base import OutgoingMessage, SendQuota, SendStatus, Transport
@@ -266,9 +266,15 @@ def send_issue(
         limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None)
         if plan.rate and plan.rate > RAMP_ABOVE:
             limiter.ramp(RAMP_SECONDS)
-        # Before the first start: the live senders lower their share (they see this one at their next heartbeat,
-        # and their last window at the old share passes), and the last starts of senders that just ended age out.
-        settle = max(2 * HEARTBEAT + WINDOW if sharing > 1 else 0.0, registration.tail) if plan.rate else 0.0
+        # Before the first start: every live sender has lowered its share (it renewed its row after this one was
+        # registered, so it counted this one), and its last window at the old share has passed; the last starts
+        # of senders that just ended age out too.
+        if plan.rate and sharing > 1:
+            seen = _wait_until_seen(store, sender_id, issue.slug, stop)
+            if seen is None:
+                return SendOutcome(Progress(total=plan.total), "stopped on request", limiter.rate, limiter.ceiling)
+            limiter.set_ceiling(plan.rate / seen)
+        settle = max(WINDOW if sharing > 1 else 0.0, registration.tail) if plan.rate else 0.0
         if settle and not _wait(stop, settle):
             return SendOutcome(Progress(total=plan.total), "stopped on request", limiter.rate, limiter.ceiling)
         loop = SendLoop(
@@ -313,6 +319,20 @@ def _busy_error(slug: str, other: OtherSender) -> SenderBusyError:
         f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC); SQLite allows one sender per issue",
         "wait for it to finish, or stop it; for several senders use PostgreSQL",
     )
+
+
+def _wait_until_seen(store: Store, sender_id: str, slug: str, stop: threading.Event | None) -> int | None:
+    """Heartbeat until every other live sender has renewed its row since this one registered (a sender that
+    stops renewing is dead after STALE_AFTER and no longer waited for); how many share the rate then, or None
+    if a stop was asked for. Evidence, not a guess at how late another sender's heartbeat may come under load."""
+    with store.engine.connect() as conn:
+        registered = database_now(conn)  # after the registration's commit: a renewal later than this counted it
+    while True:
+        sharing, unseen = heartbeat_and_count_unseen(store, sender_id, slug, registered)
+        if unseen == 0:
+            return max(1, sharing)
+        if not _wait(stop, HEARTBEAT / 5):
+            return None
 
 
 def _wait(stop: threading.Event | None, seconds: float) -> bool:

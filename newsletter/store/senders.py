@@ -158,11 +158,30 @@ def _claims_of(sender_id: str, issue: str) -> tuple[Any, ...]:
 def heartbeat(store: Store, sender_id: str, issue: str) -> int:
     """Renew this sender's row and the leases of its claims; returns how many senders share the rate."""
     with store.begin() as conn:
-        stamp = database_now(conn)
-        _reap(conn, stamp)
-        conn.execute(senders.update().where(senders.c.id == sender_id).values(heartbeat_at=stamp))
-        conn.execute(deliveries.update().where(*_claims_of(sender_id, issue)).values(lease_until=stamp + LEASE))
-        return _sharing(conn, stamp)
+        return _renew(conn, sender_id, issue)
+
+
+def heartbeat_and_count_unseen(store: Store, sender_id: str, issue: str, since: dt.datetime) -> tuple[int, int]:
+    """Heartbeat, then count the other live senders not renewed since `since` (taken after this one registered).
+
+    Those have not seen this sender yet, so they may still start at their old, larger share. Returns
+    (how many share the rate, how many have not seen this sender)."""
+    with store.begin() as conn:
+        sharing = _renew(conn, sender_id, issue)
+        unseen = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(senders)
+            .where(senders.c.finished_at.is_(None), senders.c.id != sender_id, senders.c.heartbeat_at <= since)
+        ).scalar_one()
+        return sharing, int(unseen)
+
+
+def _renew(conn: Connection, sender_id: str, issue: str) -> int:
+    stamp = database_now(conn)
+    _reap(conn, stamp)
+    conn.execute(senders.update().where(senders.c.id == sender_id).values(heartbeat_at=stamp))
+    conn.execute(deliveries.update().where(*_claims_of(sender_id, issue)).values(lease_until=stamp + LEASE))
+    return _sharing(conn, stamp)
 
 
 def finish_sender(store: Store, sender_id: str, issue: str) -> None:
