@@ -2,9 +2,11 @@
 
 Separate from the send loop so tests drive it with a fake clock and never wait. Thread-safe.
 
-- **Hard bound.** No window of `WINDOW + MARGIN` seconds holds more than floor(rate) starts (at least one), so a
-  peer that enforces exactly `rate` per sliding second throttles nothing, even when the network delays one
-  request a little more than the next (MARGIN).
+- **Hard bound.** No window of `WINDOW + MARGIN + spread` seconds holds more than floor(rate) starts (at least
+  one), so a peer that enforces exactly `rate` per sliding second throttles nothing, even when the network delays
+  one request a little more than the next (MARGIN), or this machine does (the spread: how much the lag from a
+  granted start to the request leaving varied lately, as `observe_lag` is told; a loaded CPU, a worker process
+  that personalises and signs before it sends).
 - **Spacing.** Starts are spaced 1/rate apart on a schedule (GCRA): a start that came late (an oversleep, a busy
   CPU) lets the next ones come sooner, up to CATCH_UP seconds' worth, so lost time is made up within the window
   instead of being lost, and never beyond the hard bound.
@@ -29,6 +31,8 @@ DECREASE = 0.8  # a throttle cuts the rate to this fraction
 RECOVERY = 0.04  # of the ceiling, added back per second of clean sending
 LOWEST = 1.0  # messages per second the rate never goes below
 QUIET = 2.0  # seconds without a throttle before the rate is raised again
+LAG_MEMORY = 5.0  # seconds of observed lags the spread is taken over
+MOST_SPREAD = 0.5  # seconds: the spread the window widens by at most (beyond, throttles slow the rate down)
 
 
 class QuotaExhausted(Exception):
@@ -58,11 +62,35 @@ class RateLimiter:
         self._starts: deque[float] = deque()  # the starts of the last window
         self._last_cut = -math.inf
         self._ramp: tuple[float, float] | None = None  # (began, seconds)
+        # the lags of the last LAG_MEMORY seconds, as (observed at, lag), kept for a sliding maximum and minimum
+        self._highest: deque[tuple[float, float]] = deque()
+        self._lowest: deque[tuple[float, float]] = deque()
 
     @property
     def span(self) -> float:
         """The length of the window the hard bound counts in."""
-        return WINDOW + MARGIN
+        return WINDOW + MARGIN + self.spread()
+
+    def spread(self) -> float:
+        """How much the lag from a granted start to the request leaving varied over the last LAG_MEMORY seconds."""
+        horizon = self.clock() - LAG_MEMORY
+        for lags in (self._highest, self._lowest):
+            while lags and lags[0][0] < horizon:
+                lags.popleft()
+        if not self._highest:
+            return 0.0
+        return min(MOST_SPREAD, self._highest[0][1] - self._lowest[0][1])
+
+    def observe_lag(self, seconds: float) -> None:
+        """A request left `seconds` after its start was granted (the caller stamps both with this clock)."""
+        with self._lock:
+            stamp = self.clock()
+            while self._highest and self._highest[-1][1] <= seconds:
+                self._highest.pop()
+            self._highest.append((stamp, seconds))
+            while self._lowest and self._lowest[-1][1] >= seconds:
+                self._lowest.pop()
+            self._lowest.append((stamp, seconds))
 
     def permits(self) -> int:
         """How many starts one window may hold at the current rate."""
@@ -127,7 +155,7 @@ class RateLimiter:
         now = self.clock()
         self._schedule = max(self._schedule, now - CATCH_UP) + 1.0 / self._now_rate()
         self._starts.append(now)
-        while self._starts and self._starts[0] <= now - self.span:
+        while self._starts and self._starts[0] <= now - (WINDOW + MARGIN + MOST_SPREAD):
             self._starts.popleft()
 
     def throttled(self) -> None:

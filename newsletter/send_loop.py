@@ -112,6 +112,7 @@ class _Answer:
     result: SendResult | None
     error: BaseException | None
     seconds: float
+    granted_at: float  # when the rate limiter gave its start (time.monotonic())
 
 
 class LoopStopped(Exception):
@@ -321,7 +322,7 @@ class SendLoop:
                 result, attempt.message_id = self.lanes.attempt(lane, attempt.delivery)
         except BaseException as err:  # noqa: BLE001 - handed to the dispatcher, which decides
             result, error = None, err
-        self._answers.put(_Answer(attempt, result, error, time.monotonic() - started))
+        self._answers.put(_Answer(attempt, result, error, time.monotonic() - started, started))
 
     # ------------------------------------------------------------------ answers
 
@@ -357,6 +358,8 @@ class SendLoop:
             raise answer.error
         assert result is not None
         self._latencies.append(answer.seconds)
+        if result.left_at is not None:  # how long after its start the request really left (see ratelimit)
+            self.limiter.observe_lag(result.left_at - answer.granted_at)
         status = result.status
         if status == SendStatus.SENT:
             self.limiter.succeeded()

@@ -148,3 +148,35 @@ def test_a_real_limit_far_below_the_ceiling_is_found() -> None:
             accepted.append(clock.now)
             limiter.succeeded()
     assert limiter.rate <= 15
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_requests_that_leave_late_by_varying_amounts_still_arrive_within_the_rate(seed: int) -> None:
+    """Under load a request leaves some time after its start was granted (a worker process personalises and
+    signs it first), by more for some than for others: the window widens by how much the lag varied, so the
+    arrivals a strict peer counts keep to the rate. (A fixed window let 205 into one second at a quota of 200.)"""
+    chooser = random.Random(seed)
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    arrivals, worst = [], 0
+    for n in range(1200):
+        limiter.acquire()
+        # bursts of lateness: a slow stretch (up to 80 ms), then prompt requests that catch up on it
+        lag = chooser.uniform(0.05, 0.08) if (n // 40) % 2 else chooser.uniform(0.0, 0.005)
+        arrivals.append(clock.now + lag)
+        limiter.observe_lag(lag)  # told as the answer comes back
+        if n >= 100:  # once the first lags are known
+            worst = max(worst, busiest([a for a in arrivals if a >= arrivals[100]]))
+    assert worst <= 100
+    assert limiter.spread() == pytest.approx(0.08, abs=0.005)
+
+
+def test_the_lag_spread_is_forgotten_after_a_while() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.observe_lag(0.0)
+    limiter.observe_lag(0.2)
+    assert limiter.span == pytest.approx(WINDOW + MARGIN + 0.2)
+    clock.now += 10
+    limiter.observe_lag(0.01)
+    assert limiter.span == pytest.approx(WINDOW + MARGIN)

@@ -41,6 +41,7 @@ class SendResult:
     status: SendStatus
     message_id: str | None = None  # the peer's id (SES MessageId, the .eml path, our Message-ID for SMTP)
     error: str | None = None  # the peer's own words, with its code
+    left_at: float | None = None  # time.monotonic() as the request was written (the pacing watches its lag)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ stop the whole send. One boto3 client serves every thread (boto3 clients are thr
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any
 
 from ..config import Settings
@@ -100,8 +101,8 @@ class SesTransport:
             # SES may have taken it
             return SendResult(SendStatus.AMBIGUOUS, error=f"SES gave no answer ({err}); it may have taken the message")
         if answer.error is not None:
-            return _answer(answer.error)
-        return SendResult(SendStatus.SENT, message_id=answer.message_id)
+            return replace(_answer(answer.error), left_at=answer.left_at)
+        return SendResult(SendStatus.SENT, message_id=answer.message_id, left_at=answer.left_at)
 
     def close(self) -> None:
         return None

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 PATH = "/v2/email/outbound-emails"
@@ -32,6 +33,7 @@ class Answer:
 
     message_id: str | None
     error: dict[str, Any] | None
+    left_at: float = 0.0  # time.monotonic() as the signed request went to the connection pool
 
 
 class SendEmailRequest:
@@ -78,6 +80,7 @@ class SendEmailRequest:
         body = b'{"Content":{"Raw":{"Data":"' + base64.b64encode(raw) + b'"}},' + json.dumps(fields).encode()[1:]
         request = AWSRequest(method="POST", url=self.url, data=body, headers={"Content-Type": "application/json"})
         SigV4Auth(self.credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(request)
+        left_at = time.monotonic()
         try:
             response = self.pool.request("POST", self.url, body=body, headers=dict(request.headers.items()))
         except (NewConnectionError, ConnectTimeoutError, ProxyError) as err:
@@ -88,7 +91,7 @@ class SendEmailRequest:
             raise NoAnswer(f"the connection was closed or reset before the answer: {_reason(err)}") from None
         except HTTPError as err:  # a TLS error after the request left, an answer cut short
             raise NoAnswer(_one_line(err)) from None
-        return _answer(response.status, response.headers, response.data)
+        return replace(_answer(response.status, response.headers, response.data), left_at=left_at)
 
 
 def _answer(status: int, headers: Any, data: bytes) -> Answer:

@@ -16,6 +16,8 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
+from dataclasses import replace
 
 from ..config import Settings, SmtpSettings
 from ..errors import ConfigError, TransportError
@@ -79,8 +81,9 @@ class SmtpTransport:
         except _NotOpened as err:
             return SendResult(SendStatus.RETRY, error=str(err))
         for attempt in (1, 2):
+            left_at = time.monotonic()
             try:
-                result = self._transact(connection, message)
+                result = replace(self._transact(connection, message), left_at=left_at)
             except _Dropped as err:
                 self._discard(connection, keep_slot=True)
                 if attempt == 2:
