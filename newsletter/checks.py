@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from .config import Settings
+from .config import CONFIG_FILE, Settings
 from .errors import NewsletterError
 from .issues import Edition, Issue, find_issue_files, group_editions, parse_issue
 from .render.templates import Templates
+from .tags import TagClash, TagNames
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,22 @@ def translation_problems(issue: Issue) -> list[Problem]:
                     "(keep the same order in every edition)",
                 )
             )
+    return problems
+
+
+def tag_problems(issues: list[Issue]) -> list[Problem]:
+    """Tags of different files that would share one page (within a file, parse_issue refuses them), as the
+    build would refuse them: the oldest issue's spelling is met first."""
+    names = TagNames()
+    problems = []
+    hint = "spell them one way, or tell them apart by a letter or digit"
+    for issue in reversed(issues):
+        for edition in issue.editions:
+            for tag in edition.tags:
+                try:
+                    names.add(tag, edition.path)
+                except TagClash as clash:
+                    problems.append(Problem("error", f"{clash.other_where}: {clash.describe()} ({hint})"))
     return problems
 
 
@@ -120,11 +137,26 @@ def images_without_alt(html: str) -> list[str]:
     return parser.without_alt
 
 
+def settings_problems(settings: Settings) -> list[Problem]:
+    """Settings that load but will hurt later: a list id derived from base_url changes when the archive moves,
+    and every unsubscribe and confirm link already mailed is signed with it."""
+    if settings.list_id_set:
+        return []
+    return [
+        Problem(
+            "warning",
+            f"{CONFIG_FILE} [tool.newsletter] list_id: is not set, so it is derived from base_url "
+            f"({settings.list_id}); moving the archive would change it and break every unsubscribe link already "
+            f'mailed (add list_id = "{settings.list_id}")',
+        )
+    ]
+
+
 def check_publication(settings: Settings, templates: Templates) -> tuple[list[Problem], int]:
     """(problems, number of editions checked) for the whole publication."""
     from .render.email import email_problems, render_email  # MJML and premailer load only when needed
 
-    problems: list[Problem] = []
+    problems: list[Problem] = settings_problems(settings)
     for name in templates.template_names():  # the theme's and the publication's, each as it will be used
         try:
             templates.compile(name)
@@ -145,6 +177,7 @@ def check_publication(settings: Settings, templates: Templates) -> tuple[list[Pr
         return [*problems, Problem("error", str(err))], len(editions)
     if problems:  # broken templates would only repeat themselves below
         return problems, len(editions)
+    problems.extend(tag_problems(issues))
     for issue in issues:
         problems.extend(translation_problems(issue))
         for edition in issue.editions:

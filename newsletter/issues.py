@@ -5,6 +5,7 @@ Errors name `path:line` and say what to do. Nothing here renders templates or to
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import hashlib
@@ -18,10 +19,10 @@ from .config import LANGUAGE_PATTERN, Settings
 from .errors import IssueError
 from .files import FileRules
 from .markdown import Body, MarkdownError, Section, render_body
+from .tags import TagClash, TagNames, display_form, tag_problem, unique_tags
 
 FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-TAG = re.compile(r"^[^\s#/?&<>\"']{1,64}$")
 FRONT_MATTER_END = re.compile(r"^(?:---|\.\.\.)\s*?$", re.MULTILINE)  # the line closing the front matter
 FRONT_MATTER_KEYS = ("title", "date", "summary", "tags", "draft", "advertisement", "publish_at")
 RAW_KEYS = ("date", "publish_at")  # read as written (not as YAML's own dates), so a bad one gets our message
@@ -58,6 +59,7 @@ class Edition:
     source_hash: str
     publish_at: dt.datetime | None = None  # front-matter publish_at (timezone-aware); None: date at publish_time
     publish_at_line: int | None = None  # its line in the file
+    issue_tags: tuple[str, ...] = ()  # the front-matter tags (in `tags` too): every paper of the issue carries them
 
     @property
     def sections(self) -> tuple[Section, ...]:
@@ -127,14 +129,20 @@ def _as_date_time(name: str, value: Any) -> dt.datetime:
 
 
 def _as_tags(name: str, value: Any) -> tuple[str, ...]:
+    """Front-matter tags in their displayed form (newsletter.tags): any words, `machine learning`, `C++`, `한국어`."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise ValueError(f"{name} must be a list", "write tags: [llm, vision]")
-    tags = tuple(str(item).strip().lstrip("#") for item in items)
-    for tag in tags:
-        if not TAG.match(tag):
-            raise ValueError(f"tag {tag!r} is not a valid tag", "use letters, digits and '-'")
-    return tags
+        raise ValueError(f"{name} must be a list", "write tags: [llm, machine learning, 한국어]")
+    tags = []
+    for item in items:
+        if isinstance(item, list | dict):
+            raise ValueError(f"{name} holds a list or mapping, not a tag", "write tags: [llm, machine learning]")
+        tag = display_form("" if item is None else str(item)).lstrip("#").lstrip()
+        problem = tag_problem(tag)
+        if problem:
+            raise ValueError(*problem)
+        tags.append(tag)
+    return tuple(tags)
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -209,23 +217,18 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         body = render_body(body_text, body_line)
     except MarkdownError as err:
         raise IssueError(where, err.line, err.message, err.hint) from None
-    tags = dict.fromkeys(values["tags"])  # insertion-ordered and unique, without a quadratic `in` on a list
-    if len(tags) > MAX_TAGS:
+    tags_line = fields["tags"][1] if "tags" in fields else 1
+    tags = _tag_names(values["tags"], tags_line, where)
+    issue_tags = tuple(tags.names.values())
+    if len(tags.names) > MAX_TAGS:
         raise IssueError(
             where,
-            fields["tags"][1],
+            tags_line,
             f"more than {MAX_TAGS} tags",
             "keep the ones readers follow: each is a page and a feed",
         )
+    body = _with_section_tags(body, tags, where)
     for section in body.sections:
-        tags.update(dict.fromkeys(section.tags))
-        if len(tags) > MAX_TAGS:
-            raise IssueError(
-                where,
-                section.line,
-                f"the issue has more than {MAX_TAGS} tags by '{section.title}'",
-                "keep the ones readers follow: each is a page and a feed",
-            )
         for link in section.links:
             if not link.url:
                 raise IssueError(
@@ -242,14 +245,61 @@ def parse_issue(path: Path, settings: Settings, data: bytes | None = None) -> Ed
         title=values["title"],
         date=values["date"],
         summary=values["summary"],
-        tags=tuple(tags),
+        tags=tuple(tags.names.values()),
         draft=values["draft"],
         advertisement=values["advertisement"],
         body=body,
         source_hash=source_hash(raw),
         publish_at=publish_at,
         publish_at_line=fields["publish_at"][1] if publish_at is not None else None,
+        issue_tags=issue_tags,
     )
+
+
+def _tag_names(tags: Iterable[str], line: int, where: str) -> TagNames:
+    """The front-matter tags, each once (the first spelling of those that differ in case or spacing only)."""
+    names = TagNames()
+    for tag in tags:
+        _add_tag(names, tag, line, where)
+    return names
+
+
+def _add_tag(names: TagNames, tag: str, line: int, where: str) -> str:
+    """Meet `tag` on `line` of the file; two different tags that would share a page are refused."""
+    try:
+        return names.add(tag, str(line))
+    except TagClash as clash:
+        raise IssueError(
+            where,
+            line,
+            f"tag '{clash.first}' (line {clash.first_where}) and '{clash.other}' share the page tags/{clash.segment}/",
+            "spell them one way, or tell them apart by a letter or digit",
+        ) from None
+
+
+def _with_section_tags(body: Body, names: TagNames, where: str) -> Body:
+    """`body` with each paper's `#tags` checked, met in `names` and each once; a section's spelling is kept."""
+    sections = []
+    changed = False
+    for section in body.sections:
+        for tag in section.tags:
+            problem = tag_problem(tag)
+            if problem:
+                raise IssueError(where, section.line, *problem)
+            _add_tag(names, tag, section.line, where)
+        if len(names.names) > MAX_TAGS:
+            raise IssueError(
+                where,
+                section.line,
+                f"the issue has more than {MAX_TAGS} tags by '{section.title}'",
+                "keep the ones readers follow: each is a page and a feed",
+            )
+        unique = tuple(unique_tags(section.tags).values())
+        if unique != section.tags:
+            section = dataclasses.replace(section, tags=unique)
+            changed = True
+        sections.append(section)
+    return dataclasses.replace(body, sections=tuple(sections)) if changed else body
 
 
 def _in_zone(moment: dt.datetime, settings: Settings, where: str, line: int) -> dt.datetime:

@@ -21,7 +21,7 @@ from ..errors import IssueError
 from ..issues import MAX_FILE_BYTES, Edition, find_issue_files, parse_issue, read_issue_file, source_hash
 from .parallel import PARALLEL_THRESHOLD, worker_pool
 
-CACHE_VERSION = "site-8"
+CACHE_VERSION = "site-9"
 BATCH_KINDS = ("editions", "records", "articles")  # what each parse batch keeps, one file of each
 
 
@@ -52,6 +52,7 @@ class ListedEdition:
     sections: tuple[ListedSection, ...]
     page_path: str  # kept, not derived: listings ask for it tens of thousands of times
     key: str  # the parse key: where the cache keeps the full edition and its article
+    issue_tags: tuple[str, ...] = ()  # the front-matter tags: every paper carries them (a tag's feed)
 
     @classmethod
     def of(cls, edition: Edition, key: str) -> ListedEdition:
@@ -70,6 +71,7 @@ class ListedEdition:
             sections=tuple(ListedSection(s.anchor, s.title, s.tags) for s in edition.sections),
             page_path=edition.page_path,
             key=key,
+            issue_tags=edition.issue_tags,
         )
 
 

@@ -38,8 +38,9 @@ from ..issues import (
     publication_instant,
     split_file_name,
 )
+from ..tags import TagClash, TagNames, carries
 from .build_cache import BuildCache, ListedEdition, ListedSection, Prerendered, ScanResult, scan_issues
-from .feeds import FeedEntries, FeedSpec, absolutize, build_atom, build_rss, tag_uri
+from .feeds import FeedEntries, FeedSpec, Paper, build_atom, build_paper_atom, build_rss, tag_uri, tagged_papers
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
 from .sitemap import build_sitemap
 from .templates import Templates, format_date, load_templates
@@ -331,13 +332,25 @@ class _SiteBuilder:
             edition = self.full(listed)
             context = self.edition_context(edition, [(edition.lang, edition.page_path)], self.published_of(listed))
             article = self.render_article(edition, context)
-        return absolutize(resolve_root(article, self.settings.url("")), self.settings.url(listed.page_path))
+        return resolve_root(article, self.settings.url(""))  # FeedEntries resolves the rest against the page
 
     def feed(
         self, path: str, spec: FeedSpec, editions: list[ListedEdition], build: Callable[..., bytes], source: str
     ) -> None:
         key = _key(path, spec, *(f"{e.source_hash}:{self.published_of(e).isoformat()}" for e in editions))
         self.output(path, key, lambda: build(spec, editions, self.feed_entries), source)
+
+    def tag_feed(self, path: str, spec: FeedSpec, papers: list[Paper[ListedEdition]], source: str) -> None:
+        """A tag's Atom feed: one entry per paper that carries the tag (feeds.tagged_papers)."""
+        key = _key(
+            path,
+            spec,
+            *(
+                f"{p.edition.source_hash}:{self.published_of(p.edition).isoformat()}:{p.section and p.section.anchor}"
+                for p in papers
+            ),
+        )
+        self.output(path, key, lambda: build_paper_atom(spec, papers, self.feed_entries), source)
 
     def listing(
         self,
@@ -402,7 +415,7 @@ class _SiteBuilder:
                 format_date(edition.date, strings),
             )
             self.entry_basics[(edition.page_path, depth)] = shown
-        sections = tuple(s for s in edition.sections if tag in s.tags) if tag else edition.sections
+        sections = tuple(s for s in edition.sections if carries(s.tags, tag)) if tag else edition.sections
         return ListingEntry(edition, *shown, sections)
 
     def language_outputs(
@@ -420,15 +433,6 @@ class _SiteBuilder:
             spec = self.feed_spec(lang, wording.title, f"{id_name}/{lang}", prefix, name)
             self.feed(prefix + name, spec, newest, build, f"the {name} feed")
 
-        spelled: dict[str, str] = {}
-        for tag, tagged in by_tag.items():
-            first = spelled.setdefault(tag_slug(tag), tag)
-            if first != tag:
-                raise BuildError(
-                    tag_path(tag, lang, s),
-                    f"tag '{tag}' in {tagged[0].path} and '{first}' in {by_tag[first][0].path} share one page",
-                    "spell the tag one way",
-                )
         counts = sorted(((tag, len(items)) for tag, items in by_tag.items()), key=lambda x: (-x[1], x[0]))
         tags_versions = [(code, f"{lang_prefix(code, s)}tags/") for code in s.all_languages]
         all_tags = t.get("all_tags", "Tags")
@@ -449,7 +453,7 @@ class _SiteBuilder:
             self.listing(lang, path, title, "tag.html.j2", tagged, versions, f"tag '{tag}'", tag=tag)
             feed_title = t.get("tag_feed_title", "{title}: {tag}").format(title=wording.title, tag=tag)
             spec = self.feed_spec(lang, feed_title, f"tags/{tag_slug(tag)}/{lang}", path, "feed.xml")
-            self.feed(path + "feed.xml", spec, tagged[: s.feed_size], build_atom, f"tag '{tag}'")
+            self.tag_feed(path + "feed.xml", spec, tagged_papers(tagged, tag, s.feed_size), f"tag '{tag}'")
 
     def feed_spec(self, lang: str, title: str, id_name: str, folder: str, name: str) -> FeedSpec:
         """The feed `name` in site folder `folder`, standing for the page there."""
@@ -465,7 +469,8 @@ class _SiteBuilder:
             for edition in issue:
                 by_lang[edition.lang].append(edition)
                 self.edition_page(issue, edition)
-        self.by_tag = {code: _group_by_tag(editions) for code, editions in by_lang.items()}
+        names = _tag_names(self.issues)
+        self.by_tag = {code: _group_by_tag(editions, names) for code, editions in by_lang.items()}
         for lang, editions in by_lang.items():
             self.language_outputs(lang, editions, self.by_tag[lang])
         t = self.strings(s.language)
@@ -480,12 +485,29 @@ class _SiteBuilder:
                 self.data(f"static/{name}", file.read_bytes(), where)
 
 
-def _group_by_tag(editions: list[ListedEdition]) -> dict[str, list[ListedEdition]]:
-    """Each tag's editions, in the order given (newest first); tags in the order they first appear."""
+def _tag_names(issues: list[list[ListedEdition]]) -> TagNames:
+    """Every tag's displayed form: its spelling in the oldest issue that has it (the default language's edition
+    first), so a new issue never renames a tag page. Two tags that would share a page are refused."""
+    names = TagNames()
+    try:
+        for issue in reversed(issues):
+            for edition in issue:
+                for tag in edition.tags:
+                    names.add(tag, edition.path)
+    except TagClash as clash:
+        raise BuildError(
+            clash.other_where, clash.describe(), "spell them one way, or tell them apart by a letter or digit"
+        ) from None
+    return names
+
+
+def _group_by_tag(editions: list[ListedEdition], names: TagNames) -> dict[str, list[ListedEdition]]:
+    """Each tag's editions by its displayed form, in the order given (newest first); tags in the order they
+    first appear. An edition holds each tag once (issues.parse_issue merges its spellings)."""
     by_tag: defaultdict[str, list[ListedEdition]] = defaultdict(list)
     for edition in editions:
         for tag in edition.tags:
-            by_tag[tag].append(edition)
+            by_tag[names.name(tag)].append(edition)
     return by_tag
 
 

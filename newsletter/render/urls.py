@@ -8,6 +8,7 @@ from collections.abc import Container, Mapping
 from urllib.parse import quote
 
 from ..config import Settings
+from ..tags import tag_segment
 
 
 def lang_prefix(lang: str, settings: Settings) -> str:
@@ -15,7 +16,8 @@ def lang_prefix(lang: str, settings: Settings) -> str:
 
 
 def tag_slug(tag: str) -> str:
-    return tag.lower()
+    """The path segment of a tag's page, the same for every spelling of the tag (newsletter.tags)."""
+    return tag_segment(tag)
 
 
 def tag_path(tag: str, lang: str, settings: Settings) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import feedparser
 import pytest
 
-from newsletter.render.feeds import absolutize
+from newsletter.render.feed_content import absolutize
 from tests.conftest import write_issue
 
 NEXT = """---
@@ -77,12 +78,50 @@ def test_feeds_are_identical_across_rebuilds(built: Path, run) -> None:
     assert {p: (built / p).read_bytes() for p in first} == first
 
 
-def test_tag_feed_holds_only_tagged_issues(built: Path) -> None:
+def test_tag_feed_holds_one_entry_per_tagged_paper(built: Path) -> None:
     feed = feedparser.parse((built / "tags" / "llama" / "feed.xml").read_bytes())
     assert feed.bozo == 0
-    assert [e.title for e in feed.entries] == ["이번 주의 주요 ML 논문 (2023/09/25 ~ 10/01)"]
-    both = feedparser.parse((built / "en" / "tags" / "llm" / "feed.xml").read_bytes())
-    assert [e.title for e in both.entries] == ["Next issue", "Top ML Papers of the Week (2023/09/25 – 10/01)"]
+    page = "https://papers.example.com/issues/2023-09-25-top-ml-papers/"
+    sample = "tag:papers.example.com,2023-09-25:2023-09-25-top-ml-papers/ko"
+    anchors = ["파운데이션-모델의-효과적인-장기-컨텍스트-확장-effective-long-context-scaling-of-foundation-models"]
+    anchors.append(
+        "mentalllama-대규모-언어-모델을-사용한-소셜-미디어에서의-해석-가능한-정신-건강-분석-mentalllama-interpretable-"
+        "mental-health-analysis-on-social-media-with-large-language-models"
+    )
+    quoted = [quote(anchor, safe="-") for anchor in anchors]
+    assert [e.id for e in feed.entries] == [f"{sample}#{q}" for q in quoted]
+    assert [e.link for e in feed.entries] == [f"{page}#{q}" for q in quoted]
+    assert [e.title.split(" / ")[-1] for e in feed.entries] == [
+        "Effective Long-Context Scaling of Foundation Models",
+        "MentalLLaMA: Interpretable Mental Health Analysis on Social Media with Large Language Models",
+    ]
+    for entry, anchor in zip(feed.entries, anchors, strict=True):
+        content = entry.content[0].value
+        assert content.count("<h2") == 1 and f'id="{anchor}"' in content  # that paper alone
+        assert content.count("https://arxiv.org/abs/") == 1
+        assert "#llama" in content and entry.summary == "이번 주의 주요 ML 논문 (2023/09/25 ~ 10/01)"
+
+
+def test_front_matter_tag_feed_holds_every_paper_of_its_issues(built: Path) -> None:
+    """`llm` is the sample's front-matter tag (all ten papers) and one paper's #tag in the next issue."""
+    feed = feedparser.parse((built / "en" / "tags" / "llm" / "feed.xml").read_bytes())
+    assert feed.bozo == 0
+    titles = [e.title for e in feed.entries]
+    assert titles[:3] == ["A paper", "The Reversal Curse", "Effective Long-Context Scaling of Foundation Models"]
+    assert len(titles) == 11 and "Next issue" not in titles and not any("Top ML Papers" in t for t in titles)
+    assert feed.entries[0].id == "tag:papers.example.com,2023-09-25:2023-10-02-next/en#a-paper"
+    assert feed.entries[0].link == "https://papers.example.com/en/issues/2023-10-02-next/#a-paper"
+    assert feed.entries[0].published_parsed[:3] == (2023, 10, 2)
+
+
+def test_tag_feed_ids_stay_when_an_issue_is_added(built: Path, publication: Path, run) -> None:
+    before = [e.id for e in feedparser.parse((built / "tags" / "llama" / "feed.xml").read_bytes()).entries]
+    write_issue(
+        publication, "2023-10-09-later.md", NEXT.replace("2023-10-02", "2023-10-09").format(title="t") + "\n#llama\n"
+    )
+    assert run("build").exit_code == 0
+    after = [e.id for e in feedparser.parse((built / "tags" / "llama" / "feed.xml").read_bytes()).entries]
+    assert after == ["tag:papers.example.com,2023-09-25:2023-10-09-later/ko#a-paper", *before]
 
 
 def test_feed_size_limits_entries(publication: Path, run) -> None:
@@ -94,14 +133,18 @@ def test_feed_size_limits_entries(publication: Path, run) -> None:
     assert [e.title for e in feed.entries] == ["다음 호"]
 
 
-def test_absolutize_resolves_only_relative_href_and_src() -> None:
+def test_absolutize_resolves_every_relative_url_against_the_page() -> None:
     html = (
         '<a href="../../tags/x/">x</a> <img SRC="img.png" alt=""> <a class="button" href="https://a.example/">a</a>'
         ' <a href="#top">top</a> <a href="mailto:x@example.com">m</a> <span data-href="no">n</span>'
+        ' <img srcset="a.png 1x, /b.png 2x" src="//cdn.example.net/c.png" alt="c">'
     )
     assert absolutize(html, "https://papers.example.com/issues/2023-09-25-x/") == (
         '<a href="https://papers.example.com/tags/x/">x</a> '
-        '<img SRC="https://papers.example.com/issues/2023-09-25-x/img.png" alt=""> '
-        '<a class="button" href="https://a.example/">a</a> <a href="#top">top</a> '
-        '<a href="mailto:x@example.com">m</a> <span data-href="no">n</span>'
+        '<img src="https://papers.example.com/issues/2023-09-25-x/img.png" alt=""> '
+        '<a class="button" href="https://a.example/">a</a> '
+        '<a href="https://papers.example.com/issues/2023-09-25-x/#top">top</a> '
+        '<a href="mailto:x@example.com">m</a> <span data-href="no">n</span> '
+        '<img srcset="https://papers.example.com/issues/2023-09-25-x/a.png 1x, https://papers.example.com/b.png 2x" '
+        'src="https://cdn.example.net/c.png" alt="c">'
     )

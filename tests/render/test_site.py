@@ -128,13 +128,15 @@ def test_failed_build_leaves_previous_site_untouched(publication: Path, site: Pa
     assert not [p for p in publication.iterdir() if p.name.startswith(".site.")]
 
 
-def test_tag_spelled_two_ways_is_refused_naming_both(publication: Path, run) -> None:
-    write_issue(publication, "2023-10-02-a.md", "---\ntitle: a\ndate: 2023-10-02\ntags: [LLM]\n---\n")
+def test_tags_sharing_a_page_are_refused_naming_both(publication: Path, run) -> None:
+    """`llm/reasoning` and the sample's `llm-reasoning` would both live at tags/llm-reasoning/ (tests/render/test_tags.py
+    has the spellings that merge instead)."""
+    write_issue(publication, "2023-10-02-a.md", "---\ntitle: a\ndate: 2023-10-02\ntags: [llm/reasoning]\n---\n")
     result = run("build")
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: tags/llm/: tag 'llm' in issues/2023-09-25-top-ml-papers.md and 'LLM' in "
-        "issues/2023-10-02-a.md share one page (spell the tag one way)\n"
+        "Error: issues/2023-10-02-a.md: tag 'llm/reasoning' and 'llm-reasoning' of issues/2023-09-25-top-ml-papers.md "
+        "would share the page tags/llm-reasoning/ (spell them one way, or tell them apart by a letter or digit)\n"
     )
 
 
