@@ -4,24 +4,28 @@ with defaults) → one library call (starter.py, template_overrides.py) → prin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from .cli_errors import reports_errors
 from .config import find_root
 from .errors import NewsletterError
+from .init_answers import check_answer, check_app_url_for_ci, check_languages, default_from_address
 from .render.templates import OVERRIDES, theme_files
 from .starter import (
     CI_CHOICES,
     NewPublication,
-    default_from_address,
     default_title,
     init_publication,
     local_timezone,
     split_languages,
 )
 from .template_overrides import copy_templates, template_states
+
+_T = TypeVar("_T")
 
 
 @click.command()
@@ -50,37 +54,72 @@ def init(
     root = (ctx.find_root().obj or {}).get("root")
     folder = folder or (Path(root) if root else Path("."))
 
-    def ask(key: str, label: str, default: str | None) -> str:
+    def ask(
+        key: str,
+        label: str,
+        default: str | None,
+        *,
+        needed: str = "",
+        example: str = "",
+        check: Callable[[str, str], str] = check_answer,
+    ) -> str:
+        """The flag's value, else (with --yes) the default, else the editor's answer, asked again until the
+        settings would take it; each is checked as the settings will check it."""
         value = given.get(key)
         if value is not None:
-            return value
+            return check(key, value)
         if yes:
             if default is None:
-                raise NewsletterError(
-                    f"--{key.replace('_', '-')}",
-                    "is needed with --yes: every email carries the sender's postal address (CAN-SPAM)",
-                    f'pass --{key.replace("_", "-")} "street, city, country"',
-                )
-            return default
-        return str(click.prompt(label, default=default))
+                flag = f"--{key.replace('_', '-')}"
+                raise NewsletterError(flag, f"is needed with --yes: {needed}", f"pass {flag} {example}")
+            return check(key, default)
+        return str(click.prompt(label, default=default, value_proc=lambda text: _checked(check, key, text)))
 
     title = ask("title", "Title", default_title(folder))
     description = ask("description", "Description", f"News from {title}.")
     base_url = ask("base_url", "Base URL of the archive", "http://localhost:8000")
+    app_url = ""
+    if ci == "github":  # the archive on GitHub Pages, `newsletter serve` elsewhere: mails must link there
+
+        def another_host(key: str, text: str) -> str:
+            url = check_answer(key, text)
+            check_app_url_for_ci(base_url, url)
+            return url
+
+        app_url = ask(
+            "app_url",
+            "URL where `newsletter serve` answers /unsubscribe (not on GitHub Pages)",
+            None,
+            needed="GitHub Pages serves the archive but cannot answer /unsubscribe",
+            example="https://app.example.com",
+            check=another_host,
+        )
+    elif given.get("app_url"):
+        app_url = check_answer("app_url", str(given["app_url"]))
     if languages:
-        codes = split_languages(languages)
+        codes = check_languages(split_languages(languages))
     elif yes:
         codes = ("en",)
     else:
-        codes = split_languages([click.prompt("Languages, the default first", default="en")])
+        codes = click.prompt(
+            "Languages, the default first",
+            default="en",
+            value_proc=lambda text: _checked(lambda _, t: check_languages(split_languages([t])), "languages", text),
+        )
     from_address = ask("from_address", "From", default_from_address(title, base_url))
-    postal_address = ask("postal_address", "Postal address (printed in every email; CAN-SPAM)", None)
+    postal_address = ask(
+        "postal_address",
+        "Postal address (printed in every email; CAN-SPAM)",
+        None,
+        needed="every email carries the sender's postal address (CAN-SPAM)",
+        example='"street, city, country"',
+    )
     timezone = ask("timezone", "Time zone", local_timezone())
     new = NewPublication(
         title=title,
         description=description,
         base_url=base_url,
-        app_url=given.get("app_url") or "",
+        app_url=app_url,
         languages=codes or ("en",),
         from_address=from_address,
         postal_address=postal_address,
@@ -103,6 +142,14 @@ def init(
     click.echo("  newsletter build")
     click.echo("  newsletter subscribers add you@example.com")
     click.echo(f"  newsletter send {slug}      # after removing draft: true from {draft or 'the issue'}")
+
+
+def _checked(check: Callable[[str, str], _T], key: str, text: str) -> _T:
+    """`check(key, text)` for a prompt: a refusal is said and the question asked again."""
+    try:
+        return check(key, text)
+    except NewsletterError as err:
+        raise click.UsageError(str(err)) from None
 
 
 def _shown(path: Path) -> str:

@@ -142,6 +142,7 @@ class Settings:
     database_setting: str = "database_url"  # where database_url came from, for messages
     transport: str = "file"
     list_id: str = ""  # RFC 2919 id, e.g. weekly.papers.example.com
+    list_id_set: bool = True  # False: derived from base_url (so moving the archive would change it)
     unsubscribe_mailto: str = ""  # an address whose mail really is processed, or empty
     rate: float | None = None  # messages per second at most (SES: also its quota)
     ambiguous_retries: int = 1  # how often a message whose outcome is unknown is tried again (0: at most once)
@@ -222,7 +223,7 @@ def load_settings(root: Path) -> Settings:
         postal_address=top.string("postal_address"),
         feed_size=top.whole_number("feed_size", 20),
         page_size=top.whole_number("page_size", 50),
-        timezone=_timezone(top),
+        timezone=timezone_of(top),
         publish_time=_publish_time(top),
         id_date=_id_date(top),
         translations={code: _translation(table, code, title, description) for code in languages},
@@ -231,7 +232,8 @@ def load_settings(root: Path) -> Settings:
         if os.environ.get("NEWSLETTER_DATABASE_URL")
         else f"{top.where} database_url",
         transport=_transport(top),
-        list_id=_list_id(top, f"newsletter.{urlsplit(base_url).hostname or 'localhost'}"),
+        list_id=_list_id(top, derived_list_id(base_url)),
+        list_id_set="list_id" in table,
         unsubscribe_mailto=_unsubscribe_mailto(top),
         rate=top.number("rate", "messages per second", 14),
         ambiguous_retries=_bounded_int(top, "ambiguous_retries", "NEWSLETTER_AMBIGUOUS_RETRIES", 1, 0, 3),
@@ -297,7 +299,7 @@ def _translation(table: dict[str, Any], code: str, title: str, description: str)
     return LanguageSettings(title=sub.string("title", title), description=sub.string("description", description))
 
 
-def _timezone(top: Table) -> zoneinfo.ZoneInfo:
+def timezone_of(top: Table) -> zoneinfo.ZoneInfo:
     """`timezone`: an IANA time zone name such as Asia/Seoul."""
     name = top.string("timezone", "UTC")
     try:
@@ -345,6 +347,11 @@ def _id_date(top: Table) -> str:
 def _public_url(top: Table, key: str, env: str, default: str | None = None) -> str:
     """The environment variable `env`, else `key`: an absolute http(s) URL that paths are added to."""
     url, fail = top.overridable(key, env, default)
+    return check_public_url(url, fail)
+
+
+def check_public_url(url: str, fail: Fail) -> str:
+    """`url` if it is an absolute http(s) URL that paths can be added to (base_url, app_url)."""
     check_url(url, fail)
     # Every link and List-Unsubscribe add a path to it: a query or fragment would swallow that path (and the
     # token with it), and a user name or password would go into every mail.
@@ -384,6 +391,11 @@ def _list_id(top: Table, default: str) -> str:
             "list_id", f"{value[:80]!r} is not a list id", f"use words joined by dots, at most {LIST_ID_LIMIT} in all"
         )
     return value
+
+
+def derived_list_id(base_url: str) -> str:
+    """The list id a publication without `list_id` gets: newsletter.<the archive's host>."""
+    return f"newsletter.{urlsplit(base_url).hostname or 'localhost'}"
 
 
 def _unsubscribe_mailto(top: Table) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import DISTRIBUTION, __version__
-from .config import CONFIG_FILE, CONFIG_FILE_LIMIT, load_settings
+from .config import CONFIG_FILE, CONFIG_FILE_LIMIT, derived_list_id, load_settings
 from .errors import ConfigError, NewsletterError
 from .files import read_regular_file
 from .render.templates import (
@@ -143,6 +143,7 @@ def _context(new: NewPublication, today: dt.date) -> dict[str, Any]:
         "description": new.description,
         "base_url": base_url,
         "app_url": (new.app_url or base_url).rstrip("/"),
+        "list_id": derived_list_id(base_url),
         "language": new.languages[0],
         "languages": list(new.languages[1:]),  # the other languages, as in the settings
         "all_languages": list(new.languages),
@@ -311,15 +312,6 @@ def default_title(folder: Path) -> str:
     """A title from the folder's name (`weekly-notes` → `Weekly Notes`)."""
     words = re.split(r"[-_\s]+", folder.absolute().name)
     return " ".join(word.capitalize() for word in words if word) or "My Newsletter"
-
-
-def default_from_address(title: str, base_url: str) -> str:
-    """`Title <newsletter@host>` with the archive's host, or example.com when it has no real domain name."""
-    from urllib.parse import urlsplit
-
-    host = urlsplit(base_url).hostname or ""
-    domain = host if "." in host and not host.replace(".", "").isdigit() else "example.com"
-    return f"{title} <newsletter@{domain}>"
 
 
 def installed_from() -> str:

@@ -110,6 +110,68 @@ def test_init_asks_with_defaults(tmp_path: Path) -> None:
     assert "Postal address (printed in every email; CAN-SPAM):" in result.output
 
 
+def test_a_wrong_answer_is_said_and_asked_again(tmp_path: Path) -> None:
+    answers = [
+        "Letter",
+        "",
+        "ftp://letter.example.com",  # refused, asked again
+        "https://letter.example.com",
+        "https://letter.example.com",  # the app on the archive's host: refused with --ci github
+        "https://app.letter.example.com",
+        "ko_KR",  # refused: BCP 47 writes ko-KR
+        "ko, en",
+        "",
+        POSTAL,
+        "Mars/Olympus",
+        "UTC",
+    ]
+    result = _init("letter", "--ci", "github", cwd=tmp_path, input="\n".join(answers) + "\n")
+    assert result.exit_code == 0, result.output
+    assert (
+        "Error: --base-url: 'ftp://letter.example.com' is not an absolute URL (use https://host/path)" in result.output
+    )
+    assert "Error: --app-url: is needed with --ci github, and must differ from --base-url" in result.output
+    assert "Error: --language: 'ko_KR' is not in BCP 47's canonical form (use ko-KR)" in result.output
+    assert "Error: --timezone: 'Mars/Olympus' is not a time zone" in result.output
+    settings = load_settings(tmp_path / "letter")
+    assert (settings.base_url, settings.app_url) == ("https://letter.example.com", "https://app.letter.example.com")
+    assert (settings.language, settings.languages, str(settings.timezone)) == ("ko", ("en",), "UTC")
+
+
+def test_the_default_sender_quotes_a_name_with_a_dot_or_comma(tmp_path: Path) -> None:
+    result = _init(
+        "who", "--yes", "--postal-address", POSTAL, "--title", "Dr. Who, Weekly", "--base-url", "https://who.example.org",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sender = load_settings(tmp_path / "who").from_address
+    assert (sender.display_name, sender.addr_spec) == ("Dr. Who, Weekly", "newsletter@who.example.org")
+
+
+def test_init_writes_the_list_id_and_check_warns_when_it_is_derived(tmp_path: Path) -> None:
+    """The list id signs every unsubscribe link: derived from base_url, it would change when the archive moves."""
+    assert (
+        _init("pub", "--yes", "--postal-address", POSTAL, "--base-url", "https://a.example.com", cwd=tmp_path).exit_code
+        == 0
+    )
+    root = tmp_path / "pub"
+    settings_file = root / "pyproject.toml"
+    assert tomllib.loads(settings_file.read_text(encoding="utf-8"))["tool"]["newsletter"]["list_id"] == (
+        "newsletter.a.example.com"
+    )
+    checked = _run(root, "check")
+    assert checked.exit_code == 0 and "list_id" not in checked.stderr
+    text = settings_file.read_text(encoding="utf-8")
+    settings_file.write_text("\n".join(line for line in text.splitlines() if not line.startswith("list_id")) + "\n")
+    checked = _run(root, "check")
+    assert checked.exit_code == 0
+    assert (
+        "warning: pyproject.toml [tool.newsletter] list_id: is not set, so it is derived from base_url "
+        "(newsletter.a.example.com); moving the archive would change it and break every unsubscribe link already "
+        'mailed (add list_id = "newsletter.a.example.com")'
+    ) in checked.stderr.splitlines()
+
+
 def test_init_refuses_a_publication_and_changes_nothing(tmp_path: Path) -> None:
     assert _init("pub", "--yes", "--postal-address", POSTAL, cwd=tmp_path).exit_code == 0
     before = _tree(tmp_path / "pub")
@@ -157,8 +219,7 @@ def test_a_gitignore_that_has_every_line_is_kept(tmp_path: Path) -> None:
     [
         (
             ("--base-url", "ftp://example.com"),
-            "Error: pyproject.toml [tool.newsletter] base_url: 'ftp://example.com' is not an absolute URL "
-            "(use https://host/path)",
+            "Error: --base-url: 'ftp://example.com' is not an absolute URL (use https://host/path)",
         ),
         (
             ("--language", "kr"),
@@ -166,7 +227,17 @@ def test_a_gitignore_that_has_every_line_is_kept(tmp_path: Path) -> None:
         ),
         (
             ("--timezone", "Mars/Olympus"),
-            "Error: pyproject.toml [tool.newsletter] timezone: 'Mars/Olympus' is not a time zone",
+            "Error: --timezone: 'Mars/Olympus' is not a time zone",
+        ),
+        (("--timezone", "asia/seoul"), "Error: --timezone: 'asia/seoul' is not a time zone (did you mean Asia/Seoul?)"),
+        (("--language", "ko_KR"), "Error: --language: 'ko_KR' is not in BCP 47's canonical form (use ko-KR)"),
+        (("--app-url", "https://app.example.com/?x=1"), "Error: --app-url: 'https://app.example.com/?x=1' has a query"),
+        (("--from", "not an address"), "Error: --from: 'not an address' is not one email address"),
+        (("--title", "two\nlines"), "Error: --title: contains a line break (write it on one line)"),
+        (("--ci", "github"), "Error: --app-url: is needed with --yes: GitHub Pages serves the archive"),
+        (
+            ("--ci", "github", "--base-url", "https://me.github.io/x", "--app-url", "https://me.github.io/x/"),
+            "Error: --app-url: is needed with --ci github, and must differ from --base-url",
         ),
     ],
 )
@@ -182,7 +253,7 @@ def test_a_bad_value_leaves_an_existing_folder_as_it_was(tmp_path: Path) -> None
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     result = _init("--yes", "--postal-address", POSTAL, "--from", "not an address", cwd=tmp_path)
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: pyproject.toml [tool.newsletter] from: "), result.stderr
+    assert result.stderr.startswith("Error: --from: "), result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
@@ -207,8 +278,12 @@ def test_a_language_the_theme_lacks_gets_the_english_wording_to_translate(tmp_pa
 
 
 def test_init_ci_github_writes_the_workflows(tmp_path: Path) -> None:
-    result = _init("pub", "--yes", "--postal-address", POSTAL, "--ci", "github", cwd=tmp_path)
+    result = _init(
+        "pub", "--yes", "--postal-address", POSTAL, "--ci", "github", "--app-url", "https://app.example.com",
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert load_settings(tmp_path / "pub").app_url == "https://app.example.com"
     written = {p.relative_to(tmp_path / "pub" / ".github" / "workflows").as_posix()
                for p in (tmp_path / "pub" / ".github" / "workflows").rglob("*") if p.is_file()}  # fmt: skip
     assert written == _scaffold_names("github")
