@@ -201,6 +201,7 @@ def test_init_appends_the_table_to_a_pyproject_without_it_and_keeps_what_is_ther
     assert (folder / "README.md").read_text(encoding="utf-8") == "# my repo\n"
     ignored = (folder / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert ignored[:2] == ["*.pyc", "/site/"] and ignored.count("/site/") == 1 and "/outbox/" in ignored
+    assert {"*.env", ".env", "/subscribers/*.db"} <= set(ignored)  # secrets and personal data never go into git
     assert _run(folder, "check").exit_code == 0
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".repo")) == []
 
