@@ -20,10 +20,6 @@ TAG_LINE = re.compile(r"^#[^\s#]+(\s+#[^\s#]+)*$")
 NOT_WORD = re.compile(r"[^\w\s-]")
 SPACES = re.compile(r"[\s-]+")
 LINK_SEPARATORS = re.compile(r"^[\s·|•,/-]*$")
-WIDE = (  # characters a terminal shows two columns wide; compiled on first use (only the text part needs it)
-    r"[\u1100-\u115f\u2e80-\u303e\u3041-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f"
-    r"\uff00-\uff60\uffe0-\uffe6\U0001f300-\U0001faff\U00020000-\U0003fffd]"
-)
 
 _markdown = MarkdownIt("commonmark").enable("table").enable("strikethrough")
 Node = Any  # markdown_it_pyrs.Node: name, attrs, meta, srcmap (byte offsets), children
@@ -180,8 +176,16 @@ def slugify(text: str) -> str:
 
 
 def display_width(text: str) -> int:
-    """Columns `text` takes in a terminal or monospace font: Hangul and other wide characters count twice."""
-    return len(text) if text.isascii() else len(text) + len(re.findall(WIDE, text))
+    """Columns `text` takes in a terminal or monospace font, by wcwidth: Hangul and emoji count two, an emoji
+    sequence (`🙇‍♂️`: a person, a joiner, a sign, a variation selector) two in all, combining marks none."""
+    if text.isascii() and text.isprintable():
+        return len(text)
+    from wcwidth import wcswidth  # only the text part needs it
+
+    width = wcswidth(text)
+    if width < 0:  # a control character (a tab in code, say): wcswidth gives up; count the rest
+        width = wcswidth("".join(char for char in text if char.isprintable() or char == " "))
+    return max(width, 0)
 
 
 def _split(source: str) -> tuple[bytes, list[_Part], dict[str, str]]:
@@ -366,7 +370,7 @@ def _plain(node: Node) -> str:
 
 
 def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "") -> str:
-    """Wrap at spaces to `width` display columns (Hangul counts double); prefix each line with `indent`."""
+    """Wrap at spaces to `width` display columns (display_width); prefix each line with `indent`."""
     room = width - display_width(indent)
     lines: list[str] = []
     for paragraph_line in text.split("\n"):
