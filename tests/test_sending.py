@@ -228,6 +228,7 @@ def test_dry_run_and_test_send_record_nothing(publication: Path, run) -> None:
     dry = run("send", ISSUE, "--dry-run")
     assert dry.exit_code == 0
     assert "Dry run   built 6 ko, 3 en message(s); 0 address(es) could not be used; nothing was sent" in dry.stdout
+    assert not (publication / "outbox").exists()  # a dry run leaves nothing behind, not even an empty folder
     test = run("send", ISSUE, "--test", "editor@example.com")
     assert test.stdout == "ko: sent to editor@example.com\nen: sent to editor@example.com\n"
     copies = sorted(_outbox(publication).glob("*.eml"))  # one file per edition: neither overwrites the other
@@ -546,7 +547,22 @@ def test_a_dry_run_of_a_test_send_sends_nothing(publication: Path, run) -> None:
     result = run("send", ISSUE, "--test", "editor@example.com", "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.stdout == "Dry run   built ko, en test copies for editor@example.com; nothing was sent\n"
-    assert not _outbox(publication).exists() or not list(_outbox(publication).glob("*.eml"))
+    assert not (publication / "outbox").exists()
+
+
+def test_an_outbox_that_cannot_be_made_stops_the_send_in_one_line_and_it_resumes(publication: Path, run) -> None:
+    _import(run)
+    (publication / "outbox").write_text("not a folder", encoding="utf-8")
+    stopped = run("send", ISSUE, "--yes")
+    assert stopped.exit_code == 1
+    assert stopped.stderr.splitlines()[-1].startswith(
+        f"Error: send: stopped after 0 of 10: file: cannot make {publication / 'outbox' / ISSUE}: Not a directory "
+        "(check that its parents are folders you can write)"
+    ), stopped.stderr
+    (publication / "outbox").unlink()
+    resumed = run("send", ISSUE, "--yes")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert len(list(_outbox(publication).glob("*.eml"))) == 10
 
 
 def test_a_resume_on_another_transport_is_refused_and_the_hint_names_the_first(

@@ -14,6 +14,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from ..errors import TransportError
 from ..processes import process_alive
 from .base import OutgoingMessage, SendQuota, SendResult, SendStatus
 
@@ -52,12 +53,26 @@ class FileTransport:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        make_private_folder(folder)
+        self._made = False  # the folder is made by the first message, so a dry run leaves none behind
+
+    def _make_folder(self) -> None:
+        if self._made:
+            return
+        try:
+            make_private_folder(self.folder)
+        except OSError as err:
+            raise TransportError(
+                "file",
+                f"cannot make {self.folder}: {err.strerror or err}",
+                "check that its parents are folders you can write",
+            ) from None
+        self._made = True
 
     def quota(self) -> SendQuota | None:
         return None
 
     def send(self, message: OutgoingMessage) -> SendResult:
+        self._make_folder()
         path = self.folder / file_name(message.recipient, message.lang if message.test else None)
         handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
         try:
@@ -71,6 +86,8 @@ class FileTransport:
 
     def close(self) -> None:
         """Remove temporary files left by processes killed mid-write; never one still being written."""
+        if not self.folder.is_dir():
+            return
         for leftover in self.folder.glob(".*.tmp"):
             match = TEMPORARY.match(leftover.name)
             if match and not process_alive(int(match.group(1))):
