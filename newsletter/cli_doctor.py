@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any
 
 import click
@@ -38,10 +39,28 @@ class Nameserver(click.ParamType):
         return address, int(port)
 
 
+# RFC 6376 §3.1: a selector is one or more DNS labels joined by dots
+SELECTOR = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+class DkimSelector(click.ParamType):
+    """A DKIM selector (the s= of a DKIM-Signature): DNS labels joined by dots, looked up in lower case."""
+
+    name = "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        if len(text) > 200 or not SELECTOR.fullmatch(text):
+            self.fail(f"{text[:80]!r} is not a DKIM selector (use the s= of a DKIM-Signature, such as s1)", param, ctx)
+        return text.lower()
+
+
 @click.command()
 @click.option("--transport", type=click.Choice(TRANSPORTS), help="The transport the send will use [the setting].")
 @click.option("--nameserver", type=Nameserver(), help="Ask this DNS server instead of this machine's.")
-@click.option("--dkim-selector", "dkim_selectors", multiple=True, metavar="NAME", help="A DKIM selector to look up.")
+@click.option(
+    "--dkim-selector", "dkim_selectors", type=DkimSelector(), multiple=True, help="A DKIM selector to look up."
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1, max=60),
@@ -87,7 +106,7 @@ def _doctor(
         transport=transport or settings.transport,
         nameserver=nameserver,
         timeout=timeout,
-        dkim_selectors=tuple(s.strip().lower() for s in dkim_selectors if s.strip()),
+        dkim_selectors=dkim_selectors,
     )
     findings = run_doctor(settings, options)
     counts = {status: sum(1 for f in findings if f.status == status) for status in Status}
