@@ -35,6 +35,7 @@ from .config_values import (
     check_address,
     check_host,
     check_language,
+    check_logo,
     check_url,
     env_whole_number,
     environment_text,
@@ -75,10 +76,11 @@ CONFIG_FILE_LIMIT = 1_000_000  # bytes of pyproject.toml; a publication's is abo
 
 @dataclass(frozen=True)
 class LanguageSettings:
-    """Per-language wording of the publication (title and description shown to readers)."""
+    """Per-language wording of the publication (title, description and the logo's alt text shown to readers)."""
 
     title: str
     description: str
+    logo_alt: str = ""  # the logo's alt text; empty: the title
 
 
 TRANSPORTS = ("file", "smtp", "ses")
@@ -148,6 +150,8 @@ class Settings:
     ambiguous_retries: int = 1  # how often a message whose outcome is unknown is tried again (0: at most once)
     app_url: str = ""  # where `newsletter serve` answers /unsubscribe, /subscribe, …; no trailing slash
     max_late: dt.timedelta = dt.timedelta(hours=24)  # `send --due` refuses an issue later than this past its time
+    logo: str = ""  # the email masthead's image: an http(s) URL or a path under static/ (`static/logo.png`)
+    logo_alt: str = ""  # its alt text in the default language; empty: the title
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     ses: SesSettings = field(default_factory=SesSettings)
 
@@ -168,9 +172,14 @@ class Settings:
         return urlsplit(self.base_url).hostname or "localhost"
 
     def for_language(self, lang: str) -> LanguageSettings:
-        """The title and description in `lang`, falling back to the default language's."""
-        fallback = LanguageSettings(self.title, self.description)
+        """The title, description and logo alt text in `lang`, falling back to the default language's."""
+        fallback = LanguageSettings(self.title, self.description, self.logo_alt)
         return self.translations.get(lang, fallback)
+
+    @property
+    def logo_url(self) -> str:
+        """The logo's absolute URL (a static/ path is on `base_url`), or "" when there is none."""
+        return self.url(self.logo) if self.logo.startswith("static/") else self.logo
 
     def url(self, path: str) -> str:
         """Absolute URL of a site path such as `en/feed.xml` or `` (the home page)."""
@@ -207,6 +216,7 @@ def load_settings(root: Path) -> Settings:
     base_url = _public_url(top, "base_url", "NEWSLETTER_BASE_URL")
     app_url = _public_url(top, "app_url", "NEWSLETTER_APP_URL", base_url)
     title, description = top.string("title"), top.string("description")
+    logo_alt = top.optional_string("logo_alt")
     from_address = top.address("from", required=True)
     assert from_address is not None
     root = root.resolve()
@@ -226,7 +236,7 @@ def load_settings(root: Path) -> Settings:
         timezone=timezone_of(top),
         publish_time=_publish_time(top),
         id_date=_id_date(top),
-        translations={code: _translation(table, code, title, description) for code in languages},
+        translations={code: _translation(table, code, title, description, logo_alt) for code in languages},
         database_url=_database_url(top, root),
         database_setting="NEWSLETTER_DATABASE_URL"
         if os.environ.get("NEWSLETTER_DATABASE_URL")
@@ -239,6 +249,8 @@ def load_settings(root: Path) -> Settings:
         ambiguous_retries=_bounded_int(top, "ambiguous_retries", "NEWSLETTER_AMBIGUOUS_RETRIES", 1, 0, 3),
         app_url=app_url.rstrip("/"),
         max_late=span(top, "max_late", "24h"),
+        logo=_logo(top),
+        logo_alt=logo_alt,
         smtp=_smtp(table),
         ses=_ses(table),
     )
@@ -293,17 +305,29 @@ def _languages(top: Table) -> tuple[str, tuple[str, ...]]:
     return language, tuple(others)
 
 
-def _translation(table: dict[str, Any], code: str, title: str, description: str) -> LanguageSettings:
+def _translation(table: dict[str, Any], code: str, title: str, description: str, logo_alt: str) -> LanguageSettings:
     """The wording of [tool.newsletter.<code>], the default language's where it has none."""
     sub = Table(table.get(code, {}), f"tool.newsletter.{code}", LANGUAGE_KEYS)
-    return LanguageSettings(title=sub.string("title", title), description=sub.string("description", description))
+    return LanguageSettings(
+        title=sub.string("title", title),
+        description=sub.string("description", description),
+        logo_alt=sub.optional_string("logo_alt") or logo_alt,
+    )
+
+
+def _logo(top: Table) -> str:
+    """`logo`: the email masthead's image, an http(s) URL or a path under static/; "" when absent."""
+    value = top.optional_string("logo")
+    return check_logo(value, lambda message, hint: top.fail("logo", message, hint)) if value else ""
 
 
 def timezone_of(top: Table) -> zoneinfo.ZoneInfo:
     """`timezone`: an IANA time zone name such as Asia/Seoul."""
     name = top.string("timezone", "UTC")
     try:
-        return zoneinfo.ZoneInfo(name)
+        # Only what a zone name can be reaches zoneinfo: a long dotted name made its tzdata import recurse.
+        if len(name) <= 100 and re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", name):
+            return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         pass
     zones = {zone.lower(): zone for zone in zoneinfo.available_timezones()} if len(name) < 60 else {}

@@ -35,8 +35,10 @@ TOP_KEYS = (
     "rate",
     "ambiguous_retries",
     "max_late",
+    "logo",
+    "logo_alt",
 )
-LANGUAGE_KEYS = ("title", "description")  # of [tool.newsletter.<code>], for each code in `languages`
+LANGUAGE_KEYS = ("title", "description", "logo_alt")  # of [tool.newsletter.<code>], for each code in `languages`
 SMTP_KEYS = ("host", "port", "security", "timeout", "connections")
 SES_KEYS = ("region", "configuration_set", "queue_url", "topic_arn", "transient_bounces", "max_in_flight")
 SUBTABLES = {"smtp": SMTP_KEYS, "ses": SES_KEYS}

@@ -259,6 +259,28 @@ def check_address(addr_spec: str, fail: Fail) -> None:
         raise fail(f"{shown(addr_spec)} has a domain in Unicode", f"write it in ASCII: {checked.ascii_email}")
 
 
+LOGO_PATH = re.compile(r"static/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)*[A-Za-z0-9_-][A-Za-z0-9._-]*")
+LOGO_TYPES = (".png", ".jpg", ".jpeg", ".gif")  # what Gmail, Apple Mail and Outlook all show (not SVG, not WebP)
+
+
+def check_logo(value: str, fail: Fail) -> str:
+    """`value` if it is an http(s) URL of an image or a path under the site's static/ folder of a PNG, JPEG or
+    GIF file (`static/logo.png`, a file of templates/static/)."""
+    hint = 'use "static/logo.png" (a file of templates/static/) or "https://…/logo.png"'
+    if value.startswith(("http://", "https://")):
+        check_url(value, fail)
+        path = urlsplit(value).path.lower()
+    elif LOGO_PATH.fullmatch(value):
+        path = value.lower()
+    else:
+        raise fail(f"{shown(value)} is neither an http(s) URL nor a path under static/", hint)
+    if path.endswith((".svg", ".svgz", ".webp")):
+        raise fail(f"{shown(value)} is an image Gmail or Outlook does not show", "use a PNG, JPEG or GIF")
+    if not value.startswith("http") and not path.endswith(LOGO_TYPES):
+        raise fail(f"{shown(value)} is not a PNG, JPEG or GIF file", hint)
+    return value
+
+
 def hide_password(text: str) -> str:
     """`text` with the password of any `scheme://user:password@` in it replaced by ***."""
     return re.sub(r"(://[^/:@\s]*:)[^/@\s]*@", r"\1***@", text)

@@ -2,8 +2,9 @@
 
 Rendered once per edition, never per recipient: the unsubscribe URL is a placeholder that
 messages.py fills per recipient. Links to the archive go to `base_url`, links to the web app (unsubscribe,
-preferences) to `app_url`. Issue HTML is sanitised here so the email never carries scripts,
-frames, forms or event handlers.
+preferences, subscribe) to `app_url`. The table of contents links each paper to its anchor on the web page,
+since anchors inside an email are unreliable across clients. Issue HTML is sanitised here so the email never
+carries scripts, frames, forms or event handlers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from markupsafe import Markup
 from premailer import Premailer
 
 from ..config import Settings
-from ..errors import TemplateError
+from ..config_values import shown
+from ..errors import ConfigError, TemplateError
 from ..issues import Edition, read_body_source
 from ..markdown import Section, display_width, render_text
 from .templates import Templates
@@ -61,6 +63,24 @@ def preferences_url(settings: Settings, token: str = UNSUBSCRIBE_TOKEN) -> str:
     return settings.app(f"preferences?token={token}")
 
 
+def subscribe_url(settings: Settings, lang: str) -> str:
+    """The web app's sign-up page with `lang` chosen (for a reader the email was forwarded to)."""
+    return settings.app(f"subscribe?lang={lang}")
+
+
+def logo_url(settings: Settings, templates: Templates) -> str:
+    """The masthead logo's absolute URL ("" for none); a static/ path must name a file the build publishes."""
+    if settings.logo.startswith("static/"):
+        name = settings.logo.removeprefix("static/")
+        if name not in {found for found, _, _ in templates.static_files()}:
+            raise ConfigError(
+                "pyproject.toml [tool.newsletter] logo",
+                f"{shown(settings.logo)} is neither in templates/static/ nor in the theme's static/",
+                f"put the image at templates/{settings.logo}, or fix the path",
+            )
+    return settings.logo_url
+
+
 def sanitise_email_html(fragment: str) -> str:
     """Keep ordinary markup; drop script, iframe, form, style, event handlers and javascript: URLs."""
     return nh3.clean(fragment, url_schemes={"http", "https", "mailto"}, link_rel=None)
@@ -88,19 +108,24 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
     if edition.advertisement:
         subject = f"{strings.get('ad_subject_prefix', '(광고)')} {subject}"
     archive_url = settings.url(edition.page_path)
+    wording = settings.for_language(edition.lang)
     context = {
         "edition": edition,
         "site": {
-            "title": settings.for_language(edition.lang).title,
-            "description": settings.for_language(edition.lang).description,
+            "title": wording.title,
+            "description": wording.description,
             "postal_address": settings.postal_address,
             "base_url": settings.base_url,
             "app_url": settings.app_url or settings.base_url,
+            "logo_url": logo_url(settings, templates),
+            "logo_alt": wording.logo_alt or wording.title,
         },
         "t": strings,
         "archive_url": archive_url,
+        "contents": [{"title": s.title, "url": f"{archive_url}#{s.anchor}"} for s in edition.sections],
         "unsubscribe_url": unsubscribe_url(settings),
         "preferences_url": preferences_url(settings),
+        "subscribe_url": subscribe_url(settings, edition.lang),
         "font": FONT_STACK,
     }
     mjml_source = templates.render(
