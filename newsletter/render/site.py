@@ -185,6 +185,8 @@ class _SiteBuilder:
             "atom_url": s.url(f"{prefix}feed.xml"),
             "rss_url": s.url(f"{prefix}rss.xml"),
             "og_image": s.url("static/og-image.png"),
+            "subscribe_url": s.app("subscribe"),  # the web app's sign-up, on app_url (may be another host)
+            "languages": [(code, self.strings(code).get("language_name", code)) for code in s.all_languages],
         }
 
     def page_context(
@@ -613,7 +615,8 @@ def _alive(pid: int) -> bool:
 
 def _config_digest(settings: Settings) -> str:
     raw = (settings.root / "pyproject.toml").read_bytes()
-    return hashlib.blake2b(raw + settings.base_url.encode(), digest_size=16).hexdigest()
+    urls = f"{settings.base_url}\x1f{settings.app_url}".encode()  # both may come from the environment
+    return hashlib.blake2b(raw + urls, digest_size=16).hexdigest()
 
 
 def build_site(settings: Settings, **options: Any) -> BuildResult:
