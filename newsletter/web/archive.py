@@ -1,0 +1,45 @@
+"""The built archive (site/), served read-only by GET and HEAD on every path no other route takes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, send_from_directory
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import PathConverter
+
+from .context import context
+
+archive = Blueprint("archive", __name__)
+POST_ONLY = ("resubscribe", "ses/notifications")  # the archive's GET route must not match these
+
+
+class ArchivePath(PathConverter):
+    """A path under site/ that is not a POST-only route, so GET /resubscribe is a 405, not the archive's 404."""
+
+    regex = r"(?!(?:" + "|".join(POST_ONLY) + r")/?$)[^/].*?"
+
+
+@archive.record_once
+def _converter(state: BlueprintSetupState) -> None:
+    """The `archive:` converter must be known before the routes below are added."""
+    state.app.url_map.converters["archive"] = ArchivePath
+
+
+@archive.get("/", defaults={"path": ""})
+@archive.get("/<archive:path>")
+def archive_file(path: str) -> Response:
+    """A file of the built archive (a folder's index.html); a missing one is the site's 404 page."""
+    site = context().site
+    try:
+        if path == "" or path.endswith("/") or (site / path).is_dir():
+            path = path.rstrip("/") + ("/index.html" if path else "index.html")
+        response = send_from_directory(site, path.lstrip("/"), max_age=300)
+    except (NotFound, OSError, ValueError):  # a name the file system refuses (too long, NUL, loop…) is absent
+        missing = site / "404.html"
+        if missing.is_file():
+            return Response(missing.read_bytes(), status=404, mimetype="text/html")
+        raise NotFound() from None
+    if path.endswith(".xml") and path.rsplit("/", 1)[-1] in {"feed.xml", "rss.xml"}:
+        kind = "atom" if path.endswith("feed.xml") else "rss"
+        response.headers["Content-Type"] = f"application/{kind}+xml; charset=utf-8"
+    return response
