@@ -15,7 +15,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .config_keys import (
     LANGUAGE_KEYS,
@@ -64,6 +64,7 @@ __all__ = [  # CONFIG_FILE and the LANGUAGE_ names live in config_values; the re
     "load_settings",
 ]
 
+URL_SAFE = "/%#?&=+:@!$'()*,;"  # kept as they are in a site path's URL: RFC 3986's delimiters and '%'
 BASE_URL_LIMIT = 500  # List-Unsubscribe carries it unfolded, with the token and the mailto
 LIST_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+$")  # RFC 2919 §2
 LIST_ID_LIMIT = 255  # RFC 2919 §2
@@ -182,8 +183,9 @@ class Settings:
         return self.url(self.logo) if self.logo.startswith("static/") else self.logo
 
     def url(self, path: str) -> str:
-        """Absolute URL of a site path such as `en/feed.xml` or `` (the home page)."""
-        return f"{self.base_url}/{path.lstrip('/')}"
+        """Absolute URL of a site path such as `en/feed.xml` or `` (the home page). What a URL cannot carry as it is
+        (the Hangul of `tags/한국어-태그/`, a space) is percent-encoded as UTF-8, as the pages' relative links are."""
+        return f"{self.base_url}/{quote(path.lstrip('/'), safe=URL_SAFE)}"
 
     def app(self, path: str) -> str:
         """Absolute URL of a web-app path such as `unsubscribe?token=…` (on `app_url`, else on `base_url`)."""

@@ -19,6 +19,8 @@ from ..errors import BuildError
 from ..tags import carries, unique_tags
 from .feed_content import FeedContent, feed_content
 
+ID_SAFE = "/%#:@!$&'()*+,;="  # kept as they are in a tag: URI's specific part (RFC 4151, RFC 3986 pchar)
+
 
 class FeedSection(Protocol):
     """What a paper's entry needs of a section (a Section, or the site builder's ListedSection)."""
@@ -67,8 +69,9 @@ class FeedSpec:
 
 
 def tag_uri(settings: Settings, name: str) -> str:
-    """A permanent id (RFC 4151), e.g. tag:papers.example.com,2023-09-25:feed/ko for a feed."""
-    return f"tag:{settings.host},{settings.id_date}:{name}"
+    """A permanent id (RFC 4151), e.g. tag:papers.example.com,2023-09-25:feed/ko for a feed; what a URI cannot
+    carry as it is (the Hangul of a tag's segment) percent-encoded, as validators and readers expect."""
+    return f"tag:{settings.host},{settings.id_date}:{quote(name, safe=ID_SAFE)}"
 
 
 def entry_id(edition: FeedEdition, settings: Settings) -> str:
@@ -92,6 +95,14 @@ class Paper(Generic[E]):
 
     edition: E
     section: FeedSection | None
+    position: int = 0  # of the section in its edition: the entry is dated that many seconds before its issue
+
+
+def paper_time(published: dt.datetime, position: int) -> dt.datetime:
+    """When a paper's entry is dated: its issue's instant, less a second per paper before it on the page, so the
+    papers of one issue have times of their own (the W3C validator's DuplicateUpdated) and readers that sort by
+    time keep the page's order."""
+    return published - dt.timedelta(seconds=position)
 
 
 def tagged_papers(editions: Sequence[E], tag: str, size: int) -> list[Paper[E]]:
@@ -105,7 +116,7 @@ def tagged_papers(editions: Sequence[E], tag: str, size: int) -> list[Paper[E]]:
             papers.append(Paper(edition, None))
             continue
         everyone = carries(edition.issue_tags, tag)
-        papers.extend(Paper(edition, s) for s in edition.sections if everyone or carries(s.tags, tag))
+        papers.extend(Paper(edition, s, n) for n, s in enumerate(edition.sections) if everyone or carries(s.tags, tag))
     return papers[:size]
 
 
@@ -138,7 +149,9 @@ class FeedEntries(Generic[E]):
     def __call__(self, edition: E) -> Any:
         entry = self.made.get(edition.page_path)
         if entry is None:
-            entry = self._entry(edition, entry_id(edition, self.settings), edition.title, "")
+            entry = self._entry(
+                edition, entry_id(edition, self.settings), edition.title, "", self.published_of(edition)
+            )
             entry.summary(edition.summary or edition.title)
             entry.content(self.content(edition).whole, type="html")
             if edition.tags:
@@ -162,7 +175,10 @@ class FeedEntries(Generic[E]):
                     'keep id="{{ section.anchor }}" on each paper: its tag feeds and links need it',
                 )
             fragment = "#" + quote(section.anchor, safe="-_.~")
-            entry = self._entry(edition, paper_id(edition, section.anchor, self.settings), section.title, fragment)
+            when = paper_time(self.published_of(edition), paper.position)
+            entry = self._entry(
+                edition, paper_id(edition, section.anchor, self.settings), section.title, fragment, when
+            )
             entry.summary(edition.title)  # which issue the paper is from
             entry.content(html, type="html")
             tags = unique_tags((*section.tags, *edition.issue_tags)).values()
@@ -171,10 +187,9 @@ class FeedEntries(Generic[E]):
             self.made[key] = entry
         return entry
 
-    def _entry(self, edition: E, id_: str, title: str, fragment: str) -> Any:
+    def _entry(self, edition: E, id_: str, title: str, fragment: str, when: dt.datetime) -> Any:
         from .feed_entry import SharedFeedEntry
 
-        when = self.published_of(edition)
         entry = SharedFeedEntry()
         entry.id(id_)
         entry.title(title)
@@ -230,5 +245,5 @@ def build_rss(spec: FeedSpec, editions: Sequence[E], entries: FeedEntries[E]) ->
 
 def build_paper_atom(spec: FeedSpec, papers: Sequence[Paper[E]], entries: FeedEntries[E]) -> bytes:
     """Atom 1.0 bytes of a tag's feed: one entry per paper of `papers` (tagged_papers)."""
-    made = [(entries.paper(p), entries.published_of(p.edition)) for p in papers]
+    made = [(entries.paper(p), paper_time(entries.published_of(p.edition), p.position)) for p in papers]
     return _generator(spec, entries.settings, made, "application/atom+xml").atom_str(pretty=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from pathlib import Path
 from urllib.parse import quote
 
@@ -112,6 +113,10 @@ def test_front_matter_tag_feed_holds_every_paper_of_its_issues(built: Path) -> N
     assert feed.entries[0].id == "tag:papers.example.com,2023-09-25:2023-10-02-next/en#a-paper"
     assert feed.entries[0].link == "https://papers.example.com/en/issues/2023-10-02-next/#a-paper"
     assert feed.entries[0].published_parsed[:3] == (2023, 10, 2)
+    # Each paper has a time of its own (the W3C validator's DuplicateUpdated), a second apart, in page order.
+    times = [calendar.timegm(e.updated_parsed) for e in feed.entries]
+    assert times == sorted(times, reverse=True) and len(set(times)) == len(times)
+    assert times[1] - times[2] == 1 and all(e.published == e.updated for e in feed.entries)
 
 
 def test_tag_feed_ids_stay_when_an_issue_is_added(built: Path, publication: Path, run) -> None:

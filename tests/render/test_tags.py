@@ -87,6 +87,16 @@ def test_tags_with_spaces_capitals_punctuation_and_hangul_build_pages(publicatio
         feed = feedparser.parse((site / "tags" / segment / "feed.xml").read_bytes())
         assert feed.bozo == 0 and [e.title for e in feed.entries] == ["A paper"]
         assert feed.entries[0].link == "https://papers.example.com/issues/2023-10-02-tags/#a-paper"
+    hangul = feedparser.parse((site / "tags" / "한국어-태그" / "feed.xml").read_bytes())
+    encoded = (
+        "%ED%95%9C%EA%B5%AD%EC%96%B4-%ED%83%9C%EA%B7%B8"  # the URL it is served from (W3C: SelfDoesntMatchLocation)
+    )
+    assert [link.href for link in hangul.feed.links if link.rel == "self"] == [
+        f"https://papers.example.com/tags/{encoded}/feed.xml"
+    ]
+    assert hangul.feed.id == f"tag:papers.example.com,2023-09-25:tags/{encoded}/ko"
+    page = (site / "tags" / "한국어-태그" / "index.html").read_text(encoding="utf-8")
+    assert f'rel="canonical" href="https://papers.example.com/tags/{encoded}/"' in page
     index = (site / "tags" / "index.html").read_text(encoding="utf-8")
     assert "#machine learning" in index and "#C++" in index and "#한국어 태그" in index
     assert "tags/%ED%95%9C%EA%B5%AD%EC%96%B4-%ED%83%9C%EA%B7%B8/" in index  # the link to the Hangul page, encoded
