@@ -1,7 +1,10 @@
-"""An edition's HTML as feed content: every link absolute against the edition's page, and each paper cut out.
+"""An edition's HTML as feed content: every link absolute against the edition's page, what feed readers refuse
+left out, and each paper cut out.
 
 Feed readers resolve a relative link (`#anchor`, `img.png`, `../tags/x/`) against the feed's own URL, never the
-page's, so each is resolved here, with lxml's HTML parser (the W3C validator's ContainsRelRef).
+page's, so each is resolved here, with lxml's HTML parser (the W3C validator's ContainsRelRef). The editor's raw
+HTML stays on the page as written; in feeds, scripts, styles, frames and plugins are dropped, and so are event
+handler and style attributes (the validator's SecurityRisk, SecurityRiskAttr and DangerousStyleAttr).
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from urllib.parse import urljoin
 
 # Attributes whose value is one URL (HTML's link and resource attributes); srcset holds several.
 URL_ATTRIBUTES = ("href", "src", "cite", "poster", "action", "formaction", "data", "longdesc", "background")
+# Elements feed readers strip and the W3C validator flags, dropped with what they hold.
+UNSAFE_ELEMENTS = frozenset(
+    ("script", "style", "iframe", "frame", "frameset", "object", "embed", "applet", "link", "meta", "base")
+)
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,16 @@ def feed_content(html: str, page_url: str, anchors: Collection[str] = ()) -> Fee
     root = lxml_html.fragment_fromstring(html, create_parent="div")
     wanted = set(anchors)
     found = {}
+    unsafe = []
     for element in root.iter():
+        if element.tag in UNSAFE_ELEMENTS:
+            unsafe.append(element)
+            continue
         attributes = element.attrib
         if not attributes:
             continue
+        for name in [name for name in attributes if name == "style" or name.startswith("on")]:
+            del attributes[name]
         for name in URL_ATTRIBUTES:
             value = attributes.get(name)
             if value is not None:
@@ -43,6 +56,9 @@ def feed_content(html: str, page_url: str, anchors: Collection[str] = ()) -> Fee
             attributes["srcset"] = _absolute_srcset(srcset, page_url)
         if wanted and attributes.get("id") in wanted:
             found[attributes["id"]] = element
+    for element in unsafe:
+        if element.getparent() is not None:
+            element.drop_tree()  # keeps the text after it
     whole = lxml_html.tostring(root, encoding="unicode").removeprefix("<div>").removesuffix("</div>")
     papers = {anchor: lxml_html.tostring(e, encoding="unicode", with_tail=False) for anchor, e in found.items()}
     return FeedContent(whole, papers)

@@ -26,6 +26,9 @@ See [the paper below](#a-paper), [the tags](../../tags/), [the about page](/abou
 
 Back to [the top of the page](#) and <a href="../../tags/links/">its tag</a>.
 
+<p onclick="alert(1)" style="position: fixed">Raw <b>HTML</b><script>alert(2)</script> stays on the page.</p>
+<iframe src="https://www.youtube.com/embed/x"></iframe>
+
 #llm #links
 
 - [Paper](https://arxiv.org/abs/2310.00001)
@@ -108,3 +111,18 @@ def test_paper_headings_and_in_page_links_point_at_the_issue_page(site: Path) ->
     assert links["its tag"] == BASE + "tags/links/"
     assert links["#llm"] == BASE + "tags/llm/"
     assert [img.get("src") for img in root.iter("img")] == [page + "chart.png"]
+
+
+def test_feed_content_leaves_out_what_feed_readers_refuse(site: Path) -> None:
+    """The editor's raw HTML is on the page as written; feeds drop scripts, frames, handlers and styles (the W3C
+    validator's SecurityRisk, SecurityRiskAttr and DangerousStyleAttr)."""
+    page = (site / "issues" / "2023-10-02-links" / "index.html").read_text(encoding="utf-8")
+    assert "<script>alert(2)</script>" in page and 'onclick="alert(1)"' in page and "<iframe" in page
+    for path in (site / "feed.xml", site / "rss.xml", site / "tags" / "links" / "feed.xml"):
+        feed = feedparser.parse(path.read_bytes(), response_headers=served_as(BASE + "feed.xml"), sanitize_html=False)
+        (entry,) = [e for e in feed.entries if "Raw" in e.content[0].value]
+        content = entry.content[0].value
+        assert "<p>Raw <b>HTML</b> stays on the page.</p>" in content, path
+        assert (
+            "script" not in content and "onclick" not in content and "style=" not in content and "iframe" not in content
+        )
