@@ -141,7 +141,7 @@ def _confirmation(outbox: Path, email: str) -> str:
     ],
 )
 def test_a_reader_subscribes_from_an_archive_page_on_another_host(
-    browser, apart: dict[str, Any], path: str, choose: str | None, email: str
+    browser, apart: dict[str, Any], artifacts: Path, path: str, choose: str | None, email: str
 ) -> None:
     page = browser.new_page(viewport={"width": 375, "height": 900})
     try:
@@ -154,6 +154,7 @@ def test_a_reader_subscribes_from_an_archive_page_on_another_host(
             form.locator("button[type=submit]").click()
         assert page.url == f"{apart['app']}/subscribe"
         assert page.locator("h1").inner_text() == "Check your inbox"
+        page.screenshot(path=str(artifacts / f"subscribe-answer-{path.split('/')[0]}.png"))
         subscriber = subscriber_by_email(apart["store"], email)
         assert subscriber is not None and subscriber.status == SubscriberStatus.PENDING and subscriber.lang == "en"
         mail = apart["outbox"] / "outbox" / "confirmations" / file_name(email)
