@@ -85,6 +85,7 @@ class LanguageSettings:
 
 
 TRANSPORTS = ("file", "smtp", "ses")
+EMAIL_LAYOUTS = ("full", "summary")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class Settings:
     max_late: dt.timedelta = dt.timedelta(hours=24)  # `send --due` refuses an issue later than this past its time
     logo: str = ""  # the email masthead's image: an http(s) URL or a path under static/ (`static/logo.png`)
     logo_alt: str = ""  # its alt text in the default language; empty: the title
+    email_layout: str = "full"  # "full": every paper whole; "summary": its first paragraph, the rest on the web page
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     ses: SesSettings = field(default_factory=SesSettings)
 
@@ -253,6 +255,7 @@ def load_settings(root: Path) -> Settings:
         max_late=span(top, "max_late", "24h"),
         logo=_logo(top),
         logo_alt=logo_alt,
+        email_layout=_email_layout(top),
         smtp=_smtp(table),
         ses=_ses(table),
     )
@@ -315,6 +318,14 @@ def _translation(table: dict[str, Any], code: str, title: str, description: str,
         description=sub.string("description", description),
         logo_alt=sub.optional_string("logo_alt") or logo_alt,
     )
+
+
+def _email_layout(top: Table) -> str:
+    """`email_layout`: full (each paper whole) or summary (its first paragraph, the rest on the web page)."""
+    value = top.string("email_layout", "full")
+    if value not in EMAIL_LAYOUTS:
+        raise top.fail("email_layout", f"{shown(value)} is not full or summary", "use full or summary")
+    return value
 
 
 def _logo(top: Table) -> str:

@@ -37,6 +37,7 @@ TOP_KEYS = (
     "max_late",
     "logo",
     "logo_alt",
+    "email_layout",
 )
 LANGUAGE_KEYS = ("title", "description", "logo_alt")  # of [tool.newsletter.<code>], for each code in `languages`
 SMTP_KEYS = ("host", "port", "security", "timeout", "connections")

@@ -3,7 +3,8 @@
 Rendered once per edition, never per recipient: the unsubscribe URL is a placeholder that
 messages.py fills per recipient. Links to the archive go to `base_url`, links to the web app (unsubscribe,
 preferences, subscribe) to `app_url`. The table of contents links each paper to its anchor on the web page,
-since anchors inside an email are unreliable across clients. Issue HTML is sanitised here so the email never
+since anchors inside an email are unreliable across clients; so does the summary layout (`email_layout`), which
+keeps each paper's first paragraph. Issue HTML is sanitised here so the email never
 carries scripts, frames, forms or event handlers.
 """
 
@@ -86,11 +87,28 @@ def sanitise_email_html(fragment: str) -> str:
     return nh3.clean(fragment, url_schemes={"http", "https", "mailto"}, link_rel=None)
 
 
-def _sanitised_section(section: Section) -> dict[str, object]:
+def first_paragraph(fragment: str) -> str:
+    """The first top-level paragraph of an HTML fragment (the summary layout's text of a paper); "" when it has
+    none. Headings, lists and quotes before it are left out."""
+    from lxml import html as lxml_html  # type: ignore[import-untyped]  # premailer loads it anyway
+
+    if not fragment.strip():
+        return ""
+    for element in lxml_html.fragments_fromstring(fragment):
+        if not isinstance(element, str) and element.tag == "p" and element.text_content().strip():
+            element.tail = None
+            return str(lxml_html.tostring(element, encoding="unicode"))
+    return ""
+
+
+def _sanitised_section(section: Section, archive_url: str) -> dict[str, object]:
+    html = sanitise_email_html(section.html)
     return {
         "anchor": section.anchor,
         "title": section.title,
-        "html": Markup(sanitise_email_html(section.html)),
+        "html": Markup(html),
+        "summary_html": Markup(first_paragraph(html)),
+        "url": f"{archive_url}#{section.anchor}",
         "tags": section.tags,
         "links": [link for link in section.links if link.url.startswith(("https://", "http://", "mailto:"))],
     }
@@ -122,6 +140,7 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
         },
         "t": strings,
         "archive_url": archive_url,
+        "layout": settings.email_layout,
         "contents": [{"title": s.title, "url": f"{archive_url}#{s.anchor}"} for s in edition.sections],
         "unsubscribe_url": unsubscribe_url(settings),
         "preferences_url": preferences_url(settings),
@@ -132,7 +151,7 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
         "email.mjml.j2",
         **context,
         intro_html=Markup(sanitise_email_html(edition.body.intro_html)),
-        sections=[_sanitised_section(s) for s in edition.sections],
+        sections=[_sanitised_section(s, archive_url) for s in edition.sections],
         preheader_padding=Markup(PREHEADER_PADDING),
     )
     try:

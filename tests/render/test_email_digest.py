@@ -243,3 +243,78 @@ def test_a_config_error_from_rendering_is_a_config_error(publication: Path) -> N
     (issue,) = load_issues(settings)
     with pytest.raises(ConfigError):
         render_email(issue.editions[0], settings, load_templates(settings))
+
+
+# --- summary layout ---------------------------------------------------------------------------------------------
+
+
+def test_the_summary_layout_keeps_each_papers_first_paragraph_and_links_to_the_rest(publication: Path) -> None:
+    full = emails(publication)
+    _set(publication, "tool.newsletter", "email_layout", '"summary"')
+    short = emails(publication)
+    for lang in ("ko", "en"):
+        edition, email = short[lang]
+        assert email.html_size < full[lang][1].html_size
+        continuing = "웹에서 이어 읽기 →" if lang == "ko" else "Continue reading →"
+        links = re.findall(r'<a class="more" href="([^"]+)"[^>]*>' + continuing + "</a>", email.html)
+        assert [unquote(link) for link in links] == [f"{email.archive_url}#{s.anchor}" for s in edition.sections]
+        assert email.html.count('class="button"') == 20  # the papers' own links stay
+        papers = email.html.split(f'id="{edition.sections[0].anchor}"', 1)[1]
+        assert "<h3" not in papers  # the papers' subheadings are left out
+    abstract = "최근 대규모 언어 모델의 발전은"  # the Korean edition's last paper: its abstract, after its summary
+    assert abstract in full["ko"][1].html and abstract not in short["ko"][1].html
+    summary = "새로운 신경 기호 프레임워크, 기호 논리의 원리를 활용하여"
+    assert summary in short["ko"][1].html
+
+
+def test_a_paper_without_a_paragraph_shows_only_its_link_in_the_summary_layout(publication: Path) -> None:
+    body = """---
+title: Lists
+date: 2023-10-02
+---
+
+## Only a list
+
+- one
+- two
+
+## Quote first
+
+> quoted
+
+Then the paragraph.
+"""
+    path = write_issue(publication, "2023-10-02-lists.md", body)
+    _set(publication, "tool.newsletter", "email_layout", '"summary"')
+    settings = load_settings(publication)
+    html = render_email(parse_issue(path, settings), settings, load_templates(settings)).html
+    assert "<li" not in html.split("Only a list", 2)[2].split("Quote first")[0]
+    assert "Then the paragraph." in html and "quoted" not in html
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('"short"', "'short' is not full or summary (use full or summary)"),
+        ("true", 'is true or false, not text (write it in quotes: email_layout = "…")'),
+    ],
+)
+def test_an_unknown_email_layout_is_refused(publication: Path, value: str, problem: str) -> None:
+    _set(publication, "tool.newsletter", "email_layout", value)
+    assert _refusal(publication) == f"pyproject.toml [tool.newsletter] email_layout: {problem}"
+
+
+def test_the_summary_layout_halves_the_email_on_a_phone(browser, publication: Path, tmp_path: Path) -> None:
+    heights = {}
+    for layout in ("full", "summary"):
+        _set(publication, "tool.newsletter", "email_layout", f'"{layout}"')
+        out = tmp_path / f"{layout}.html"
+        out.write_text(emails(publication)["ko"][1].html, encoding="utf-8")
+        page = browser.new_page(viewport={"width": 375, "height": 900})
+        try:
+            page.goto(out.as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            heights[layout] = page.evaluate("document.documentElement.scrollHeight")
+        finally:
+            page.close()
+    assert heights["summary"] < heights["full"] * 0.6, heights
