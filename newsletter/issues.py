@@ -19,7 +19,7 @@ from .config import LANGUAGE_PATTERN, Settings
 from .errors import IssueError
 from .files import FileRules
 from .markdown import Body, MarkdownError, Section, render_body
-from .tags import TagClash, TagNames, display_form, tag_problem, unique_tags
+from .tags import TagClash, TagNames, display_form, tag_key, tag_problem
 
 FILE_NAME = re.compile(r"^(?P<date>\d{4}-\d{2}-\d{2})-(?P<name>[a-z0-9]+(?:-[a-z0-9]+)*)(?:\.(?P<lang>[^.]+))?\.md$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -282,11 +282,20 @@ def _with_section_tags(body: Body, names: TagNames, where: str) -> Body:
     sections = []
     changed = False
     for section in body.sections:
+        if not section.tags:
+            sections.append(section)
+            continue
+        unique: dict[str, str] = {}  # key → the section's first spelling
         for tag in section.tags:
+            key = tag_key(tag)
+            if key in unique:
+                continue
+            unique[key] = tag
             problem = tag_problem(tag)
             if problem:
                 raise IssueError(where, section.line, *problem)
-            _add_tag(names, tag, section.line, where)
+            if key not in names.names:
+                _add_tag(names, tag, section.line, where)
         if len(names.names) > MAX_TAGS:
             raise IssueError(
                 where,
@@ -294,9 +303,8 @@ def _with_section_tags(body: Body, names: TagNames, where: str) -> Body:
                 f"the issue has more than {MAX_TAGS} tags by '{section.title}'",
                 "keep the ones readers follow: each is a page and a feed",
             )
-        unique = tuple(unique_tags(section.tags).values())
-        if unique != section.tags:
-            section = dataclasses.replace(section, tags=unique)
+        if len(unique) != len(section.tags):
+            section = dataclasses.replace(section, tags=tuple(unique.values()))
             changed = True
         sections.append(section)
     return dataclasses.replace(body, sections=tuple(sections)) if changed else body
