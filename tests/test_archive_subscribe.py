@@ -182,3 +182,19 @@ def test_the_answer_in_korean_links_back_too(browser, apart: dict[str, Any]) -> 
         assert subscriber_by_email(apart["store"], "minji@example.com").lang == "ko"
     finally:
         page.close()
+
+
+def test_with_one_language_the_form_sends_it_without_asking(publication: Path, run) -> None:
+    config = publication / "pyproject.toml"
+    text = config.read_text(encoding="utf-8").split("[tool.newsletter.en]")[0].replace('languages = ["en"]\n', "")
+    config.write_text(text, encoding="utf-8")
+    (publication / "issues" / "2023-09-25-top-ml-papers.en.md").unlink()
+    _set(publication, "tool.newsletter", "app_url", '"https://app.example.org"')
+    assert run("build").exit_code == 0
+    for page in _pages(publication / "site"):
+        parser = Forms()
+        parser.feed(page.read_text(encoding="utf-8"))
+        (form,) = parser.forms
+        assert form["action"] == "https://app.example.org/subscribe", page
+        assert ("input", "lang", "hidden") in form["fields"] and form["options"] == [], page
+        assert form["selected"] == "ko", page
