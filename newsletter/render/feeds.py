@@ -209,8 +209,10 @@ def _generator(spec: FeedSpec, settings: Settings, made: Sequence[tuple[Any, dt.
     fg.subtitle(spec.subtitle)
     fg.author({"name": settings.author, "email": settings.from_address.addr_spec})
     fg.language(spec.lang)
-    # RSS channel <link> is the last link() call: self first, the website last.
+    # RSS channel <link> is the last link() call: self first, the website last. The web app's sign-up page, on
+    # app_url, is Atom's rel="related" (feedgen writes only the self link of the others into RSS).
     fg.link(href=spec.self_url, rel="self", type=self_type)
+    fg.link(href=settings.app(f"subscribe?lang={spec.lang}"), rel="related", type="text/html")
     fg.link(href=spec.home_url, rel="alternate")
     fg.generator("newsletter")
     stamp = (

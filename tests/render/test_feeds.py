@@ -54,6 +54,9 @@ def test_feed_parses_newest_first_with_stable_ids(built: Path, path: str, lang: 
     assert feed.feed.language == lang
     assert feed.feed.link == home  # the website, not the feed itself
     assert any(link.rel == "self" and link.href == f"https://papers.example.com/{path}" for link in feed.feed.links)
+    if path.endswith("feed.xml"):  # Atom: the web app's sign-up page, the feed's language chosen
+        related = [link.href for link in feed.feed.links if link.rel == "related"]
+        assert related == [f"https://papers.example.com/subscribe?lang={lang}"]
     ids = [entry.id for entry in feed.entries]
     assert ids == [
         f"tag:papers.example.com,2023-09-25:2023-10-02-next/{lang}",
