@@ -143,7 +143,7 @@ def _fold_quoted(quoted: str, *, width: int) -> str:
 
 
 class MessageTemplate:
-    """One edition's message, ready to be personalised many times over."""
+    """One edition's message, ready to be personalised many times over (text only when `email.html` is empty)."""
 
     def __init__(self, email: RenderedEmail, settings: Settings, *, slug: str) -> None:
         self.domain = settings.from_address.domain
@@ -157,7 +157,11 @@ class MessageTemplate:
         headers["Precedence"] = "bulk"  # RFC 3834 §3.1.8: no out-of-office replies
         headers["MIME-Version"] = "1.0"
         boundary = f"=_{os.urandom(12).hex()}"
-        headers["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+        if email.html:
+            headers["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+        else:  # a text-only mail (the welcome mail): one part
+            headers["Content-Type"] = 'text/plain; charset="utf-8"'
+            headers["Content-Transfer-Encoding"] = "base64"
         # URLs are never folded or encoded (Python's folding would RFC 2047-encode a long one, and clients
         # would no longer find it): the settings bound them so their lines stay within 998 octets.
         folded = [HEADER_POLICY.fold_binary(name, value) for name, value in headers.items()]
@@ -173,7 +177,7 @@ class MessageTemplate:
         _check_line_lengths(constant + self.list_unsubscribe.fill(b"x" * TOKEN_LENGTH))
         self.constant_headers = constant
         self.text = _Body(email.text)
-        self.html = _Body(email.html)
+        self.html = _Body(email.html) if email.html else None
         self.text_head = (
             f'\r\n--{boundary}\r\nContent-Type: text/plain; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: base64\r\n\r\n"
@@ -206,12 +210,11 @@ class MessageTemplate:
             f"Message-ID: {message_id}\r\n".encode(),
             self.constant_headers,
             self.list_unsubscribe.fill(token),
-            self.text_head,
-            *self.text.encode(token),
-            self.html_head,
-            *self.html.encode(token),
-            self.closing,
         ]
+        if self.html is None:
+            pieces += [b"\r\n", *self.text.encode(token)]
+        else:
+            pieces += [self.text_head, *self.text.encode(token), self.html_head, *self.html.encode(token), self.closing]
         return b"".join(pieces), message_id
 
 

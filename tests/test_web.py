@@ -25,8 +25,8 @@ def secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def send_due_confirmations(server) -> int:
-    """Run the app's confirmation worker once, as `serve`'s thread does after each sign-up."""
-    return server.app.extensions[CONFIRMATIONS].send_due()
+    """Run the app's confirmation worker once for confirmation mails, as `serve`'s thread does after each sign-up."""
+    return server.app.extensions[CONFIRMATIONS].send_due_confirmations()
 
 
 def _token(settings, subscriber_id: int) -> str:

@@ -20,6 +20,7 @@ from .database import (
     open_store,
     subscribers,
     suppressions,
+    welcomes,
 )
 from .deliveries import (
     ISSUE_LIMIT,
@@ -68,6 +69,7 @@ from .subscribers import (
     set_language,
     subscriber_by_email,
 )
+from .welcome_mails import claim_welcome, due_welcomes, finish_welcome, release_welcome, welcome_outcomes
 
 # Importing the `.subscribers` module above bound the package's name `subscribers` to that module; the name
 # exported here is the table, as `from newsletter.store import subscribers` expects.
@@ -132,4 +134,10 @@ __all__ = [
     "subscriber_by_email",
     "subscribers",
     "suppressions",
+    "claim_welcome",
+    "due_welcomes",
+    "finish_welcome",
+    "release_welcome",
+    "welcome_outcomes",
+    "welcomes",
 ]

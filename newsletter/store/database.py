@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import MissingExtraError, StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -135,6 +135,23 @@ events = sa.Table(
     sa.Column("subscriber_id", sa.Integer),
     sa.Column("occurred_at", sa.DateTime(timezone=True)),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# The welcome mail of each subscriber who confirmed a web sign-up. The row is made in the transaction that
+# confirms them (so an import or `subscribers add` never makes one), its key allows one per subscriber ever,
+# and a worker claims it by the one conditional UPDATE that sets claimed_at before the mail is handed over: a
+# double click, many processes or a crash after the claim send it at most once.
+welcomes = sa.Table(
+    "welcomes",
+    metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),  # None: not yet claimed
+    sa.Column("outcome", sa.String(16)),  # sent, failed, ambiguous (may have arrived), skipped (no longer active)
+    sa.Column("message_id", sa.String(300)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_welcomes_claimed_at_due_at", "claimed_at", "due_at"),
 )
 
 
@@ -411,12 +428,19 @@ def _add_leases_and_senders(conn: Connection) -> None:
     senders.create(conn, checkfirst=True)
 
 
+def _add_welcomes(conn: Connection) -> None:
+    """The welcome mails' table (subscribers who confirmed before it get none: they were welcomed by nobody,
+    and a mail now would come out of the blue)."""
+    welcomes.create(conn, checkfirst=True)
+
+
 # version → the step that upgrades the version before it. A new database gets `metadata` whole.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_events_table,  # 2: bounces and complaints from SES
     3: _add_confirmation_due_at,  # 3: confirmation mails sent after the answer, from the pending row
     4: _never_reuse_subscriber_ids,  # 4: SQLite gives no subscriber id twice (links name ids for ever)
     5: _add_leases_and_senders,  # 5: several senders share one send log (leases, heartbeats, ambiguous counts)
+    6: _add_welcomes,  # 6: one welcome mail per confirmed sign-up, claimed once
 }
 
 

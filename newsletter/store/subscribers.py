@@ -22,6 +22,7 @@ from .database import (
     now,
     subscribers,
     suppressions,
+    welcomes,
 )
 
 
@@ -354,7 +355,8 @@ def confirm_subscription(store: Store, subscriber_id: int, issued_at: int) -> tu
     """(the subscriber, whether this call activated them) for a confirmation token issued at `issued_at`.
 
     A pending (or unsubscribed, re-confirming) subscriber becomes active, unless the token is older than
-    their unsubscribe or than the row: an old link never undoes a later unsubscribe.
+    their unsubscribe or than the row: an old link never undoes a later unsubscribe. The transaction that
+    activates them makes their welcome mail due, unless they had one (`welcomes`: one per subscriber ever).
     """
     issued = dt.datetime.fromtimestamp(issued_at, dt.UTC)
     with store.begin() as conn:
@@ -374,6 +376,9 @@ def confirm_subscription(store: Store, subscriber_id: int, issued_at: int) -> tu
                 confirmation_due_at=None,
             )
         )
+        if result.rowcount == 1:
+            welcome = _upsert(conn)(welcomes).values(subscriber_id=subscriber_id, due_at=now())
+            conn.execute(welcome.on_conflict_do_nothing(index_elements=[welcomes.c.subscriber_id]))
         row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
     return (_subscriber(row) if row else None), result.rowcount == 1
 
