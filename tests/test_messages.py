@@ -195,10 +195,10 @@ def _longest_settings(publication: Path) -> Path:
             'from = "ML 논문 위클리 <weekly@papers.example.com>"', f'from = "{sender} <weekly@papers.example.com>"'
         )
         .replace('reply_to = "editor@papers.example.com"', f'reply_to = "{"편집" * 100} <editor@papers.example.com>"')
+        .replace('list_id = "newsletter.papers.example.com"', f'list_id = "{list_id}"')
         .replace(
             "[tool.newsletter]\n",
-            f'[tool.newsletter]\nlist_id = "{list_id}"\napp_url = "{app_url}"\n'
-            f'unsubscribe_mailto = "{"m" * 230}@example.com"\n',
+            f'[tool.newsletter]\napp_url = "{app_url}"\nunsubscribe_mailto = "{"m" * 230}@example.com"\n',
             1,
         )
     )
