@@ -36,6 +36,7 @@ FORBIDDEN = {
     "newsletter.processes": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.tokens": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.markdown": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
+    "newsletter.tags": ("render", "store", "transports", "sending", "web", "events", "cli", "issues", "config"),
     "newsletter.issues": ("render", "store", "transports", "sending", "web", "events", "cli"),
     # Which issues are due: the model and the send log's counts, never a renderer, a peer or the send loop.
     "newsletter.schedule": ("render", "transports", "sending", "web", "events", "cli"),
