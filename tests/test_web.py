@@ -681,3 +681,69 @@ def test_the_test_link_shows_its_page_and_changes_nothing_and_only_with_the_apps
     )
     assert refused.status_code == 400
     assert _dump(store) == before
+
+
+# ---------------------------------------------------------------- the README's route tables match the app
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture
+def url_map(publication: Path):
+    """The app's url_map (the sample publication's app, nothing served)."""
+    from newsletter.config import load_settings
+    from newsletter.store import open_store
+    from newsletter.web import create_app
+
+    settings = load_settings(publication)
+    with open_store(settings.database_url) as store:
+        yield create_app(settings, store, secret=SECRET).url_map
+
+
+def _app_routes(url_map) -> dict[str, set[str]]:
+    """path → the methods the app takes there (Flask's own HEAD and OPTIONS aside); `/<path>` for `/<archive:path>`."""
+    routes: dict[str, set[str]] = {}
+    for rule in url_map.iter_rules():
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", rule.rule)
+        routes.setdefault(path, set()).update(rule.methods - {"HEAD", "OPTIONS"})
+    return routes
+
+
+def _table(header: str) -> list[list[str]]:
+    """The cells of each row of README.md's table whose header line is `header`."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert lines.count(header) == 1, header
+    rows = []
+    for line in lines[lines.index(header) + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_the_readme_route_tables_list_every_route_with_its_methods(url_map) -> None:
+    """`serve`'s table (`GET/POST /path`) and the Security table (a 405 column where a method is refused) name
+    exactly the app's routes and methods: a new route, or resubscribe, cannot go undocumented."""
+    routes = _app_routes(url_map)
+    served: dict[str, set[str]] = {}
+    for cells in _table("| route | what it does |"):
+        for methods, path in re.findall(r"`([A-Z]+(?:/[A-Z]+)*) (/[^`?]*)", cells[0]):
+            served.setdefault(path, set()).update(methods.split("/"))
+    assert served == routes
+    secured: dict[str, set[str]] = {}
+    for route, get, post, others in _table("| route | GET, HEAD | POST | others |"):
+        assert others == "405" and not get.startswith("changes"), route  # only a POST changes anything
+        for path in re.findall(r"`(/[^`?]*)", route):
+            secured[path] = {method for method, cell in (("GET", get), ("POST", post)) if cell != "405"}
+    assert secured == routes
+
+
+def test_the_all_methods_test_covers_every_route(url_map) -> None:
+    """ROUTES (test_only_the_documented_posts_change_the_store) reaches every rule of the app with its methods."""
+    adapter = url_map.bind("127.0.0.1")
+    covered = set()
+    for path, allowed in ROUTES.items():
+        rule, _ = adapter.match(path, method=sorted(allowed)[0], return_rule=True)
+        assert rule.methods - {"OPTIONS"} == allowed, path
+        covered.add(rule.rule)
+    assert covered == {rule.rule for rule in url_map.iter_rules()}
