@@ -290,3 +290,27 @@ def test_a_version_5_store_gains_the_welcome_table(database_url: str) -> None:
         with store.begin() as conn:  # a removed subscriber takes their welcome row along
             conn.execute(sa.text("DELETE FROM subscribers WHERE id = :id"), {"id": pending.id})
             assert conn.execute(sa.select(sa.func.count()).select_from(welcomes)).scalar_one() == 0
+
+
+def test_a_welcome_the_server_defers_is_given_back_and_tried_again_later(
+    database_url: str, publication: Path, smtp_server
+) -> None:
+    """451 (surely not taken): the claim is given back, due a minute later, not recorded as sent or lost."""
+    import datetime as dt
+
+    handler, port = smtp_server
+    settings = _smtp_settings(publication, port, database_url)
+    with open_store(database_url) as store:
+        later, _ = request_subscription(store, "defer@example.com", "en", consent="web form", confirm=False)
+        assert confirm_subscription(store, later.id, int(time.time()) + 1)[1]
+        worker = ConfirmationWorker(settings, store, load_templates(settings), SECRET)
+        assert worker.send_due_welcomes() == 1 and worker.send_due_welcomes() == 0  # not due again at once
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.select(welcomes)).one()
+        due = row.due_at if row.due_at.tzinfo else row.due_at.replace(tzinfo=dt.UTC)
+        assert row.claimed_at is None and row.outcome is None
+        assert dt.timedelta(seconds=30) < due - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=1)
+        with store.begin() as conn:  # a minute later
+            conn.execute(welcomes.update().values(due_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+        assert worker.send_due_welcomes() == 1  # tried again
+    assert handler.envelopes == []  # the server took none

@@ -66,4 +66,7 @@ def release_welcome(store: Store, subscriber_id: int, retry_at: dt.datetime) -> 
 def welcome_outcomes(store: Store) -> dict[int, str | None]:
     """subscriber id → outcome (None: due or in flight) of every welcome mail."""
     with store.engine.connect() as conn:
-        return dict(conn.execute(sa.select(welcomes.c.subscriber_id, welcomes.c.outcome)).tuples().all())
+        return {
+            row.subscriber_id: row.outcome
+            for row in conn.execute(sa.select(welcomes.c.subscriber_id, welcomes.c.outcome))
+        }

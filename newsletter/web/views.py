@@ -34,7 +34,6 @@ from .pages import (
 )
 
 views = Blueprint("newsletter", __name__)
-SUBSCRIBER_ROUTES = ("unsubscribe", "resubscribe", "preferences", "subscribe", "confirm")
 
 
 def _unsubscribe_page(subscriber: Subscriber, state: str) -> Response:
