@@ -689,15 +689,32 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture
-def url_map(publication: Path):
-    """The app's url_map (the sample publication's app, nothing served)."""
+def web_app(publication: Path):
+    """The sample publication's app, nothing served."""
     from newsletter.config import load_settings
     from newsletter.store import open_store
     from newsletter.web import create_app
 
     settings = load_settings(publication)
     with open_store(settings.database_url) as store:
-        yield create_app(settings, store, secret=SECRET).url_map
+        yield create_app(settings, store, secret=SECRET)
+
+
+@pytest.fixture
+def url_map(web_app):
+    return web_app.url_map
+
+
+def test_every_view_is_a_module_level_function_with_a_docstring(web_app) -> None:
+    """The Flask tutorial's shape: views on Blueprints in their modules, not closures inside create_app, sharing
+    the WebContext kept on the app."""
+    from newsletter.web import EXTENSION, WebContext
+
+    assert isinstance(web_app.extensions[EXTENSION], WebContext)
+    assert set(web_app.blueprints) == {"newsletter", "archive"}
+    for endpoint, view in web_app.view_functions.items():
+        assert view.__module__.startswith("newsletter.web."), endpoint
+        assert "<locals>" not in view.__qualname__ and (view.__doc__ or "").strip(), endpoint
 
 
 def _app_routes(url_map) -> dict[str, set[str]]:
