@@ -160,8 +160,8 @@ def subscribe() -> Response:
 
 @views.route("/confirm", methods=["GET", "POST"])
 def confirm() -> Response:
-    """GET: the page with one button. POST: `pending` → `active`, and on the first confirmation a welcome mail
-    is due (the worker sends it once, however often this is posted)."""
+    """GET: the page with one button (once active, that they are subscribed). POST: `pending` → `active`, and on
+    the first confirmation a welcome mail is due (the worker sends it once, however often this is posted)."""
     shared = context()
     named = confirm_link_subscriber()
     if isinstance(named, Response):
