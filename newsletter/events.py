@@ -1,20 +1,22 @@
-"""SES bounce and complaint notifications → Events → suppression in the store.
+"""SES events → the store: every event type, attributed to its issue and edition; bounces and complaints suppress.
 
 Two ways in: `newsletter events` polls an SQS queue (SES configuration set → SNS topic → SQS), and the web
 app's `POST /ses/notifications` takes SNS HTTP deliveries, applied only when they come from a configured
-topic and carry SNS's signature (sns.py checks both). A queue message is deleted only after the store has
-committed what it said; a record of the wrong shape is refused whole, never half applied.
+topic and carry SNS's signature (sns.py checks both). The events of one SQS batch are committed in one
+transaction, and its messages are deleted only after that commit; a record of the wrong shape is refused whole,
+never half applied. Both dialects are read: event publishing (`eventType`: Send, Delivery, Bounce, Complaint,
+Reject, Open, Click, DeliveryDelay, RenderingFailure) and identity notifications (`notificationType`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from .config import Settings
@@ -28,27 +30,32 @@ from .sns import (
     fetched,
     verify_signature,
 )
-from .store import Store, record_event
+from .store import Event, Store, record_events
 
 __all__ = ["Event", "NotificationError", "UntrustedNotification", "parse_notification", "poll_queue", "sns_handler"]
 
 log = logging.getLogger(__name__)
 TRANSIENT_LIMIT = 3  # transient bounces before an address counts as bounced
 MAX_BODY = 256 * 1024  # SNS's own maximum message size
-# What the store's columns hold (events.feedback_id, events.subtype, subscribers.email).
-MAX_ID, MAX_SUBTYPE, MAX_EMAIL = 200, 60, 320
+# What the store's columns hold (events.feedback_id, .subtype, .issue, .edition, .link, .paper; subscribers.email).
+MAX_ID, MAX_SUBTYPE, MAX_EMAIL, MAX_ISSUE, MAX_EDITION, MAX_LINK = 200, 60, 320, 200, 35, 2000
 UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # control characters; lone surrogates
 
-
-@dataclass(frozen=True)
-class Event:
-    """One recipient's bounce or complaint."""
-
-    kind: str  # bounce-permanent, bounce-transient, complaint
-    subtype: str
-    email: str
-    feedback_id: str
-    occurred_at: dt.datetime | None
+# SES's event type → (the store's kind, the record's key of its details, where its recipients are).
+# Recipients: a list of objects' emailAddress under the details, a list of addresses under the details, or
+# mail.destination (sends, rejects, opens, clicks and rendering failures name no recipient of their own).
+TYPES: dict[str, tuple[str, str, str]] = {
+    "Send": ("send", "send", "destination"),
+    "Delivery": ("delivery", "delivery", "recipients"),
+    "Reject": ("reject", "reject", "destination"),
+    "Open": ("open", "open", "destination"),
+    "Click": ("click", "click", "destination"),
+    "DeliveryDelay": ("delivery-delay", "deliveryDelay", "delayedRecipients"),
+    "RenderingFailure": ("rendering-failure", "failure", "destination"),
+    "Bounce": ("bounce", "bounce", "bouncedRecipients"),
+    "Complaint": ("complaint", "complaint", "complainedRecipients"),
+}
+SUBTYPES = {"Reject": "reason", "DeliveryDelay": "delayType"}  # what else a subtype is read from
 
 
 def _when(value: Any) -> dt.datetime | None:
@@ -73,7 +80,10 @@ def _table(record: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _text(table: dict[str, Any], key: str, limit: int) -> str:
     """A string field that the store can hold: absent or null is empty; anything else is refused."""
-    value = table.get(key)
+    return _storable(table.get(key), key, limit)
+
+
+def _storable(value: Any, key: str, limit: int) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -84,6 +94,7 @@ def _text(table: dict[str, Any], key: str, limit: int) -> str:
 
 
 def _recipients(table: dict[str, Any], key: str) -> list[str]:
+    """The addresses of a list of recipient objects (`bouncedRecipients`: [{"emailAddress": …}, …])."""
     value = table.get(key)
     if value is None:
         return []
@@ -92,34 +103,83 @@ def _recipients(table: dict[str, Any], key: str) -> list[str]:
     return [email for r in value if (email := _text(r, "emailAddress", MAX_EMAIL))]
 
 
+def _addresses(table: dict[str, Any], key: str) -> list[str]:
+    """A list of addresses (`mail.destination`, `delivery.recipients`)."""
+    value = table.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NotificationError(f"the SES record's {key} is not a list")
+    return [email for item in value if (email := _storable(item, key, MAX_EMAIL))]
+
+
+def _tag(tags: dict[str, Any], name: str, limit: int) -> str | None:
+    """The first value of a tag (SES gives each tag as a list of strings); None when it has none."""
+    value = tags.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise NotificationError(f"the SES record's tag {name} is not a list")
+    return (_storable(value[0], f"tag {name}", limit) or None) if value else None
+
+
+def event_key(message_id: str, event_type: str, timestamp: str, link: str | None = None) -> str:
+    """The key of an event without a feedbackId: the message, the event type and its time (and a click's link,
+    by digest); a key longer than the column is its SHA-256."""
+    key = f"{message_id}:{event_type}:{timestamp}"
+    if link:
+        key += ":" + hashlib.sha256(link.encode()).hexdigest()[:16]
+    return key if len(key) <= MAX_ID else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
 def parse_ses_record(record: dict[str, Any]) -> list[Event]:
-    """Events of one SES record; both dialects (`eventType` and `notificationType`); other kinds give none.
+    """Events of one SES record (one per recipient); both dialects; other types (Subscription, …) give none.
 
     A field of the wrong type or size (bouncedRecipients not a list, an emailAddress that is not a string, a
     feedbackId of 1,000 characters, …) raises NotificationError for the whole record: nothing of it is applied.
     """
-    kind = _text(record, "eventType", 40) or _text(record, "notificationType", 40)
-    if kind not in {"Bounce", "Complaint"}:
+    event_type = _text(record, "eventType", 40) or _text(record, "notificationType", 40)
+    if event_type not in TYPES:
         return []
+    kind, details_key, where = TYPES[event_type]
     mail = _table(record, "mail")
-    details = _table(record, kind.lower())
-    feedback_id = _text(details, "feedbackId", MAX_ID) or _text(mail, "messageId", MAX_ID)
-    if not feedback_id:
-        raise NotificationError(f"the SES {kind} has neither a feedbackId nor a mail.messageId")
-    if kind == "Bounce":
+    details = _table(record, details_key)
+    message_id = _text(mail, "messageId", MAX_ID)
+    tags = _table(mail, "tags")
+    issue, edition = _tag(tags, "issue", MAX_ISSUE), _tag(tags, "edition", MAX_EDITION)
+    timestamp = _text(details, "timestamp", 40) or _text(mail, "timestamp", 40)
+    link = paper = None
+    subtype = _text(details, SUBTYPES.get(event_type, ""), MAX_SUBTYPE)
+    if event_type == "Bounce":
         # A Transient bounce event is already final for that message (SES retried); it is counted.
-        permanent = _text(details, "bounceType", 40) == "Permanent"
-        kind_name = "bounce-permanent" if permanent else "bounce-transient"
+        kind = "bounce-permanent" if _text(details, "bounceType", 40) == "Permanent" else "bounce-transient"
         subtype = _text(details, "bounceSubType", MAX_SUBTYPE)
-        emails = _recipients(details, "bouncedRecipients")
-    else:
-        kind_name = "complaint"
+    elif event_type == "Complaint":
         subtype = _text(details, "complaintFeedbackType", MAX_SUBTYPE) or _text(
             details, "complaintSubType", MAX_SUBTYPE
         )
-        emails = _recipients(details, "complainedRecipients")
-    occurred_at = _when(details.get("timestamp"))
-    return [Event(kind_name, subtype, email, feedback_id, occurred_at) for email in emails]
+    elif event_type == "Click":
+        link = _text(details, "link", MAX_LINK) or None
+        paper = _tag(_table(details, "linkTags"), "paper", MAX_ISSUE)
+    if event_type in {"Bounce", "Complaint"}:
+        key = _text(details, "feedbackId", MAX_ID) or message_id
+        if not key:
+            raise NotificationError(f"the SES {event_type} has neither a feedbackId nor a mail.messageId")
+    else:
+        if not message_id:
+            raise NotificationError(f"the SES {event_type} has no mail.messageId")
+        key = event_key(message_id, event_type, timestamp, link)
+    if where == "destination":
+        emails = _addresses(mail, "destination")
+    elif where == "recipients":
+        emails = _addresses(details, "recipients")
+    else:
+        emails = _recipients(details, where)
+    occurred_at = _when(timestamp)
+    return [
+        Event(kind, subtype, email, key, occurred_at, issue, edition, message_id or None, link, paper)
+        for email in emails
+    ]
 
 
 def _json(text: str | bytes, what: str) -> Any:
@@ -153,20 +213,8 @@ def parse_envelope(outer: Any) -> list[Event]:
 
 
 def apply_events(store: Store, events: Iterable[Event], transient_limit: int = TRANSIENT_LIMIT) -> dict[str, int]:
-    """Record each event (suppressing its address as needed); returns how many ended which way."""
-    outcome: Counter[str] = Counter()
-    for event in events:
-        result = record_event(
-            store,
-            feedback_id=event.feedback_id,
-            email=event.email,
-            kind=event.kind,
-            subtype=event.subtype,
-            occurred_at=event.occurred_at,
-            transient_limit=transient_limit,
-        )
-        outcome[result] += 1
-    return outcome
+    """Record the events in one transaction (suppressing addresses as needed); returns how many ended which way."""
+    return record_events(store, events, transient_limit)
 
 
 def poll_queue(
@@ -182,9 +230,10 @@ def poll_queue(
 ) -> dict[str, int]:
     """Read the queue and apply what it says; with `once`, stop when it is empty. Returns the totals.
 
-    A message is deleted after its events are committed. One that cannot be read (`unreadable`), or that an
-    SNS topic other than `topics` sent (`refused`), is left in the queue, for its redrive policy to move to
-    a dead-letter queue, and nothing of it is applied.
+    The events of each batch received (up to 10 messages) are committed in one transaction, and the batch's
+    messages are deleted after that commit. One that cannot be read (`unreadable`), or that an SNS topic other
+    than `topics` sent (`refused`), is left in the queue, for its redrive policy to move to a dead-letter
+    queue, and nothing of it is applied.
     """
     totals: Counter[str] = Counter()
     while True:
@@ -195,19 +244,30 @@ def poll_queue(
         if not messages and once:
             return totals
         batch: Counter[str] = Counter()
+        events: list[Event] = []
+        done: list[dict[str, str]] = []
         for message in messages:
             try:
-                events = parse_notification(message.get("Body", ""), topics)
+                events.extend(parse_notification(message.get("Body", ""), topics))
             except NotificationError as err:
                 log.warning("queue message %s left in the queue: %s", message.get("MessageId"), err)
                 batch["refused" if isinstance(err, UntrustedNotification) else "unreadable"] += 1
                 continue
+            done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
+        if done:
             batch.update(apply_events(store, events, transient_limit))
-            client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])  # after commit
-            batch["messages"] += 1
+            _delete(client, queue_url, done)  # after the commit
+            batch["messages"] += len(done)
         totals.update(batch)
         if on_batch and batch:
             on_batch(batch)
+
+
+def _delete(client: Any, queue_url: str, entries: list[dict[str, str]]) -> None:
+    """Delete applied messages, one request for the batch; one not deleted comes again and counts as a duplicate."""
+    answer = client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+    for failed in answer.get("Failed", []):
+        log.warning("queue message not deleted (it will come again, as a duplicate): %s", failed.get("Message"))
 
 
 # ---------------------------------------------------------------- SNS over HTTP

@@ -4,6 +4,7 @@ Rule: nothing here renders or sends. Callers import from `newsletter.store`, nev
 """
 
 from . import database as _database
+from .consent import ConsentChange, set_tracking_consent, tracking_consent_history
 from .database import (
     SCHEMA_VERSION,
     Delivery,
@@ -20,6 +21,7 @@ from .database import (
     open_store,
     subscribers,
     suppressions,
+    tracking_consents,
     welcomes,
 )
 from .deliveries import (
@@ -36,6 +38,8 @@ from .deliveries import (
     reset_for_resend,
     snapshot_audience,
 )
+from .feedback import KINDS as EVENT_KINDS
+from .feedback import Event, SendFeedback, record_events, send_feedback
 from .send_log import Result, SendLog
 from .senders import (
     OtherSender,
@@ -61,7 +65,6 @@ from .subscribers import (
     is_suppressed,
     iter_subscribers,
     purge_unconfirmed,
-    record_event,
     record_unsubscribe,
     remove_subscriber,
     request_subscription,
@@ -77,7 +80,15 @@ subscribers = _database.subscribers  # noqa: F811
 deliveries = _database.deliveries  # noqa: F811 - the same for the `.deliveries` module and its table
 
 __all__ = [
+    "EVENT_KINDS",
     "ISSUE_LIMIT",
+    "ConsentChange",
+    "Event",
+    "SendFeedback",
+    "send_feedback",
+    "set_tracking_consent",
+    "tracking_consent_history",
+    "tracking_consents",
     "TO_SEND",
     "Audience",
     "AudiencePlan",
@@ -123,7 +134,7 @@ __all__ = [
     "now",
     "open_store",
     "purge_unconfirmed",
-    "record_event",
+    "record_events",
     "record_unsubscribe",
     "remove_subscriber",
     "request_subscription",

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import MissingExtraError, StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -70,6 +70,12 @@ subscribers = sa.Table(
     # A web sign-up's confirmation mail is due from this time (None: nothing to send). The pending row is the
     # queue: a worker claims it by moving the time forward (a lease) and clears it once the mail is handed over.
     sa.Column("confirmation_due_at", sa.DateTime(timezone=True), index=True),
+    # Consent to open and click tracking, apart from the subscription: when and how it was given (None: no
+    # consent, so SES tracks nothing of their messages), and when it was last withdrawn. Every change is also a
+    # row of `tracking_consents`, which keeps how each withdrawal was made.
+    sa.Column("tracking_consent_at", sa.DateTime(timezone=True)),
+    sa.Column("tracking_consent_how", sa.String(40)),  # subscribe form, preferences page, …
+    sa.Column("tracking_consent_withdrawn_at", sa.DateTime(timezone=True)),
     # Links name subscribers by id and never expire, so an id is never given out twice (SQLite would otherwise
     # reuse the highest one after a `subscribers remove`). PostgreSQL's sequences never reuse one.
     sqlite_autoincrement=True,
@@ -124,17 +130,44 @@ senders = sa.Table(
 )
 
 
-# Bounces and complaints applied from SES; the key makes a notification delivered twice count once.
+# What SES said about each message, one row per recipient per event: sends, deliveries, bounces, complaints,
+# rejects, delivery delays and rendering failures for everyone; opens and clicks only exist for subscribers who
+# consented (their messages alone go out with tracking on). The key makes an event delivered twice count once:
+# SES's feedbackId for bounces and complaints, else one made of the message id, the event type and its time (and
+# a digest of a click's link; events.py `event_key`). `issue` is the SES tag value of the issue's slug
+# (transports/ses.py: ASCII letters, digits, _ and - kept, anything else _), `edition` its language, `paper` a
+# click's `paper` link tag (the paper's anchor).
 events = sa.Table(
     "events",
     metadata,
     sa.Column("feedback_id", sa.String(200), primary_key=True),
     sa.Column("email_hash", sa.String(64), primary_key=True),
-    sa.Column("kind", sa.String(20), nullable=False),  # bounce-permanent, bounce-transient, complaint
+    # bounce-permanent, bounce-transient, complaint, send, delivery, reject, open, click, delivery-delay,
+    # rendering-failure
+    sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("subtype", sa.String(60), nullable=False, server_default=""),
     sa.Column("subscriber_id", sa.Integer),
     sa.Column("occurred_at", sa.DateTime(timezone=True)),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("issue", sa.String(200)),  # mail.tags["issue"][0]
+    sa.Column("edition", sa.String(35)),  # mail.tags["edition"][0]
+    sa.Column("message_id", sa.String(200)),  # mail.messageId
+    sa.Column("link", sa.String(2000)),  # click.link
+    sa.Column("paper", sa.String(200)),  # click.linkTags["paper"][0]
+    sa.Index("ix_events_issue_kind", "issue", "kind"),
+)
+
+
+# Every giving and withdrawing of tracking consent, oldest first: what `subscribers` holds is the latest state.
+tracking_consents = sa.Table(
+    "tracking_consents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("given", sa.Boolean, nullable=False),  # True: consent given; False: withdrawn
+    sa.Column("how", sa.String(40), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_tracking_consents_subscriber_id", "subscriber_id"),
 )
 
 
@@ -171,6 +204,14 @@ class Subscriber:
     unsubscribe_method: str | None = None
     bounce_count: int = 0
     attributes: dict[str, Any] = field(default_factory=dict)
+    tracking_consent_at: dt.datetime | None = None  # None: no consent to open and click tracking
+    tracking_consent_how: str | None = None
+    tracking_consent_withdrawn_at: dt.datetime | None = None
+
+    @property
+    def tracking(self) -> bool:
+        """Whether SES may track opens and clicks of their messages."""
+        return self.tracking_consent_at is not None
 
 
 @dataclass(frozen=True)
@@ -184,6 +225,7 @@ class Delivery:
     lang: str
     state: DeliveryState
     attempts: int
+    tracking: bool = False  # the subscriber consented to open and click tracking
 
 
 def now() -> dt.datetime:
@@ -406,7 +448,8 @@ def _never_reuse_subscriber_ids(conn: Connection) -> None:
             "coalesce((SELECT max(subscriber_id) FROM events), 0))"
         )
     ).scalar_one()
-    columns = ", ".join(column.name for column in subscribers.columns)
+    present = {column["name"] for column in sa.inspect(conn).get_columns("subscribers")}
+    columns = ", ".join(column.name for column in subscribers.columns if column.name in present)
     conn.execute(sa.schema.CreateTable(subscribers.to_metadata(sa.MetaData(), name="subscribers_v4")))
     conn.execute(sa.text(f"INSERT INTO subscribers_v4 ({columns}) SELECT {columns} FROM subscribers"))
     conn.execute(sa.text("DROP TABLE subscribers"))  # its indexes go with it; foreign keys are off: no cascade
@@ -434,6 +477,33 @@ def _add_welcomes(conn: Connection) -> None:
     welcomes.create(conn, checkfirst=True)
 
 
+def _add_engagement_and_consent(conn: Connection) -> None:
+    """Engagement events (issue, edition, message, link, paper; an index for per-issue counts) and tracking
+    consent (columns on subscribers, the history table). A step that an older upgrade made whole is skipped."""
+    stamp = sa.DateTime(timezone=True).compile(dialect=conn.dialect)
+    added = {
+        "events": (
+            ("issue", "VARCHAR(200)"),
+            ("edition", "VARCHAR(35)"),
+            ("message_id", "VARCHAR(200)"),
+            ("link", "VARCHAR(2000)"),
+            ("paper", "VARCHAR(200)"),
+        ),
+        "subscribers": (
+            ("tracking_consent_at", stamp),
+            ("tracking_consent_how", "VARCHAR(40)"),
+            ("tracking_consent_withdrawn_at", stamp),
+        ),
+    }
+    for table, columns in added.items():
+        present = {column["name"] for column in sa.inspect(conn).get_columns(table)}
+        for name, kind in columns:
+            if name not in present:
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_events_issue_kind ON events (issue, kind)"))
+    tracking_consents.create(conn, checkfirst=True)
+
+
 # version → the step that upgrades the version before it. A new database gets `metadata` whole.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_events_table,  # 2: bounces and complaints from SES
@@ -441,6 +511,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     4: _never_reuse_subscriber_ids,  # 4: SQLite gives no subscriber id twice (links name ids for ever)
     5: _add_leases_and_senders,  # 5: several senders share one send log (leases, heartbeats, ambiguous counts)
     6: _add_welcomes,  # 6: one welcome mail per confirmed sign-up, claimed once
+    7: _add_engagement_and_consent,  # 7: every SES event type per issue and edition; tracking consent
 }
 
 

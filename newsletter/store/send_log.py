@@ -81,13 +81,24 @@ class SendLog:
                 )
             )
             rows = conn.execute(
-                sa.select(d.id, d.subscriber_id, subscribers.c.email, subscribers.c.name, d.lang, d.attempts)
+                sa.select(
+                    d.id,
+                    d.subscriber_id,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    d.lang,
+                    d.attempts,
+                    subscribers.c.tracking_consent_at.is_not(None).label("tracking"),
+                )
                 .join(subscribers, subscribers.c.id == d.subscriber_id)
                 .where(d.id.in_(ids))
                 .order_by(d.id)
             ).all()
         sending = DeliveryState.SENDING
-        return [Delivery(r.id, r.subscriber_id, r.email, r.name, r.lang, sending, r.attempts) for r in rows]
+        return [
+            Delivery(r.id, r.subscriber_id, r.email, r.name, r.lang, sending, r.attempts, bool(r.tracking))
+            for r in rows
+        ]
 
     def gone(self, subscriber_ids: Collection[int]) -> set[int]:
         """Which of these subscribers are no longer active (or no longer exist): the last look before their

@@ -1,5 +1,5 @@
-"""Queries about subscribers: adding, importing, listing, unsubscribing, removing, web sign-ups, and the
-bounces and complaints that suppress them."""
+"""Queries about subscribers: adding, importing, listing, unsubscribing, removing and web sign-ups (the
+events that suppress them are in feedback.py, tracking consent in consent.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from .database import (
     SubscriberStatus,
     email_hash,
     email_key,
-    events,
     now,
     subscribers,
     suppressions,
+    tracking_consents,
     welcomes,
 )
 
@@ -40,6 +40,9 @@ def _subscriber(row: Any) -> Subscriber:
         unsubscribe_method=row.unsubscribe_method,
         bounce_count=row.bounce_count,
         attributes=row.attributes or {},
+        tracking_consent_at=row.tracking_consent_at,
+        tracking_consent_how=row.tracking_consent_how,
+        tracking_consent_withdrawn_at=row.tracking_consent_withdrawn_at,
     )
 
 
@@ -220,13 +223,15 @@ def insert_subscribers(store: Store, rows: Iterable[dict[str, Any]], source: str
 
 
 def request_subscription(
-    store: Store, email: str, lang: str | None, consent: str, *, confirm: bool = True
+    store: Store, email: str, lang: str | None, consent: str, *, confirm: bool = True, tracking: str | None = None
 ) -> tuple[Subscriber | None, bool]:
     """(the subscriber a confirmation is due to, or None; whether they were new) for a web sign-up.
 
     New addresses become `pending`; a pending or unsubscribed one is due a new confirmation; an active,
     bounced, complained or removed one is due none (the page answers the same either way). With `confirm`
     the row is marked due (`confirmation_due_at`) for the confirmation worker; nothing is sent here.
+    `tracking` (how it was given, e.g. "subscribe form") records consent to open and click tracking on a new
+    row only: a form anyone can post never changes a known subscriber's choice (their preferences page does).
     """
     stamp = now()
     due = stamp if confirm else None
@@ -247,6 +252,8 @@ def request_subscription(
             "created_at": stamp,
             "attributes": {"consent": consent, "consent_at": stamp.isoformat()},
             "confirmation_due_at": due,
+            "tracking_consent_at": stamp if tracking else None,
+            "tracking_consent_how": tracking,
         }
         values = sa.select(*[sa.literal(value, subscribers.c[name].type) for name, value in fresh.items()]).where(
             ~sa.exists().where(suppressions.c.email_hash == email_hash(email))
@@ -262,6 +269,14 @@ def request_subscription(
         conn.execute(
             insert.on_conflict_do_update(index_elements=[subscribers.c.email_key], set_={"confirmation_due_at": again})
         )
+        # The consent's history row, for the row this statement inserted only (known rows keep another stamp).
+        s = subscribers.c
+        given = sa.select(s.id, sa.true(), s.tracking_consent_how, s.created_at).where(
+            s.email_key == key,
+            s.tracking_consent_at == sa.literal(stamp, s.tracking_consent_at.type),
+            s.created_at == sa.literal(stamp, s.created_at.type),
+        )
+        conn.execute(tracking_consents.insert().from_select(["subscriber_id", "given", "how", "at"], given))
         row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == key)).first()
         if suppressed or row is None:
             return None, False
@@ -418,61 +433,3 @@ def purge_unconfirmed(store: Store, older_than: dt.timedelta) -> int:
             ).rowcount
             or 0
         )
-
-
-def record_event(
-    store: Store,
-    *,
-    feedback_id: str,
-    email: str,
-    kind: str,
-    subtype: str,
-    occurred_at: dt.datetime | None,
-    transient_limit: int,
-) -> str:
-    """Apply one bounce or complaint to the subscriber it names; returns what happened, for the log.
-
-    A permanent bounce marks the address `bounced`, a complaint `complained`; transient bounces are
-    counted and mark it `bounced` at `transient_limit`. A notification seen before changes nothing.
-    """
-    stamp = now()
-    with store.begin() as conn:
-        seen = conn.execute(
-            sa.select(events.c.kind).where(
-                events.c.feedback_id == feedback_id, events.c.email_hash == email_hash(email)
-            )
-        ).first()
-        if seen:
-            return "duplicate"
-        subscriber = find_subscriber(conn, email)
-        conn.execute(
-            events.insert().values(
-                feedback_id=feedback_id,
-                email_hash=email_hash(email),
-                kind=kind,
-                subtype=subtype,
-                subscriber_id=subscriber.id if subscriber else None,
-                occurred_at=occurred_at,
-                recorded_at=stamp,
-            )
-        )
-        if subscriber is None:
-            return "unknown address"
-        changes: dict[str, Any] = {}
-        if kind == "complaint":
-            changes = {"status": SubscriberStatus.COMPLAINED}
-        elif kind == "bounce-permanent":
-            changes = {"status": SubscriberStatus.BOUNCED}
-        else:
-            count = subscriber.bounce_count + 1
-            changes = {"bounce_count": count}
-            if count >= transient_limit:
-                changes["status"] = SubscriberStatus.BOUNCED
-        if "status" in changes and subscriber.status in {SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}:
-            changes.pop("status")  # already suppressed
-        if "status" in changes:
-            changes |= {"unsubscribed_at": stamp, "unsubscribe_method": kind}
-        if not changes:  # a bounce or complaint for an address already suppressed: nothing to update
-            return "already suppressed"
-        conn.execute(subscribers.update().where(subscribers.c.id == subscriber.id).values(**changes))
-        return str(changes.get("status", "counted"))
