@@ -10,7 +10,8 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,17 +108,43 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database: a SQLite file, and the PostgreSQL of NEWSLETTER_TEST_DATABASE_URL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'subscribers.db'}"
+    return fresh_postgresql()
+
+
+def fresh_postgresql() -> str:
+    """The PostgreSQL of NEWSLETTER_TEST_DATABASE_URL in an empty schema of this test run's own (dropped and made
+    again), so two test runs on one server never drop each other's tables; the URL's connections work in it."""
     url = os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
     if not url:
         missing_system_package("PostgreSQL tests need NEWSLETTER_TEST_DATABASE_URL (postgresql://…; .ci/run sets it)")
     import sqlalchemy as sa
 
+    schema = f"test_{os.getpid()}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
-    return url
+    _SCHEMAS.add((url, schema))
+    return url + ("&" if "?" in url else "?") + "options=" + urllib.parse.quote(f"-csearch_path={schema}")
+
+
+_SCHEMAS: set[tuple[str, str]] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_schemas() -> Iterator[None]:
+    """Drop the schemas this run made, at its end."""
+    yield
+    if not _SCHEMAS:
+        return
+    import sqlalchemy as sa
+
+    for url, schema in _SCHEMAS:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
 
 
 @pytest.fixture

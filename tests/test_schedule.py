@@ -32,7 +32,7 @@ from newsletter.sending import build_templates, plan_send, send_issue
 from newsletter.store import add_subscriber, delivery_counts, open_store, record_unsubscribe, subscriber_by_email
 from newsletter.tokens import DEVELOPMENT_SECRET
 from newsletter.transports.file import FileTransport
-from tests.conftest import REPO, missing_system_package, wait_until, write_issue
+from tests.conftest import REPO, fresh_postgresql, missing_system_package, wait_until, write_issue
 
 SAMPLE = "2023-09-25-top-ml-papers"  # in the sample publication, never sent: an archive issue
 SEOUL = zoneinfo.ZoneInfo("Asia/Seoul")  # the sample's timezone, publish_time 09:00
@@ -439,16 +439,7 @@ def test_two_send_due_runs_share_an_issue_on_postgresql(
 ) -> None:
     """Two timers (two machines) on one PostgreSQL send log: both take part or the second finds nothing left;
     together they send each message once."""
-    url = os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
-    if not url:
-        missing_system_package("PostgreSQL tests need NEWSLETTER_TEST_DATABASE_URL (postgresql://…; .ci/run sets it)")
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
+    url = fresh_postgresql()
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
     _import(run, tmp_path, 600)
     slug = _issue(publication, "shared", _today(), publish_at=_utc(dt.datetime.now(UTC) - dt.timedelta(minutes=1)))
