@@ -53,6 +53,11 @@ FORBIDDEN = {
     "newsletter.starter": ("store", "transports", "sending", "web", "events", *COMMANDS),
     # The theme's files as a publication sees them: the theme alone, never the model, a store, a peer or a command.
     "newsletter.template_overrides": ("issues", "store", "transports", "sending", "web", "events", *COMMANDS),
+    # The web app answers requests and leaves mails due for its worker: it never sends an issue or runs a command.
+    "newsletter.web": ("sending", "send_loop", "send_processes", "schedule", *COMMANDS),
+    # The sign-up mails (confirmation, welcome) are built from settings, issues and templates: no store, no web app,
+    # no sending of issues.
+    "newsletter.signup_mails": ("store", "web", "sending", "send_loop", "events", *COMMANDS),
 }
 
 
