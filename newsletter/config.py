@@ -155,6 +155,7 @@ class Settings:
     logo: str = ""  # the email masthead's image: an http(s) URL or a path under static/ (`static/logo.png`)
     logo_alt: str = ""  # its alt text in the default language; empty: the title
     email_layout: str = "full"  # "full": every paper whole; "summary": its first paragraph, the rest on the web page
+    search: bool = True  # build the archive's search index (Pagefind) and search pages
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     ses: SesSettings = field(default_factory=SesSettings)
 
@@ -256,6 +257,7 @@ def load_settings(root: Path) -> Settings:
         logo=_logo(top),
         logo_alt=logo_alt,
         email_layout=_email_layout(top),
+        search=_flag(top, "search", True),
         smtp=_smtp(table),
         ses=_ses(table),
     )
@@ -325,6 +327,14 @@ def _email_layout(top: Table) -> str:
     value = top.string("email_layout", "full")
     if value not in EMAIL_LAYOUTS:
         raise top.fail("email_layout", f"{shown(value)} is not full or summary", "use full or summary")
+    return value
+
+
+def _flag(top: Table, key: str, default: bool) -> bool:
+    """A setting that is true or false."""
+    value = top.get(key, default)
+    if not isinstance(value, bool):
+        raise top.fail(key, f"is {kind_of(value)}, not true or false", f"write {key} = true or {key} = false")
     return value
 
 

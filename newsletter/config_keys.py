@@ -38,6 +38,7 @@ TOP_KEYS = (
     "logo",
     "logo_alt",
     "email_layout",
+    "search",
 )
 LANGUAGE_KEYS = ("title", "description", "logo_alt")  # of [tool.newsletter.<code>], for each code in `languages`
 SMTP_KEYS = ("host", "port", "security", "timeout", "connections")

@@ -42,6 +42,7 @@ from ..tags import TagClash, TagNames, carries
 from .build_cache import BuildCache, ListedEdition, ListedSection, Prerendered, ScanResult, scan_issues
 from .feeds import FeedEntries, FeedSpec, Paper, build_atom, build_paper_atom, build_rss, tag_uri, tagged_papers
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
+from .search import SEARCH_FOLDER, EditionPage, SearchResult, index_site, save_key
 from .sitemap import build_sitemap
 from .templates import Templates, format_date, load_templates
 from .urls import lang_prefix, relative_url, resolve_root, rooted_url, tag_path, tag_slug, tag_versions
@@ -69,6 +70,7 @@ class BuildResult:
     seconds: float
     not_yet_due: tuple[tuple[str, dt.datetime], ...] = ()  # (slug, instant) of issues whose time is after `now`
     future: bool = False  # whether those are in the site (build --future) or left out
+    search: SearchResult | None = None  # the search index's build (None: search = false)
 
 
 def _key(*parts: object) -> str:
@@ -114,6 +116,7 @@ class _SiteBuilder:
         self.feed_entries = FeedEntries(settings, self.entry_content, self.published_of)
         self.by_tag: dict[str, dict[str, list[ListedEdition]]] = {}  # language → tag → editions, newest first
         self.jobs: list[RenderJob] = []
+        self.edition_pages: list[ListedEdition] = []  # every edition with a page in this site
 
     def assume_versions(self, paths: Iterable[Path]) -> None:
         """Guess each issue's language versions from the file names, so pages can render while parsing."""
@@ -185,6 +188,7 @@ class _SiteBuilder:
             "atom_url": s.url(f"{prefix}feed.xml"),
             "rss_url": s.url(f"{prefix}rss.xml"),
             "og_image": s.url("static/og-image.png"),
+            "search_path": f"{prefix}search/" if s.search else "",
             "subscribe_url": s.app("subscribe"),  # the web app's sign-up, on app_url (may be another host)
             "languages": [(code, self.strings(code).get("language_name", code)) for code in s.all_languages],
         }
@@ -312,6 +316,7 @@ class _SiteBuilder:
     def edition_page(self, issue: list[ListedEdition], listed: ListedEdition) -> None:
         versions = [(e.lang, e.page_path) for e in issue]
         key = self.edition_key(listed.source_hash, versions, self.published_of(listed))
+        self.edition_pages.append(listed)
         self.output(listed.page_path + "index.html", key, lambda: self.edition_page_html(listed, versions), listed.path)
 
     def edition_page_html(self, listed: ListedEdition, versions: Sequence[tuple[str, str]]) -> str:
@@ -435,6 +440,17 @@ class _SiteBuilder:
             spec = self.feed_spec(lang, wording.title, f"{id_name}/{lang}", prefix, name)
             self.feed(prefix + name, spec, newest, build, f"the {name} feed")
 
+        if s.search:
+            search_versions = [(code, f"{lang_prefix(code, s)}search/") for code in s.all_languages]
+            search_title = t.get("search_title", "Search")
+            self.page(
+                f"{prefix}search/index.html",
+                _key(*search_versions, search_title),
+                "search.html.j2",
+                lambda: self.page_context(lang, f"{prefix}search/", search_title, wording.description, search_versions),
+                "the search page",
+            )
+
         counts = sorted(((tag, len(items)) for tag, items in by_tag.items()), key=lambda x: (-x[1], x[0]))
         tags_versions = [(code, f"{lang_prefix(code, s)}tags/") for code in s.all_languages]
         all_tags = t.get("all_tags", "Tags")
@@ -550,7 +566,8 @@ def _drop_unused(staging: Path, prerendered: Iterable[str], used: Iterable[str])
 
 def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[str, str]) -> None:
     """Put the rendered outputs in place. Cold: the staging folder becomes the site in one rename.
-    Incremental: each rendered file replaces its old version; outputs no longer made are removed."""
+    Incremental: each rendered file replaces its old version, a new search index its old one whole; outputs no
+    longer made are removed (the search index too when search is off)."""
     if builder.previous is None:
         retired = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
@@ -562,6 +579,15 @@ def _swap(out: Path, staging: Path, builder: _SiteBuilder, previous_pages: dict[
         target = out / path
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / path, target)
+    index, new_index = out / SEARCH_FOLDER, staging / SEARCH_FOLDER
+    if new_index.is_dir() or (not builder.settings.search and index.is_dir()):
+        retired = out.parent / f".{out.name}.old-{os.getpid()}"
+        retired.mkdir(exist_ok=True)
+        if index.is_dir():
+            os.replace(index, retired / SEARCH_FOLDER)
+        if new_index.is_dir():
+            os.replace(new_index, index)
+        _remove_in_background(retired)
     for gone in set(previous_pages) - set(builder.new_keys):
         gone_path = out / gone
         gone_path.unlink(missing_ok=True)
@@ -700,6 +726,7 @@ def _build_site(
         parsed_any = set(cache.listed) != known or bool(scanned.fresh)
         index_missing = cache.folder is not None and not (cache.folder / "index.pickle").is_file()
         render_all(builder.jobs, staging, workers, cache.save_index if parsed_any or index_missing else lambda: None)
+        search, search_key = _index(settings, builder, out, staging, cache) if settings.search else (None, "")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -707,6 +734,8 @@ def _build_site(
     cache.forget_pages()
     _swap(out, staging, builder, previous_pages)
     cache.save_pages(builder.new_keys)
+    if search is not None and not search.skipped:
+        save_key(cache.folder, search_key)
     return BuildResult(
         out,
         len(issues),
@@ -716,4 +745,25 @@ def _build_site(
         time.perf_counter() - started,
         tuple(later),
         future,
+        search,
     )
+
+
+def _index(
+    settings: Settings, builder: _SiteBuilder, out: Path, staging: Path, cache: BuildCache
+) -> tuple[SearchResult, str]:
+    """Index the papers of every edition page, each read where it is now (rendered into staging, or kept in the
+    site), unless the site's index is of these very pages."""
+    rendered = set(builder.moved)
+    pages = [
+        EditionPage(
+            path=(path := e.page_path + "index.html"),
+            file=(staging if path in rendered else out) / path,
+            lang=e.lang,
+            title=e.title,
+            date=e.date.isoformat(),
+            anchors=tuple((s.anchor, s.title, s.tags) for s in e.sections),
+        )
+        for e in builder.edition_pages
+    ]
+    return index_site(settings, pages, builder.new_keys, staging, builder.previous, cache.folder)

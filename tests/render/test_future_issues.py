@@ -19,6 +19,7 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.render.site import BuildResult, build_site
 from tests.conftest import missing_system_package, write_issue
+from tests.render.site_files import site_files
 from tests.test_deploy_files import BASH, render, step, workflow
 
 SLUG = "2023-10-02-next"
@@ -48,7 +49,7 @@ def add_next_issue(publication: Path, extra: str = "", extra_en: str = "") -> No
 
 
 def files(site: Path) -> dict[str, bytes]:
-    return {p.relative_to(site).as_posix(): p.read_bytes() for p in sorted(site.rglob("*")) if p.is_file()}
+    return site_files(site)
 
 
 def feed_ids(site: Path, name: str) -> list[str]:

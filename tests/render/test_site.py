@@ -19,6 +19,7 @@ from newsletter.render.parallel import PARALLEL_THRESHOLD
 from newsletter.render.site import build_site
 from newsletter.render.templates import THEME_DIR
 from tests.conftest import wait_until, write_issue
+from tests.render.site_files import site_files
 
 BASE = "https://papers.example.com/"
 
@@ -150,8 +151,7 @@ def test_incremental_rebuild_matches_a_cold_build(publication: Path, site: Path,
     assert result.exit_code == 0 and "unchanged" in result.output
     cold = tmp_path / "cold"
     assert run("build", "--no-cache", "--out", str(cold)).exit_code == 0
-    incremental = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
-    fresh = {p.relative_to(cold): p.read_bytes() for p in cold.rglob("*") if p.is_file()}
+    incremental, fresh = site_files(site), site_files(cold)
     assert incremental.keys() == fresh.keys()
     assert [p for p in incremental if incremental[p] != fresh[p]] == []
     (publication / "issues" / "2023-10-02-new.md").unlink()
@@ -198,15 +198,14 @@ def test_damaged_cache_and_changed_template_give_the_cold_build(
     assert run("build").exit_code == 0
     cold = tmp_path / "cold"
     assert run("build", "--no-cache", "--out", str(cold)).exit_code == 0
-    rebuilt = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
-    fresh = {p.relative_to(cold): p.read_bytes() for p in cold.rglob("*") if p.is_file()}
+    rebuilt, fresh = site_files(site), site_files(cold)
     assert rebuilt == fresh
     assert "set in Noto" in (site / "feed.xml").read_text(encoding="utf-8")  # the feeds' articles were redone
     assert "set in Noto" in (site / "issues" / "2023-09-25-top-ml-papers" / "index.html").read_text(encoding="utf-8")
 
 
-def _files(folder: Path) -> dict[Path, bytes]:
-    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+def _files(folder: Path) -> dict[str, bytes]:
+    return site_files(folder)
 
 
 def test_parallel_build_and_rebuild_match_a_serial_build(publication: Path, tmp_path: Path) -> None:

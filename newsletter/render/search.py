@@ -1,0 +1,222 @@
+"""The archive's search index: Pagefind over one small document per paper, made after the pages are written.
+
+Each paper (the element of an edition page whose id is the paper's anchor) becomes a document of its own in a
+scratch folder, so that each paper is a search result: linked to its anchor (`data-pagefind-meta` url), titled
+by its heading, its issue and tags shown, filterable by tag (`data-pagefind-filter`). Pagefind keeps an index per
+language (the document's `lang`), so each language's search page searches its own papers.
+
+Pagefind splits words at spaces and punctuation and matches a query as a word's prefix, so `학습` would not find
+`강화학습과`. Each Hangul word's inner suffixes (`화학습과`, `학습과`, `습과`) go into an index-only field
+(`parts`, which the search page does not show), so any part of a compound, a noun inside it or a Latin name
+glued to Hangul (`GPT모델`), is found.
+
+The index is rebuilt only when an edition page changed: its key is the digest of those pages' keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..config import Settings
+from ..errors import BuildError
+
+SEARCH_FOLDER = "pagefind"  # the site folder Pagefind writes
+SEARCH_VERSION = "search-1"  # bump when the documents change shape
+PAGEFIND_ENV = "NEWSLETTER_PAGEFIND"  # a pagefind binary to use instead of the pagefind[bin] package's
+KEY_FILE = "search.key"  # in the build cache folder: the key of the index in the site
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class EditionPage:
+    """An edition page to index: its site path, where its HTML is now, its language and its papers' anchors."""
+
+    path: str  # site path of the page file: issues/<slug>/index.html
+    file: Path
+    lang: str
+    title: str
+    date: str
+    anchors: tuple[tuple[str, str, tuple[str, ...]], ...]  # (anchor, title, tags) of each paper
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What the indexing did: papers indexed (0 when skipped), and its seconds."""
+
+    papers: int
+    seconds: float
+    skipped: bool
+
+
+def search_key(pages: Iterable[tuple[str, str]], binary: Path) -> str:
+    """The index's key: every (edition page path, page key), and the binary (a new Pagefind rebuilds it)."""
+    stat = binary.stat()
+    parts = [SEARCH_VERSION, str(binary), str(stat.st_size), str(stat.st_mtime_ns), *sorted(map("\x1e".join, pages))]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def find_pagefind() -> Path:
+    """The pagefind binary: NEWSLETTER_PAGEFIND, else the one the pagefind[bin] (or [extended]) package ships."""
+    named = os.environ.get(PAGEFIND_ENV, "").strip()
+    if named:
+        path = Path(named)
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise BuildError(
+                "build",
+                f"{PAGEFIND_ENV}={named} is not an executable file",
+                f"name the pagefind binary, or unset {PAGEFIND_ENV} to use the pagefind[bin] package's",
+            )
+        return path
+    for module in ("pagefind_bin", "pagefind_bin_extended"):
+        try:
+            found = __import__(module).get_executable()
+        except (ImportError, FileNotFoundError):
+            continue
+        return Path(found)
+    raise BuildError(
+        "build",
+        "the search index needs Pagefind, and its binary is not installed",
+        "pip install 'pagefind[bin]>=1.5.2', or set search = false in [tool.newsletter]",
+    )
+
+
+def saved_key(cache_folder: Path | None) -> str:
+    if cache_folder is None:
+        return ""
+    try:
+        return (cache_folder / KEY_FILE).read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def save_key(cache_folder: Path | None, key: str) -> None:
+    if cache_folder is None:
+        return
+    cache_folder.mkdir(parents=True, exist_ok=True)
+    temporary = cache_folder / f".{KEY_FILE}.{os.getpid()}"
+    temporary.write_text(key + "\n", encoding="ascii")
+    os.replace(temporary, cache_folder / KEY_FILE)
+
+
+def inner_parts(text: str) -> list[str]:
+    """The index-only words of `text`: each word's tail from every Hangul syllable but its first, and from
+    where Hangul meets other letters, of at least two characters (`강화학습과` → 화학습과, 학습과, 습과)."""
+    parts: dict[str, None] = {}
+    for word in dict.fromkeys(WORD.findall(text)):  # in order: the same text gives the same index
+        for i in range(1, len(word) - 1):
+            here, before = word[i], word[i - 1]
+            if HANGUL.match(here) or (HANGUL.match(before) and here.isalnum()):
+                parts[word[i:].lower()] = None
+    return list(parts)
+
+
+def _document(settings: Settings, page: EditionPage, anchor: str, title: str, tags: tuple[str, ...], body: str) -> str:
+    """The document Pagefind indexes for one paper: its HTML, linked to its anchor on the page."""
+    base_path = urlsplit(settings.base_url).path.rstrip("/")
+    url = f"{base_path}/{page.path.removesuffix('index.html')}#{anchor}"
+    text = html.unescape(re.sub(r"<[^>]+>", " ", body))
+    meta = [("url", url), ("title", title), ("issue", f"{page.title} · {page.date}")]
+    if tags:
+        meta.append(("tags", " ".join(f"#{tag}" for tag in tags)))
+    meta.append(("parts", " ".join(inner_parts(text))))
+    head = "".join(
+        f'<meta data-pagefind-meta="{name}[content]" content="{html.escape(value)}">' for name, value in meta
+    )
+    head += "".join(f'<meta data-pagefind-filter="tag[content]" content="{html.escape(tag)}">' for tag in tags)
+    return (
+        f'<!doctype html><html lang="{html.escape(page.lang)}"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>{head}</head><body data-pagefind-body>{body}</body></html>"
+    )
+
+
+def _papers(page: EditionPage) -> Iterable[tuple[str, str, tuple[str, ...], str]]:
+    """(anchor, title, tags, HTML) of each paper on the page: the element whose id is its anchor."""
+    from lxml import html as lxml_html  # type: ignore[import-untyped]
+
+    root = lxml_html.fromstring(page.file.read_bytes())
+    elements = {element.get("id"): element for element in root.iterfind(".//*[@id]")}
+    for anchor, title, tags in page.anchors:
+        element = elements.get(anchor)
+        if element is not None:
+            yield anchor, title, tags, lxml_html.tostring(element, encoding="unicode")
+
+
+def write_documents(settings: Settings, pages: Iterable[EditionPage], folder: Path) -> int:
+    """Write one document per paper of `pages` into `folder`; returns how many."""
+    count = 0
+    for page in pages:
+        for anchor, title, tags, body in _papers(page):
+            target = folder / page.path.removesuffix("index.html") / f"{anchor}.html"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(_document(settings, page, anchor, title, tags, body), encoding="utf-8")
+            count += 1
+    return count
+
+
+def build_index(settings: Settings, pages: Iterable[EditionPage], output: Path, binary: Path) -> int:
+    """Index the papers of `pages` into the folder `output` (replaced); returns the papers indexed."""
+    work = output.parent / f".search-documents-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        count = write_documents(settings, pages, work)
+        shutil.rmtree(output, ignore_errors=True)
+        try:
+            done = subprocess.run(
+                [str(binary), "--site", str(work), "--output-path", str(output)],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                check=False,
+            )
+        except OSError as error:
+            raise BuildError(
+                "build",
+                f"could not run pagefind ({binary}): {error.strerror}",
+                "reinstall it: pip install 'pagefind[bin]'",
+            ) from None
+        if done.returncode != 0:
+            lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            said = f": {lines[-1]}" if lines else ""
+            raise BuildError(
+                "build",
+                f"pagefind ({binary}) failed with exit code {done.returncode}{said}",
+                "run it by hand on the site to see more, or set search = false in [tool.newsletter]",
+            )
+        return count
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def index_site(
+    settings: Settings,
+    pages: list[EditionPage],
+    page_keys: Mapping[str, str],
+    staging: Path,
+    previous: Path | None,
+    cache_folder: Path | None,
+) -> tuple[SearchResult, str]:
+    """Index into `staging`/pagefind unless the site in `previous` has an index of the same key; returns what
+    was done and the key to save once the site is in place."""
+    started = time.perf_counter()
+    binary = find_pagefind()
+    key = search_key(((p.path, page_keys[p.path]) for p in pages), binary)
+    if (
+        previous is not None
+        and saved_key(cache_folder) == key
+        and (previous / SEARCH_FOLDER / "pagefind-entry.json").is_file()
+    ):
+        return SearchResult(0, time.perf_counter() - started, True), key
+    count = build_index(settings, pages, staging / SEARCH_FOLDER, binary)
+    return SearchResult(count, time.perf_counter() - started, False), key
