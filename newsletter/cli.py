@@ -152,34 +152,59 @@ def new(ctx: click.Context, title: str, slug: str | None, date_text: str | None,
 
 
 @cli.command()
-@click.argument("issue")
+@click.argument("issue", required=False)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the preview [preview/<slug>/]."
 )
-@click.option("--serve", is_flag=True, help="Serve the preview on 127.0.0.1 until Ctrl-C.")
+@click.option("--serve", is_flag=True, help="Serve a live preview of every issue until Ctrl-C (it reloads on edits).")
 @click.option("--open", "open_browser", is_flag=True, help="Serve the preview and open it in a browser.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to serve the preview on.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535), help="The port to serve on.")
 @click.pass_context
 @reports_errors
-def preview(ctx: click.Context, issue: str, out: Path | None, serve: bool, open_browser: bool) -> None:
-    """Write each edition's email.html and email.txt as a sample subscriber gets them.
+def preview(
+    ctx: click.Context, issue: str | None, out: Path | None, serve: bool, open_browser: bool, host: str, port: int
+) -> None:
+    """Write each edition's email.html and email.txt as a sample subscriber gets them; with --serve, serve every
+    issue's email at 375 and 600 px, its text part and its archive page, reloading as the files change.
 
     ISSUE is the issue's slug or file name. Example: newsletter preview 2023-09-25-top-ml-papers --open
     """
     from .issues import find_issue
-    from .preview import serve_folder, write_preview
-    from .render.templates import load_templates
 
+    serve = serve or open_browser
+    if issue is None and not serve:
+        raise click.UsageError("Missing argument 'ISSUE' (it may be left out with --serve).")
+    if issue is None and out is not None:
+        raise click.UsageError("--out needs ISSUE: it is where that issue's preview is written.")
     settings = settings_of(ctx)
-    found = find_issue(settings, issue)
-    folder = out or settings.root / "preview" / found.slug
-    if out is not None:
-        from .render.site import check_out_folder
+    page = ""
+    if issue is not None:
+        from .preview import write_preview
+        from .render.templates import load_templates
 
-        check_out_folder(out.resolve(), settings, hint="write the preview into a folder of its own: preview/")
-    for path in write_preview(settings, load_templates(settings), found, folder):
-        click.echo(f"Wrote {_shown(path)}")
-    if serve or open_browser:
-        serve_folder(folder, open_browser=open_browser)
+        found = find_issue(settings, issue)
+        folder = out or settings.root / "preview" / found.slug
+        if out is not None:
+            from .render.site import check_out_folder
+
+            check_out_folder(out.resolve(), settings, hint="write the preview into a folder of its own: preview/")
+        for path in write_preview(settings, load_templates(settings), found, folder):
+            click.echo(f"Wrote {_shown(path)}")
+        page = f"issues/{found.slug}/{found.default.lang}/"
+    if serve:
+        from .preview_server import serve_preview
+        from .preview_state import PreviewState
+
+        def announce(url: str) -> None:
+            click.echo(f"Previewing at {url} (Ctrl-C to stop)")
+            if open_browser:
+                import threading
+                import webbrowser
+
+                threading.Thread(target=webbrowser.open, args=(url + page,), daemon=True).start()
+
+        serve_preview(PreviewState(settings.root), host=host, port=port, announce=announce)
 
 
 # ---------------------------------------------------------------- subscribers

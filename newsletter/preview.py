@@ -1,36 +1,71 @@
-"""`newsletter preview`: write each edition's email as a sample subscriber would get it, and serve it locally."""
+"""`newsletter preview`: each edition's email as a sample subscriber gets it, and its archive page as the build
+makes it, written into a folder or handed to the preview server."""
 
 from __future__ import annotations
 
-import functools
-import http.server
+import datetime as dt
 import os
-import threading
-import webbrowser
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .issues import Issue
+from .issues import Edition, Issue
 from .messages import MessageTemplate, sample_recipient
 from .render.email import UNSUBSCRIBE_TOKEN, render_email
 from .render.templates import Templates
 from .tokens import DEVELOPMENT_SECRET, TEST_SUBSCRIBER_ID, unsubscribe_token
 
 
+@dataclass(frozen=True)
+class PreviewEmail:
+    """One edition's email for the sample subscriber: its HTML, its text part and the whole message."""
+
+    html: str
+    text: str
+    message: bytes
+
+
+def sample_token(settings: Settings) -> str:
+    """The sample subscriber's unsubscribe token, signed with the public development secret."""
+    return unsubscribe_token(DEVELOPMENT_SECRET.encode(), settings.list_id, TEST_SUBSCRIBER_ID)
+
+
+def preview_email(settings: Settings, templates: Templates, issue: Issue, edition: Edition) -> PreviewEmail:
+    """`edition`'s email as the sample subscriber gets it (the unsubscribe links carry a development token)."""
+    token = sample_token(settings)
+    email = render_email(edition, settings, templates)
+    message, _ = MessageTemplate(email, settings, slug=issue.slug).personalise(sample_recipient(token))
+    return PreviewEmail(
+        email.html.replace(UNSUBSCRIBE_TOKEN, token), email.text.replace(UNSUBSCRIBE_TOKEN, token), message
+    )
+
+
+def archive_page(
+    settings: Settings, templates: Templates, issue: Issue, edition: Edition, published: dt.datetime
+) -> str:
+    """`edition`'s archive page as `newsletter build` renders it, published at `published`. Its language versions
+    are the issue's editions that the build puts in the site (not drafts), and `edition` itself."""
+    from .render.build_cache import BuildCache
+    from .render.site import _SiteBuilder  # the build's own page renderer, so the preview cannot drift from it
+
+    builder = _SiteBuilder(settings, templates, BuildCache.load(None), None, Path(), "", published, future=True)
+    versions = [(e.lang, e.page_path) for e in issue.editions if not e.draft or e is edition]
+    _, page = builder.render_edition_page(edition, versions, published)
+    return page
+
+
 def write_preview(settings: Settings, templates: Templates, issue: Issue, out: Path) -> list[Path]:
     """Write `<out>/<lang>/email.html`, `email.txt` and `message.eml` (the whole message) for every edition,
     as the sample subscriber gets them; returns the files written."""
     written: list[Path] = []
-    token = unsubscribe_token(DEVELOPMENT_SECRET.encode(), settings.list_id, TEST_SUBSCRIBER_ID)
     for edition in issue.editions:
-        email = render_email(edition, settings, templates)
-        message, _ = MessageTemplate(email, settings, slug=issue.slug).personalise(sample_recipient(token))
+        email = preview_email(settings, templates, issue, edition)
         folder = out / edition.lang
         folder.mkdir(parents=True, exist_ok=True)
         files: list[tuple[str, bytes]] = [
-            ("email.html", email.html.replace(UNSUBSCRIBE_TOKEN, token).encode()),
-            ("email.txt", email.text.replace(UNSUBSCRIBE_TOKEN, token).encode()),
-            ("message.eml", message),
+            ("email.html", email.html.encode()),
+            ("email.txt", email.text.encode()),
+            ("message.eml", email.message),
         ]
         for name, content in files:
             path = folder / name
@@ -39,17 +74,3 @@ def write_preview(settings: Settings, templates: Templates, issue: Issue, out: P
             os.replace(temporary, path)
             written.append(path)
     return written
-
-
-def serve_folder(folder: Path, *, open_browser: bool, port: int = 0) -> None:
-    """Serve `folder` on 127.0.0.1 until Ctrl-C; prints the URL and opens it if asked."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        print(f"Serving {folder} at {url} (Ctrl-C to stop)", flush=True)
-        if open_browser:
-            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
