@@ -1,0 +1,189 @@
+"""The archive's search: real queries in headless Chromium against the built site on 127.0.0.1, one result per
+paper; the index rebuilt only when pages changed; a missing or failing pagefind is one line."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.errors import BuildError
+from newsletter.render.search import find_pagefind
+from newsletter.render.site import build_site
+from tests.conftest import missing_system_package, write_issue
+
+SLUG = "2023-09-25-top-ml-papers"
+REVERSAL = f"/issues/{SLUG}/#반전의-저주-the-reversal-curse"  # its text says 인공신경망은, 학습된
+# Nouns inside compounds, English terms, and Korean with English, on the Korean pages; English on the English.
+QUERIES = [
+    ("ko", "신경망"),
+    ("ko", "학습"),
+    ("ko", "레지스터"),
+    ("ko", "Llama"),
+    ("ko", "RLHF"),
+    ("ko", "Llama 컨텍스트"),
+]
+QUERIES += [("en", "registers"), ("en", "reasoning"), ("en", "logic")]
+
+
+@pytest.fixture
+def pagefind() -> Path:
+    """The pagefind binary the build uses (a normal dependency: under CI=true its absence fails the test)."""
+    try:
+        return find_pagefind()
+    except BuildError as error:
+        missing_system_package(f"pagefind is not installed: {error}")
+        raise
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+        """Leave the test's output to the test."""
+
+
+@pytest.fixture
+def served(publication: Path, run, pagefind: Path) -> Iterator[str]:
+    """The built archive over HTTP on 127.0.0.1; yields its root URL."""
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    handler = functools.partial(QuietHandler, directory=str(publication / "site"))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/"
+        finally:
+            server.shutdown()
+
+
+def papers(site: Path, lang: str) -> dict[str, str]:
+    """Each paper of the sample's `lang` edition page: its URL (as search results give it) → its text."""
+    folder = site / ("" if lang == "ko" else f"{lang}/") / "issues" / SLUG
+    html = (folder / "index.html").read_text(encoding="utf-8")
+    prefix = "/" + ("" if lang == "ko" else f"{lang}/") + f"issues/{SLUG}/#"
+    found = re.findall(r'<section class="paper" id="([^"]+)">(.*?)</section>', html, re.S)
+    return {prefix + anchor: re.sub(r"<[^>]+>", " ", body) for anchor, body in found}
+
+
+def expected(texts: dict[str, str], query: str) -> set[str]:
+    """The papers holding every word of `query` at a word's start or inside a Hangul compound."""
+
+    def holds(text: str, term: str) -> bool:
+        return re.search(rf"(?:^|(?<=\W)|(?<=[\uac00-\ud7a3])){re.escape(term)}", text, re.I) is not None
+
+    return {url for url, text in texts.items() if all(holds(text, term) for term in query.split())}
+
+
+SEARCH = """async ([query, filters]) => {
+  const pagefind = await import(new URL("../pagefind/pagefind.js", location.href.replace(/\\/en\\//, "/")).href);
+  const found = await pagefind.search(query, filters ? { filters } : {});
+  return Promise.all(found.results.map(async (r) => (await r.data()).meta.url));
+}"""
+
+
+def search(page, base: str, lang: str, query: str | None, filters: dict | None = None) -> set[str]:
+    page.goto(f"{base}{'' if lang == 'ko' else lang + '/'}search/")
+    return {unquote(url) for url in page.evaluate(SEARCH, [query, filters])}
+
+
+def test_each_query_finds_every_paper_that_holds_it(browser, served: str, publication: Path) -> None:
+    page = browser.new_page()
+    try:
+        for lang, query in QUERIES:
+            want = expected(papers(publication / "site", lang), query)
+            assert want, f"{query!r} is in no {lang} paper: the query set is wrong"
+            found = search(page, served, lang, query)
+            assert want <= found, f"{lang} {query!r} missed {want - found}"
+            if lang == "ko":  # no stemming: each result holds the query as written
+                assert found == want, f"{query!r} found {found - want} too"
+        assert REVERSAL in search(page, served, "ko", "신경망")  # only inside 인공신경망은
+        tagged = search(page, served, "ko", None, {"tag": "rlhf"})
+        html = (publication / "site" / "issues" / SLUG / "index.html").read_text(encoding="utf-8")
+        with_tag = {
+            f"/issues/{SLUG}/#{a}"
+            for a, b in re.findall(r'id="([^"]+)">(.*?)</section>', html, re.S)
+            if 'href="../../tags/rlhf/"' in b
+        }
+        assert tagged == with_tag and len(with_tag) >= 1
+    finally:
+        page.close()
+
+
+def test_the_search_page_shows_one_result_per_paper(browser, served: str, artifacts: Path) -> None:
+    page = browser.new_page(viewport={"width": 375, "height": 900})
+    try:
+        page.goto(f"{served}issues/{SLUG}/")
+        page.get_by_role("link", name="검색").click()  # the header's link to the search page
+        page.locator(".pagefind-ui__search-input").fill("신경망")
+        links = page.locator(".pagefind-ui__result-link")
+        links.first.wait_for()
+        hrefs = {unquote(links.nth(n).get_attribute("href") or "") for n in range(links.count())}
+        assert REVERSAL in hrefs
+        result = page.locator(".pagefind-ui__result", has=page.locator(f'a[href="{REVERSAL}"]'))
+        assert "#llm-reasoning" in result.inner_text()  # its tags; the index-only parts are not shown
+        assert "parts" not in page.locator("#search").inner_text()
+        page.screenshot(path=str(artifacts / "search-ko-375.png"), full_page=False)
+        issue = page.request.get(f"{served}issues/{SLUG}/").text()
+        assert "<script" not in issue and 'href="../../search/"' in issue  # pages stay light: no search script
+    finally:
+        page.close()
+
+
+def test_the_index_is_rebuilt_only_when_pages_change(publication: Path, pagefind: Path) -> None:
+    settings = load_settings(publication)
+    site = publication / "site"
+    first = build_site(settings)
+    assert first.search is not None and not first.search.skipped and first.search.papers == 20
+    entry = site / "pagefind" / "pagefind-entry.json"
+    before = entry.read_bytes(), entry.stat().st_mtime_ns
+    again = build_site(settings)
+    assert again.search is not None and again.search.skipped and again.pages_rendered == 0
+    assert (entry.read_bytes(), entry.stat().st_mtime_ns) == before  # kept through the no-op rebuild
+    write_issue(
+        publication,
+        "2023-10-02-new.md",
+        "---\ntitle: 새 호\ndate: 2023-10-02\n---\n## 새 논문\n\n지식증류를 다룹니다.\n",
+    )
+    third = build_site(settings)
+    assert third.search is not None and not third.search.skipped and third.search.papers == 21
+    assert (site / "pagefind" / "pagefind-entry.json").is_file() and not list(publication.glob(".site.*"))
+
+
+def test_search_false_writes_no_index_and_removes_an_old_one(publication: Path, run, pagefind: Path) -> None:
+    assert run("build").exit_code == 0 and (publication / "site" / "pagefind").is_dir()
+    config = publication / "pyproject.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("[tool.newsletter]\n", "[tool.newsletter]\nsearch = false\n")
+    )
+    assert run("build").exit_code == 0
+    site = publication / "site"
+    assert not (site / "pagefind").exists() and not (site / "search").exists()
+    assert "search/" not in (site / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("binary", "said"),
+    [
+        ("/nonexistent/pagefind", "NEWSLETTER_PAGEFIND=/nonexistent/pagefind is not an executable file"),
+        ("/bin/false", "pagefind (/bin/false) failed with exit code 1"),
+    ],
+)
+def test_a_missing_or_failing_pagefind_is_one_line(
+    publication: Path, run, pagefind: Path, monkeypatch: pytest.MonkeyPatch, binary: str, said: str
+) -> None:
+    assert run("build").exit_code == 0
+    before = {p: p.read_bytes() for p in (publication / "site").rglob("*") if p.is_file()}
+    write_issue(publication, "2023-10-02-new.md", "---\ntitle: 새 호\ndate: 2023-10-02\n---\n본문\n")
+    monkeypatch.setenv("NEWSLETTER_PAGEFIND", binary)
+    result = run("build")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: build: {said}") and lines[0].endswith(")")
+    assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in (publication / "site").rglob("*") if p.is_file()} == before
