@@ -3,7 +3,7 @@
 It answers after `latency` seconds (the round trip) and enforces MaxSendRate = `rate` as a strict sliding window
 on arrival times: a SendEmail that arrives when `rate` were accepted in the last second gets 429
 TooManyRequestsException "Maximum sending rate exceeded." and is not sent. It records what it accepted (time,
-recipient, tags, and the raw message when `keep_raw`), and can lose an answer after accepting (the ambiguous
+recipient, tags, the per-message tracking overrides, its MessageId, and the raw message when `keep_raw`), and can lose an answer after accepting (the ambiguous
 case) or answer 500 for chosen requests. Each answer is one write on a TCP_NODELAY socket (a two-write answer
 stalls 40 ms on Nagle and delayed ACK); connections are kept alive as boto3 expects.
 
@@ -40,6 +40,7 @@ WINDOW = 1.0  # seconds: SES's sliding window for MaxSendRate
 THROTTLED_TEXT = "Maximum sending rate exceeded."
 DAILY_TEXT = "Daily message quota exceeded."
 Fault = Literal["drop", "reset", "error"]  # lose the answer (close) | reset the connection | answer 500
+TRACKING = ("OpenTrackingEnabled", "ClickTrackingEnabled")  # sesv2's TrackingConfigurationOverrides
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
@@ -51,6 +52,9 @@ class Accepted:
     recipient: str
     tags: dict[str, str]
     raw: bytes | None  # the message as sent (None unless keep_raw)
+    # ConfigurationOverrides.Tracking as sent ({"OpenTrackingEnabled": "DISABLED", …}; empty when none)
+    tracking: dict[str, str] = field(default_factory=dict)
+    message_id: str = ""  # the MessageId answered
 
 
 @dataclass(frozen=True)
@@ -284,8 +288,12 @@ class FakeSes:
             recipient = str(data.get("Destination", {}).get("ToAddresses", [""])[0])
             raw = data["Content"]["Raw"]["Data"]
             tags = {str(tag["Name"]): str(tag["Value"]) for tag in data.get("EmailTags", [])}
+            tracking = dict(data.get("ConfigurationOverrides", {}).get("Tracking", {}))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
             return _Answer(400, {"message": f"bad SendEmail request: {err!r}"}, "BadRequestException")
+        wrong = {k: v for k, v in tracking.items() if k not in TRACKING or v not in ("ENABLED", "DISABLED")}
+        if wrong:  # what SES's request validation refuses
+            return _Answer(400, {"message": f"bad ConfigurationOverrides.Tracking: {wrong}"}, "BadRequestException")
         with self._lock:
             number = next(self._arrivals)
             fault = self.fault(number, recipient) if self.fault else None
@@ -301,11 +309,12 @@ class FakeSes:
                 self._errors += 1
                 return _Answer(500, {"message": "Internal failure (injected)."}, "InternalFailure")
             content = base64.b64decode(raw) if self.keep_raw else None
-            self._accepted.append(Accepted(arrival, recipient, tags, content))
+            message_id = f"0100018b{number:08x}-{uuid.uuid4()}-000000"
+            self._accepted.append(Accepted(arrival, recipient, tags, content, tracking, message_id))
             if fault in ("drop", "reset"):
                 self._dropped += 1
                 return _Answer(0, {}, fault=fault)
-        return _Answer(200, {"MessageId": f"0100018b{number:08x}-{uuid.uuid4()}-000000"})
+        return _Answer(200, {"MessageId": message_id})
 
     def _arrived(self) -> None:
         with self._lock:

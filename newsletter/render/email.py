@@ -4,7 +4,8 @@ Rendered once per edition, never per recipient: the unsubscribe URL is a placeho
 messages.py fills per recipient. Links to the archive go to `base_url`, links to the web app (unsubscribe,
 preferences, subscribe) to `app_url`. The table of contents links each paper to its anchor on the web page,
 since anchors inside an email are unreliable across clients; so does the summary layout (`email_layout`), which
-keeps each paper's first paragraph. Issue HTML is sanitised here so the email never
+keeps each paper's first paragraph. Every link of a paper carries its SES link tag (`ses:tags="paper:…;"`), so
+click events count per paper. Issue HTML is sanitised here so the email never
 carries scripts, frames, forms or event handlers.
 """
 
@@ -22,6 +23,7 @@ from ..config import Settings
 from ..config_values import shown
 from ..errors import ConfigError, TemplateError
 from ..issues import Edition, read_body_source
+from ..link_tags import link_attribute, tag_links
 from ..markdown import Section, display_width, render_text
 from .templates import Templates
 
@@ -102,12 +104,14 @@ def first_paragraph(fragment: str) -> str:
 
 
 def _sanitised_section(section: Section, archive_url: str) -> dict[str, object]:
+    """A paper for the template; each of its links carries its SES link tag (link_tags.py), after sanitising."""
     html = sanitise_email_html(section.html)
     return {
         "anchor": section.anchor,
         "title": section.title,
-        "html": Markup(html),
-        "summary_html": Markup(first_paragraph(html)),
+        "html": Markup(tag_links(html, section.anchor)),
+        "summary_html": Markup(tag_links(first_paragraph(html), section.anchor)),
+        "ses_tag": Markup(link_attribute(section.anchor)),
         "url": f"{archive_url}#{section.anchor}",
         "tags": section.tags,
         "links": [link for link in section.links if link.url.startswith(("https://", "http://", "mailto:"))],
@@ -141,7 +145,10 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
         "t": strings,
         "archive_url": archive_url,
         "layout": settings.email_layout,
-        "contents": [{"title": s.title, "url": f"{archive_url}#{s.anchor}"} for s in edition.sections],
+        "contents": [
+            {"title": s.title, "url": f"{archive_url}#{s.anchor}", "ses_tag": Markup(link_attribute(s.anchor))}
+            for s in edition.sections
+        ],
         "unsubscribe_url": unsubscribe_url(settings),
         "preferences_url": preferences_url(settings),
         "subscribe_url": subscribe_url(settings, edition.lang),

@@ -32,6 +32,7 @@ class OutgoingMessage:
     issue: str  # slug, for file names and SES tags
     lang: str
     test: bool = False  # a `send --test` copy: the file transport names its file by edition too
+    tracking: bool = False  # the recipient consented to open and click tracking (SES turns it on for this message)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ STOPPING = {
     "NotFoundException": "the configuration set does not exist",
 }
 DAILY_QUOTA = "Daily message quota exceeded"
+# Open and click tracking per message (sesv2 SendEmail ConfigurationOverrides.Tracking), whatever the configuration
+# set says: on only for a recipient who consented.
+TRACKED = {"Tracking": {"OpenTrackingEnabled": "ENABLED", "ClickTrackingEnabled": "ENABLED"}}
+UNTRACKED = {"Tracking": {"OpenTrackingEnabled": "DISABLED", "ClickTrackingEnabled": "DISABLED"}}
 CREDENTIALS_HINT = "check the AWS credentials and region"
 # SES answers SendEmail in well under a second; 30 s leaves room for a congested link without holding a
 # worker thread for minutes. A read timeout is AMBIGUOUS either way (SES may have taken the message), so a
@@ -89,6 +93,7 @@ class SesTransport:
             "FromEmailAddress": message.sender,
             "Destination": {"ToAddresses": [message.recipient]},
             "EmailTags": [{"Name": "issue", "Value": _tag(message.issue)}, {"Name": "edition", "Value": message.lang}],
+            "ConfigurationOverrides": TRACKED if message.tracking else UNTRACKED,
         }
         if self.configuration_set:
             fields["ConfigurationSetName"] = self.configuration_set
@@ -179,6 +184,11 @@ def aws_client(settings: Settings, service: str, *, pool: int = 10) -> Any:
     if settings.ses.endpoint_url:
         options["endpoint_url"] = settings.ses.endpoint_url
     return boto3.client(service, **options)
+
+
+def issue_tag(slug: str) -> str:
+    """The `issue` tag value SES events carry for an issue's slug (events.issue in the store)."""
+    return _tag(slug)
 
 
 @functools.lru_cache(maxsize=64)

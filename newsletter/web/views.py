@@ -18,6 +18,7 @@ from ..store import (
     request_subscription,
     resubscribe,
     set_language,
+    set_tracking_consent,
 )
 from ..tokens import MAX_TOKEN_LENGTH, TEST_SUBSCRIBER_ID, verify_unsubscribe_token
 from .context import context
@@ -88,9 +89,14 @@ def resubscribe_view() -> Response:
     return _unsubscribe_page(subscriber, "back")
 
 
+TRACKING_FROM_PREFERENCES = "preferences page"
+TRACKING_FROM_SUBSCRIBE = "subscribe form"
+
+
 @views.route("/preferences", methods=["GET", "POST"])
 def preferences() -> Response:
-    """GET: the subscriber's settings. POST: save their language, or unsubscribe them (`action=unsubscribe`)."""
+    """GET: the subscriber's settings. POST: save their language and their tracking consent (the form's checkbox:
+    ticked gives it, unticked withdraws it), or unsubscribe them (`action=unsubscribe`)."""
     shared = context()
     subscriber = unsubscribe_link_subscriber()
     if isinstance(subscriber, Response):
@@ -104,6 +110,9 @@ def preferences() -> Response:
         if lang not in shared.settings.all_languages:
             return error(400, subscriber.lang, "error_bad_link")
         set_language(shared.store, subscriber.id, lang)
+        if request.form.get("tracking_shown") == "yes":  # a form without the checkbox leaves the choice alone
+            given = request.form.get("tracking") == "yes"
+            set_tracking_consent(shared.store, subscriber.id, given, TRACKING_FROM_PREFERENCES)
         subscriber = get_subscriber(shared.store, subscriber.id) or subscriber
         saved = True
     return page(
@@ -112,6 +121,7 @@ def preferences() -> Response:
         email=subscriber.email,
         saved=saved,
         subscriber_lang=subscriber.lang or shared.settings.language,
+        tracking=subscriber.tracking,
         languages=languages(),
         action=action("preferences"),
     )
@@ -127,8 +137,8 @@ def _subscribe_page(
 
 @views.route("/subscribe", methods=["GET", "POST"])
 def subscribe() -> Response:
-    """GET: the form. POST (`email`, `lang`): mark a confirmation mail due; the same answer, in the same time,
-    for a new, known or refused address."""
+    """GET: the form. POST (`email`, `lang`, `tracking`): mark a confirmation mail due; the same answer, in the
+    same time, for a new, known or refused address. A ticked `tracking` is a new address's consent to tracking."""
     from ..subscriber_csv import normalise_address
 
     shared = context()
@@ -150,7 +160,8 @@ def subscribe() -> Response:
         return error(429, lang, "error_too_many")
     consent = f"web form, {settings.app('subscribe')}"
     confirm = shared.limits.per_address.allow(email.lower())
-    request_subscription(shared.store, email, lang, consent=consent, confirm=confirm)
+    tracking = TRACKING_FROM_SUBSCRIBE if request.form.get("tracking") == "yes" else None
+    request_subscription(shared.store, email, lang, consent=consent, confirm=confirm, tracking=tracking)
     # The worker is woken for every sign-up, and only once the answer has been written, so its sending never
     # competes with this answer (see ConfirmationWorker.wake).
     response = _subscribe_page(lang, state="sent")
