@@ -222,6 +222,13 @@ def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str
         click.echo(
             f"No answer {lost:,} request(s) of this issue got none ({concerned:,} recipient(s) may have it twice)"
         )
+    if outcome.paused:  # the reputation guard: what to check, then the same command resumes
+        pause = outcome.paused
+        raise SendError(
+            "send",
+            pause.reason,
+            f"{pause.check}, then run '{again}' to resume ({messages_left(final):,} left), or raise {pause.setting}",
+        )
     if outcome.stopped:
         left = messages_left(final)
         raise SendError(

@@ -156,6 +156,11 @@ class Settings:
     logo_alt: str = ""  # its alt text in the default language; empty: the title
     email_layout: str = "full"  # "full": every paper whole; "summary": its first paragraph, the rest on the web page
     search: bool = True  # build the archive's search index (Pagefind) and search pages
+    # The reputation guard: a send pauses when its hard bounces or complaints pass these shares of the messages
+    # it sent (fractions: 0.05 is 5 %), once it sent `guard_minimum`.
+    max_bounce_rate: float = 0.05
+    max_complaint_rate: float = 0.001
+    guard_minimum: int = 200
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     ses: SesSettings = field(default_factory=SesSettings)
 
@@ -258,6 +263,9 @@ def load_settings(root: Path) -> Settings:
         logo_alt=logo_alt,
         email_layout=_email_layout(top),
         search=_flag(top, "search", True),
+        max_bounce_rate=_percent(top, "max_bounce_rate", "5 %"),
+        max_complaint_rate=_percent(top, "max_complaint_rate", "0.1 %"),
+        guard_minimum=top.whole_number("guard_minimum", 200),
         smtp=_smtp(table),
         ses=_ses(table),
     )
@@ -472,6 +480,25 @@ def _transport(top: Table) -> str:
     if name not in TRANSPORTS:
         raise fail(f"{shown(name)} is not a transport", "use file, smtp or ses")
     return name
+
+
+PERCENT = re.compile(r"\s*([0-9]{1,3}(?:\.[0-9]{1,6})?)\s*%\s*")
+
+
+def _percent(top: Table, key: str, default: str) -> float:
+    """A share above 0 and at most 100 %, written "5 %" (or 5, a number of percent); returned as a fraction."""
+    value = top.get(key, default)
+    found = PERCENT.fullmatch(value) if isinstance(value, str) else None
+    if found is not None:
+        number = float(found.group(1))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        what = f"{shown(value)} is" if isinstance(value, str) else f"is {kind_of(value)},"
+        raise top.fail(key, f"{what} not a percentage", f'write it like {key} = "{default}"')
+    if not 0 < number <= 100:
+        raise top.fail(key, f"{number:g} % is not above 0 and at most 100 %", f'use "{default}"')
+    return number / 100
 
 
 def _bounded_int(read: Table, key: str, env: str, default: int, low: int, high: int) -> int:

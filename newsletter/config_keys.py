@@ -39,6 +39,9 @@ TOP_KEYS = (
     "logo_alt",
     "email_layout",
     "search",
+    "max_bounce_rate",
+    "max_complaint_rate",
+    "guard_minimum",
 )
 LANGUAGE_KEYS = ("title", "description", "logo_alt")  # of [tool.newsletter.<code>], for each code in `languages`
 SMTP_KEYS = ("host", "port", "security", "timeout", "connections")

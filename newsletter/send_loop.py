@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from .errors import TransportError
 from .messages import MessageError, MessageTemplate, Recipient
 from .ratelimit import RateLimiter
+from .reputation import Pause, ReputationGuard
 from .send_processes import LaneError, ProcessLanes
 from .store import Delivery, DeliveryState, Result, SendLog, Store, heartbeat
 from .transports.base import OutgoingMessage, SendResult, SendStatus, Transport
@@ -42,6 +43,7 @@ RECORD_DELAY = 0.1  # seconds a result waits at most before it is written
 LOOK_FRESH = 0.1  # seconds: the last look at a subscriber is at most this old when their message leaves
 LOOK_AHEAD = 64  # subscribers looked at in one query at most (those due to leave within LOOK_FRESH)
 HEARTBEAT = 0.5  # seconds between heartbeats (leases, the rate's share)
+GUARD_EVERY = 2.0  # seconds between the reputation guard's looks at the bounces and complaints applied
 IN_FLIGHT_SPARE = 1.5  # requests in flight: the rate x the round trip x this, plus one
 LATENCY_SAMPLES = 200  # answers the round trip is measured over
 AHEAD_SECONDS = 0.04  # a message is handed to a worker at most this long before its rate-limit slot
@@ -140,6 +142,9 @@ class SendLoop:
     on_progress: Callable[[Progress], None] | None = None
     latency: float = 0.05  # seconds per request, observed (an initial guess until the first answers)
     processes: int = 1  # worker processes that make the attempts (1: this process's threads; see send_processes)
+    guard: ReputationGuard | None = None
+    paused: Pause | None = field(default=None, init=False)  # why the guard paused the run
+    _guard_at: float = 0.0
     lanes: ProcessLanes | None = field(default=None, init=False)
     _answers: queue.SimpleQueue[_Answer] = field(default_factory=queue.SimpleQueue)
     _work_queue: queue.SimpleQueue[_Attempt | None] = field(default_factory=queue.SimpleQueue)
@@ -174,6 +179,9 @@ class SendLoop:
             worker.start()
         stopped: str | None = None
         try:
+            if self.guard is not None:
+                self._database(self.guard.start)
+                self._guard_at = time.monotonic()
             stopped = self._dispatch()
         except LoopStopped as err:
             stopped = str(err)
@@ -196,6 +204,9 @@ class SendLoop:
             self._heartbeat_if_due()
             if self.stop is not None and self.stop.is_set():
                 return "stopped on request"
+            if (paused := self._guard_if_due()) is not None:
+                self.paused = paused
+                return paused.reason
             if self._in_flight >= self._in_flight_target() or self._uncertain >= self.transport.max_in_flight:
                 self._collect(RECORD_DELAY)
                 continue
@@ -294,7 +305,10 @@ class SendLoop:
         """The message for `delivery`, and its Message-ID."""
         lang = delivery.lang if delivery.lang in self.messages else self.default_lang
         raw, message_id = self.messages[lang].personalise(self.recipient(delivery))
-        return OutgoingMessage(self.sender_address, delivery.email, raw, self.issue, delivery.lang), message_id
+        outgoing = OutgoingMessage(
+            self.sender_address, delivery.email, raw, self.issue, delivery.lang, tracking=delivery.tracking
+        )
+        return outgoing, message_id
 
     def _attempt_once(self, attempt: _Attempt, lane: int) -> None:
         """Personalise (once), take the rate-limit slot, and make one attempt at once, here or in a worker
@@ -451,6 +465,14 @@ class SendLoop:
         sharing = self._database(lambda: heartbeat(self.store, self.log.sender_id, self.issue))
         if self.account_rate:
             self.limiter.set_ceiling(self.account_rate / max(1, sharing))
+
+    def _guard_if_due(self) -> Pause | None:
+        """The reputation guard's verdict, every GUARD_EVERY seconds (one indexed query)."""
+        now = time.monotonic()
+        if self.guard is None or now - self._guard_at < GUARD_EVERY:
+            return None
+        self._guard_at = now
+        return self._database(self.guard.check)
 
     def _database(self, step: Callable[[], _T]) -> _T:
         """Run a store step; while the database is away (a restart), wait and try again, up to DATABASE_PATIENCE."""

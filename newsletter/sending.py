@@ -22,6 +22,7 @@ from .messages import MessageError, MessageTemplate, Recipient
 from .ratelimit import WINDOW, RateLimiter
 from .render.email import render_email
 from .render.templates import Templates
+from .reputation import Pause, ReputationGuard
 from .send_loop import HEARTBEAT, Progress, SendLoop, crash_bound
 from .store import (
     ISSUE_LIMIT,
@@ -36,12 +37,14 @@ from .store import (
     planned_recipients,
     register_sender,
     reset_for_resend,
+    send_feedback,
     snapshot_audience,
 )
 from .store.senders import database_now, heartbeat_and_count_unseen
 from .tokens import unsubscribe_token
 from .transports import open_transport
 from .transports.base import OutgoingMessage, SendQuota, SendStatus, Transport
+from .transports.ses import issue_tag
 
 TEST_SUBSCRIBER_ID = 0  # test copies carry a token that names nobody
 FILE_RATE_GUESS = 2000  # messages/s the file transport writes here (bench/send_file.py), for the estimate
@@ -80,6 +83,7 @@ class SendOutcome:
     stopped: str | None
     settled_rate: float | None  # the limiter's rate at the end (lower than the ceiling after throttles)
     ceiling: float | None
+    paused: Pause | None = None  # the reputation guard paused the run (then `stopped` is its reason)
 
 
 @dataclass
@@ -295,12 +299,24 @@ def send_issue(
             on_progress=on_progress,
             latency=plan.latency,
             processes=worker_processes(plan),
+            guard=reputation_guard(settings, store, issue.slug),
         )
         stopped = loop.run()
-        return SendOutcome(loop.progress, stopped, limiter.rate, limiter.ceiling)
+        return SendOutcome(loop.progress, stopped, limiter.rate, limiter.ceiling, loop.paused)
     finally:
         plan.transport.close()
         finish_sender(store, sender_id, issue.slug)
+
+
+def reputation_guard(settings: Settings, store: Store, slug: str) -> ReputationGuard:
+    """The guard of a send of `slug`: its thresholds, and the events SES tagged with the issue."""
+    tag = issue_tag(slug)
+    return ReputationGuard(
+        lambda: send_feedback(store, slug, tag),
+        settings.max_bounce_rate,
+        settings.max_complaint_rate,
+        settings.guard_minimum,
+    )
 
 
 def worker_processes(plan: SendPlan) -> int:
