@@ -370,28 +370,34 @@ class _SiteBuilder:
         source: str,
         **extra: Any,
     ) -> None:
-        """A list of editions split into pages of page_size: base/, base/page/2/, …"""
+        """A list of editions (newest first). Its folder `base` shows the newest page_size of them; when there
+        are more, base/page/1/ … base/page/N/ hold them all, numbered from the oldest, page_size a page (the
+        newest page holds the rest). So a new issue changes the index, the newest page and its neighbour's
+        link, and every older page keeps its URL and its content (nothing on it depends on the page count)."""
         size = self.settings.page_size
-        count = max(1, -(-len(editions) // size))
-        for number in range(1, count + 1):
-            path = base if number == 1 else f"{base}page/{number}/"
-            chunk = editions[(number - 1) * size : number * size]
-            pagination = {
-                "number": number,
-                "count": count,
-                "previous": (base if number == 2 else f"{base}page/{number - 1}/") if number > 1 else None,
-                "next": f"{base}page/{number + 1}/" if number < count else None,
-            }
+        count = -(-len(editions) // size) if len(editions) > size else 0  # numbered pages
+        oldest_first = editions[::-1]
+        older = f"{base}page/{(len(editions) - size - 1) // size + 1}/" if count else None
+        pages: list[tuple[str, int | None, list[ListedEdition], str | None, str | None]] = [
+            (base, None, editions[:size], None, older)
+        ]
+        for n in range(1, count + 1):
+            newer = f"{base}page/{n + 1}/" if n < count else base
+            chunk = oldest_first[(n - 1) * size : n * size][::-1]
+            pages.append((f"{base}page/{n}/", n, chunk, newer, f"{base}page/{n - 1}/" if n > 1 else None))
+        for path, number, chunk, previous, following in pages:
+            pagination = {"number": number, "previous": previous, "next": following}
             key = _key(
                 path,
                 title,
                 number,
-                count,
+                previous,
+                following,
                 *(f"{e.source_hash}:{e.page_path}" for e in chunk),
-                *versions,
+                *(versions if number is None else ()),
                 *sorted(extra.items()),
             )
-            page_versions = versions if number == 1 else [(lang, path)]
+            page_versions = versions if number is None else [(lang, path)]
 
             def context(
                 chunk: list[ListedEdition] = chunk,

@@ -176,9 +176,14 @@ def test_pages_are_paginated(publication: Path, run) -> None:
     write_issue(publication, "2023-10-02-n.md", "---\ntitle: 둘째\ndate: 2023-10-02\ntags: [llm]\n---\n")
     assert run("build").exit_code == 0
     site = publication / "site"
-    assert "둘째" in (site / "index.html").read_text(encoding="utf-8")
-    second = (site / "page" / "2" / "index.html").read_text(encoding="utf-8")
-    assert "이번 주의 주요 ML 논문 (2023/09/25" in second and re.search(r'rel="prev" href="../../"', second)
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "둘째" in index and "(2023/09/25" not in index and 'rel="next" href="page/1/"' in index
+    # Numbered from the oldest: page 1 holds the first issue and stays as it is when newer ones come.
+    first = (site / "page" / "1" / "index.html").read_text(encoding="utf-8")
+    assert "이번 주의 주요 ML 논문 (2023/09/25" in first and 'rel="prev" href="../../page/2/"' in first
+    assert 'rel="next"' not in first
+    newest = (site / "page" / "2" / "index.html").read_text(encoding="utf-8")
+    assert "둘째" in newest and 'rel="prev" href="../../"' in newest and 'rel="next" href="../../page/1/"' in newest
     assert (site / "tags" / "llm" / "page" / "2" / "index.html").is_file()
     assert broken_links(site) == []
 
