@@ -41,8 +41,8 @@ class Entry:
 
     slug: str
     editions: dict[str, Edition | Failure] = field(default_factory=dict)  # lang → edition, or why its file fails
-    issue: Issue | None = None  # when every edition parsed and they agree
-    error: Failure | None = None  # why they do not agree (group_editions)
+    issue: Issue | None = None  # the editions that parse, as one issue (None: they make none, see error)
+    error: Failure | None = None  # why the editions that parse make no issue (group_editions)
     published: dt.datetime | None = None  # the issue's publication instant
 
 
@@ -228,13 +228,12 @@ class PreviewState:
         for entry in entries.values():
             entry.editions = dict(sorted(entry.editions.items(), key=lambda item: order.get(item[0], len(order))))
             editions = [e for e in entry.editions.values() if isinstance(e, Edition)]
-            if len(editions) < len(entry.editions):
-                continue  # each failing file's page shows its error
-            try:
-                entry.issue = group_editions(editions, settings)[0]
-                entry.published = publication_instant(entry.issue, settings)
-            except NewsletterError as err:
-                entry.error = describe(err)
+            failed = [e for e in entry.editions.values() if isinstance(e, Failure)]
+            try:  # the editions that parse make the issue: a translation is shown while another file fails
+                entry.issue = group_editions(editions, settings)[0] if editions else None
+                entry.published = publication_instant(entry.issue, settings) if entry.issue else None
+            except NewsletterError as err:  # when the default edition is among the failing, say why it fails
+                entry.error = failed[0] if failed else describe(err)
         self.entries = dict(sorted(entries.items(), reverse=True))
         self.unplaced = unplaced
 
@@ -262,9 +261,7 @@ class PreviewState:
             parsed = entry.editions.get(lang)
             if isinstance(parsed, Failure):
                 return parsed
-            if entry.issue is None:
-                return entry.error or next(e for e in entry.editions.values() if isinstance(e, Failure))
-            return None
+            return entry.error
 
     def email(self, slug: str, lang: str) -> PreviewEmail | Failure:
         """The edition's email for the sample subscriber, or what stops it."""
