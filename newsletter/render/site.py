@@ -117,6 +117,7 @@ class _SiteBuilder:
         self.by_tag: dict[str, dict[str, list[ListedEdition]]] = {}  # language → tag → editions, newest first
         self.jobs: list[RenderJob] = []
         self.edition_pages: list[ListedEdition] = []  # every edition with a page in this site
+        self.listed_languages: list[str] = []  # the languages with an index and feeds: editions, or the default
 
     def assume_versions(self, paths: Iterable[Path]) -> None:
         """Guess each issue's language versions from the file names, so pages can render while parsing."""
@@ -438,7 +439,7 @@ class _SiteBuilder:
         prefix = lang_prefix(lang, s)
         wording = s.for_language(lang)
         t = self.strings(lang)
-        index_versions = [(code, lang_prefix(code, s)) for code in s.all_languages]
+        index_versions = [(code, lang_prefix(code, s)) for code in self.listed_languages]
         self.listing(lang, prefix, wording.title, "index.html.j2", editions, index_versions, "the index")
 
         newest = editions[: s.feed_size]
@@ -447,7 +448,7 @@ class _SiteBuilder:
             self.feed(prefix + name, spec, newest, build, f"the {name} feed")
 
         if s.search:
-            search_versions = [(code, f"{lang_prefix(code, s)}search/") for code in s.all_languages]
+            search_versions = [(code, f"{lang_prefix(code, s)}search/") for code in self.listed_languages]
             search_title = t.get("search_title", "Search")
             self.page(
                 f"{prefix}search/index.html",
@@ -458,7 +459,7 @@ class _SiteBuilder:
             )
 
         counts = sorted(((tag, len(items)) for tag, items in by_tag.items()), key=lambda x: (-x[1], x[0]))
-        tags_versions = [(code, f"{lang_prefix(code, s)}tags/") for code in s.all_languages]
+        tags_versions = [(code, f"{lang_prefix(code, s)}tags/") for code in self.listed_languages]
         all_tags = t.get("all_tags", "Tags")
         self.page(
             f"{prefix}tags/index.html",
@@ -495,14 +496,18 @@ class _SiteBuilder:
                 self.edition_page(issue, edition)
         names = _tag_names(self.issues)
         self.by_tag = {code: _group_by_tag(editions, names) for code, editions in by_lang.items()}
-        for lang, editions in by_lang.items():
-            self.language_outputs(lang, editions, self.by_tag[lang])
+        # A language with no edition yet gets no index, feeds or tag index, and no page links to one; the
+        # default language's index is the site's home page, so it is there from the start.
+        self.listed_languages = [code for code, editions in by_lang.items() if editions or code == s.language]
+        for lang in self.listed_languages:
+            self.language_outputs(lang, by_lang[lang], self.by_tag[lang])
         t = self.strings(s.language)
         context = self.page_context(
             s.language, "404.html", t.get("not_found_title", "404"), s.description, [(s.language, "404.html")]
         )
         self.data("404.html", self.templates.render("404.html.j2", **context), "the 404 page")
-        self.data("sitemap.xml", build_sitemap(s, self.issues, by_lang, self.by_tag), "the sitemap")
+        listed = {code: by_lang[code] for code in self.listed_languages}
+        self.data("sitemap.xml", build_sitemap(s, self.issues, listed, self.by_tag), "the sitemap")
         self.data("robots.txt", f"User-agent: *\nAllow: /\nSitemap: {s.url('sitemap.xml')}\n", "robots.txt")
         for name, file, where in self.templates.static_files():  # the theme's, each overridden by templates/static/
             if file.is_file():

@@ -21,7 +21,8 @@ def build_sitemap(
 ) -> str:
     """sitemaps.org XML with hreflang alternates (xhtml:link) for each page that has translations.
 
-    `by_tag` holds, per language, each tag's editions newest first."""
+    `by_lang` holds the editions of each language that has an index (site._SiteBuilder.listed_languages), newest
+    first; `by_tag`, per language, each tag's editions newest first."""
     s = settings
     rows: list[str] = []
 
@@ -38,8 +39,8 @@ def build_sitemap(
         rows.append(f"  <url>\n    <loc>{url(path)}</loc>\n    <lastmod>{lastmod}</lastmod>{links}\n  </url>")
 
     newest = {code: (eds[0].date.isoformat() if eds else s.id_date) for code, eds in by_lang.items()}
-    index_versions = [(code, lang_prefix(code, s)) for code in s.all_languages]
-    for code in s.all_languages:
+    index_versions = [(code, lang_prefix(code, s)) for code in by_lang]
+    for code in by_lang:
         url_entry(lang_prefix(code, s), newest[code], index_versions)
     for issue in issues:
         versions = [(e.lang, e.page_path) for e in issue]

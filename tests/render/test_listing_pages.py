@@ -103,3 +103,38 @@ def test_the_older_links_from_the_index_reach_every_issue_newest_first(publicati
     assert sorted(p.name for p in (site / "page").iterdir()) == ["1", "2", "3"]
     # A list that fits on one page has no numbered pages.
     assert not (site / "en" / "page").exists() and not (site / "tags" / "llm" / "page").exists()
+
+
+def test_a_language_without_editions_gets_no_listing_feeds_or_links(publication: Path, tmp_path: Path) -> None:
+    english = publication / "issues" / "2023-09-25-top-ml-papers.en.md"
+    text = english.read_text(encoding="utf-8")
+    english.unlink()  # English is configured, but no issue has an English edition yet
+    settings = load_settings(publication)
+    site = tmp_path / "site"
+    build_site(settings, out=site)
+    assert not (site / "en").exists()  # no empty index, feed.xml, rss.xml or tag index
+    for page in ("index.html", "tags/index.html", "issues/2023-09-25-top-ml-papers/index.html", "sitemap.xml"):
+        content = (site / page).read_text(encoding="utf-8")
+        assert 'hreflang="en"' not in content and "/en/" not in content, page
+
+    english.write_text(text, encoding="utf-8")  # the first English edition brings them
+    build_site(settings, out=site)
+    for made in ("en/index.html", "en/feed.xml", "en/rss.xml", "en/tags/index.html"):
+        assert (site / made).is_file(), made
+    assert 'hreflang="en" href="https://papers.example.com/en/"' in (site / "index.html").read_text(encoding="utf-8")
+    cold = tmp_path / "cold"
+    build_site(settings, out=cold, use_cache=False)
+    assert site_files(site) == site_files(cold)
+
+
+def test_the_default_language_keeps_its_home_page_before_the_first_issue(publication: Path, tmp_path: Path) -> None:
+    for issue in (publication / "issues").iterdir():
+        issue.unlink()
+    config = publication / "pyproject.toml"  # search is off: Pagefind refuses a site of no pages (seen, not fixed here)
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("feed_size = 20", "feed_size = 20\nsearch = false"), "utf-8"
+    )
+    site = tmp_path / "site"
+    build_site(load_settings(publication), out=site)
+    assert (site / "index.html").is_file() and (site / "feed.xml").is_file()  # readers may subscribe at once
+    assert not (site / "en").exists()
