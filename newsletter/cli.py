@@ -632,3 +632,7 @@ from .cli_init import init, templates  # noqa: E402 - registered last, like doct
 
 cli.add_command(init)
 cli.add_command(templates)
+
+from .cli_report import report  # noqa: E402 - registered last, like doctor
+
+cli.add_command(report)
