@@ -38,7 +38,7 @@ from ..issues import (
     publication_instant,
     split_file_name,
 )
-from ..tags import TagClash, TagNames, carries
+from ..tags import TagClash, TagNames, tag_key
 from .build_cache import BuildCache, ListedEdition, ListedSection, Prerendered, ScanResult, scan_issues
 from .feeds import FeedEntries, FeedSpec, Paper, build_atom, build_paper_atom, build_rss, tag_uri, tagged_papers
 from .parallel import MADE_DIRS, RenderJob, render_all, write_output
@@ -117,6 +117,8 @@ class _SiteBuilder:
         self.by_tag: dict[str, dict[str, list[ListedEdition]]] = {}  # language → tag → editions, newest first
         self.jobs: list[RenderJob] = []
         self.edition_pages: list[ListedEdition] = []  # every edition with a page in this site
+        self.tag_keys: dict[str, str] = {}  # tag → tags.tag_key(tag), for sections_with
+        self.section_keys: dict[tuple[str, ...], frozenset[str]] = {}  # a section's tags → their keys
         self.listed_languages: list[str] = []  # the languages with an index and feeds: editions, or the default
 
     def assume_versions(self, paths: Iterable[Path]) -> None:
@@ -429,8 +431,24 @@ class _SiteBuilder:
                 format_date(edition.date, strings),
             )
             self.entry_basics[(edition.page_path, depth)] = shown
-        sections = tuple(s for s in edition.sections if carries(s.tags, tag)) if tag else edition.sections
+        sections = self.sections_with(edition, tag) if tag else edition.sections
         return ListingEntry(edition, *shown, sections)
+
+    def sections_with(self, edition: ListedEdition, tag: str) -> tuple[ListedSection, ...]:
+        """The sections of `edition` whose tags hold `tag` in any spelling (tags.carries), with each tag's key
+        and each distinct tuple of section tags' keys computed once a build: tag pages ask tens of thousands
+        of times, mostly of sections without the tag."""
+        key = self.tag_keys.get(tag)
+        if key is None:
+            key = self.tag_keys[tag] = tag_key(tag)
+        found = []
+        for section in edition.sections:
+            keys = self.section_keys.get(section.tags)
+            if keys is None:
+                keys = self.section_keys[section.tags] = frozenset(map(tag_key, section.tags))
+            if key in keys:
+                found.append(section)
+        return tuple(found)
 
     def language_outputs(
         self, lang: str, editions: list[ListedEdition], by_tag: dict[str, list[ListedEdition]]
