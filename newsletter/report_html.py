@@ -70,6 +70,10 @@ def _figures(report: IssueReport) -> str:
     return f'<table class="figures">{"".join(rows)}</table>'
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _clicks_chart(report: IssueReport) -> str:
     """Horizontal CSS bars: clicks per paper over all editions, in page order."""
     papers = report.total.papers
@@ -86,7 +90,7 @@ def _clicks_chart(report: IssueReport) -> str:
         rows.append(
             f'<div class="bar-label">{html.escape(label)}</div><div class="bar-row">'
             f'<div class="bar" style="width: {width:.1f}%"></div>'
-            f'<span class="bar-value">{clicks:,} clicks, {clickers:,} readers</span></div>'
+            f'<span class="bar-value">{_count(clicks, "click")}, {_count(clickers, "reader")}</span></div>'
         )
     return f'<div class="bars chart clicks-per-paper" role="img" aria-label="Clicks per paper">{"".join(rows)}</div>'
 
@@ -100,7 +104,7 @@ def _timeline_chart(report: IssueReport, zone: zoneinfo.ZoneInfo) -> str:
     most = max((*line.sent, *line.delivered, 1))
     width, height, left, bottom = 720, 220, 48, 28
     slot = (width - left) / count
-    bar = max(slot / 2 - 1, 1)
+    bar = min(max(slot / 2 - 1, 1), 24)
     shapes = []
     for n, (sent, delivered) in enumerate(zip(line.sent, line.delivered, strict=True)):
         x = left + n * slot

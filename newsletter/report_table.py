@@ -70,7 +70,8 @@ def format_report(report: IssueReport, zone: zoneinfo.ZoneInfo) -> str:
     lines = [f"{report.slug}: {report.title}"]
     total = report.total
     if total.first_sent and total.last_sent:
-        lines.append(f"Sent {on_clock(total.first_sent, zone)} to {on_clock(total.last_sent, zone)} (the send log)")
+        first, last = on_clock(total.first_sent, zone), on_clock(total.last_sent, zone)
+        lines.append(f"Sent {first}{'' if last == first else f' to {last}'} (the send log)")
     span = report.events
     if span.first_recorded and span.last_recorded:
         lines.append(
@@ -83,14 +84,16 @@ def format_report(report: IssueReport, zone: zoneinfo.ZoneInfo) -> str:
     rows = [["", *names]]
     for label, field in FIGURES:
         rows.append([label, *(_number(getattr(e, field)) for e in columns)])
-    rows.append(["tracking, consenting recipients only:", *("" for _ in columns)])
+    rows.append(["tracking, consenting only:", *("" for _ in columns)])
     for label, field in TRACKING:
         rows.append([f"  {label}", *(_number(getattr(e, field)) for e in columns)])
     lines += _table(rows)
     lines.append("")
-    lines.append(
-        f"Clicks per paper (consenting recipients: {total.consenting:,} of {total.sent:,}; clickers / clicks):"
-    )
+    consented = f"consenting recipients: {total.consenting:,} of {total.sent:,}"
+    if all(paper.clicks is None for paper in total.papers):
+        lines.append(f"Clicks per paper: {UNKNOWN} ({consented}; {len(total.papers)} papers)")
+        return "\n".join(lines)
+    lines.append(f"Clicks per paper ({consented}; clickers / clicks):")
     papers = [["#", "paper", *names]]
     by_position = [{paper.position: paper for paper in e.papers} for e in columns]
     for paper in total.papers:
