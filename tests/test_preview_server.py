@@ -350,3 +350,26 @@ def test_in_chromium_the_frames_are_375_and_600_px_wide_and_an_edit_reloads_the_
         assert "크로미움에서 고친 제목" in page.locator("h1").inner_text()
     finally:
         page.close()
+
+
+def test_a_settings_change_reloads_every_page(preview: Preview, publication: Path) -> None:
+    events = Events(preview.port, preview.version("/"))
+    try:
+        _edit(publication / "pyproject.toml", 'title = "이번 주의 주요 ML 논문"', 'title = "고친 이름"')
+        assert events.next_change()["slugs"] is None
+        assert "<h1>고친 이름</h1>" in preview.get("/")
+        assert "고친 이름" in preview.get(f"/issues/{SLUG}/ko/email.txt")
+    finally:
+        events.close()
+
+
+def test_with_an_issue_it_writes_its_preview_first_and_without_serve_it_needs_one(publication: Path, run) -> None:
+    server = Preview(publication, SLUG)
+    try:
+        assert server.out[0] == f"Wrote preview/{SLUG}/ko/email.html"
+        assert server.out[-1] == f"Previewing at http://127.0.0.1:{server.port}/ (Ctrl-C to stop)"
+        assert (publication / "preview" / SLUG / "en" / "email.txt").is_file()
+    finally:
+        assert server.stop() == 0, server.err
+    missing = run("preview")
+    assert missing.exit_code == 2 and "Missing argument 'ISSUE' (it may be left out with --serve)." in missing.output
