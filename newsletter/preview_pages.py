@@ -173,5 +173,6 @@ def _page_path(state: PreviewState, slug: str, lang: str) -> str:
 
 def not_found_page(state: PreviewState, what: str) -> str:
     """The answer for a path the preview has nothing at."""
-    body = f"<p>{escape(what)}</p><p><a href='/'>All issues</a></p>"
+    body = _error(state.error) if state.error else ""  # the settings or templates fail: nothing can be found
+    body += f"<p>{escape(what)}</p><p><a href='/'>All issues</a></p>"
     return _page("Not found", "<h1>Not found</h1>", body, version=state.version, slug=None)

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+from .errors import NewsletterError
 from .preview_pages import edition_page, index_page, not_found_page
-from .preview_state import Change, Failure, PreviewState
+from .preview_state import Change, Failure, PreviewState, describe
 from .server import listen, waitress_options
 
-DEFAULT_PORT = 8001  # next to `newsletter serve`'s 8000
 THREADS = 16  # each open preview tab holds one for its reload stream
 HEARTBEAT = 10.0  # seconds between comments on a reload stream: they keep it open and find closed tabs
 STREAM_SECONDS = 120.0  # a reload stream then ends; the browser reconnects at once, saying the last change it got
@@ -57,10 +57,13 @@ class PreviewApp:
             return _html(start_response, method, index_page(self.state, self.now()))
         if path == "/events":
             return self._events(environ, start_response, method, query)
-        if path.startswith("/issues/"):
-            return self._edition(start_response, method, path.removeprefix("/issues/"), query)
-        if path.startswith("/site/"):
-            return self._site(start_response, method, path.removeprefix("/site/"))
+        if path.startswith("/site/static/"):
+            return self._static(start_response, method, path.removeprefix("/site/static/"))
+        with self.state.lock:  # what the page is looked up in stays as it is until it is made
+            if path.startswith("/issues/"):
+                return self._edition(start_response, method, path.removeprefix("/issues/"), query)
+            if path.startswith("/site/"):
+                return self._site(start_response, method, path.removeprefix("/site/"))
         return self._not_found(start_response, method, "No such page.")
 
     def _edition(self, start_response: StartResponse, method: str, rest: str, query: dict[str, list[str]]) -> Any:
@@ -78,30 +81,35 @@ class PreviewApp:
             return _send(start_response, method, "200 OK", email.text.encode(), "text/plain; charset=utf-8")
         return _html(start_response, method, as_dark(email.html) if query.get("scheme") == ["dark"] else email.html)
 
-    def _site(self, start_response: StartResponse, method: str, rest: str) -> Any:
-        """An edition's archive page at its path in the site (so its relative links work), or a static file."""
-        if rest.startswith("static/"):
-            with self.state.lock:
-                templates = self.state.templates
+    def _static(self, start_response: StartResponse, method: str, name: str) -> Any:
+        """A file of the theme's static/ folder, or of templates/static/ that overrides it."""
+        with self.state.lock:
+            templates = self.state.templates
+        try:
             found = {name: path for name, path, _ in templates.static_files()} if templates else {}
-            path = found.get(rest.removeprefix("static/"))
+            path = found.get(name)
             if path is None or not path.is_file():
                 return self._not_found(start_response, method, "No such file in static/.")
-            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            kind += "; charset=utf-8" if kind.startswith("text/") else ""
-            return _send(start_response, method, "200 OK", path.read_bytes(), kind)
+            body = path.read_bytes()
+        except (NewsletterError, OSError) as err:
+            return _failure(start_response, method, describe(err))
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        kind += "; charset=utf-8" if kind.startswith("text/") else ""
+        return _send(start_response, method, "200 OK", body, kind)
+
+    def _site(self, start_response: StartResponse, method: str, rest: str) -> Any:
+        """An edition's archive page at its path in the site, so that its relative links (static/) work."""
         page_path = rest.removesuffix("index.html")
-        with self.state.lock:
-            where = next(
-                (
-                    (entry.slug, edition.lang)
-                    for entry in self.state.entries.values()
-                    if entry.issue is not None
-                    for edition in entry.issue.editions
-                    if edition.page_path == page_path
-                ),
-                None,
-            )
+        where = next(
+            (
+                (entry.slug, edition.lang)
+                for entry in self.state.entries.values()
+                if entry.issue is not None
+                for edition in entry.issue.editions
+                if edition.page_path == page_path
+            ),
+            None,
+        )
         if where is None:
             return self._not_found(start_response, method, "The preview has each edition's archive page only.")
         page = self.state.archive(*where)

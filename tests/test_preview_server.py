@@ -352,13 +352,28 @@ def test_in_chromium_the_frames_are_375_and_600_px_wide_and_an_edit_reloads_the_
         page.close()
 
 
-def test_a_settings_change_reloads_every_page(preview: Preview, publication: Path) -> None:
+def test_a_settings_change_reloads_every_page_and_a_broken_one_is_its_error_line(
+    preview: Preview, publication: Path
+) -> None:
     events = Events(preview.port, preview.version("/"))
     try:
         _edit(publication / "pyproject.toml", 'title = "이번 주의 주요 ML 논문"', 'title = "고친 이름"')
         assert events.next_change()["slugs"] is None
         assert "<h1>고친 이름</h1>" in preview.get("/")
         assert "고친 이름" in preview.get(f"/issues/{SLUG}/ko/email.txt")
+
+        _edit(publication / "pyproject.toml", "feed_size = 20", "feed_size = 0")
+        events.next_change()
+        index = preview.get("/")
+        errors = re.findall(r'<p class="error" role="alert">([^<]*)</p>', index)
+        assert errors == [
+            "Error: pyproject.toml [tool.newsletter] feed_size: 0 is not a positive whole number (use 20)"
+        ]
+        status, _, body = preview.request(f"/issues/{SLUG}/ko/")
+        assert status == 404 and errors[0].encode() in body  # nothing can be shown, and the page says why
+        _edit(publication / "pyproject.toml", "feed_size = 0", "feed_size = 20")
+        events.next_change()
+        assert "<iframe" in preview.get(f"/issues/{SLUG}/ko/")
     finally:
         events.close()
 
