@@ -1,20 +1,24 @@
 """The archive's search index: Pagefind over one small document per paper, made after the pages are written.
 
-Each paper (the element of an edition page whose id is the paper's anchor) becomes a document of its own in a
-scratch folder, so that each paper is a search result: linked to its anchor (`data-pagefind-meta` url), titled
-by its heading, its issue and tags shown, filterable by tag (`data-pagefind-filter`). Pagefind keeps an index per
-language (the document's `lang`), so each language's search page searches its own papers.
+Each edition page becomes a small document in a scratch folder: its papers' text (the element whose id is each
+paper's anchor), each under a heading with that anchor as its id, so that each paper is a sub-result linked to
+its anchor and titled by its heading; the page's URL is the document's (`data-pagefind-meta` url) and its tags
+are filters (`data-pagefind-filter`). One document per paper would be simpler to show, but Pagefind 1.5 takes
+ten times as long over ten times as many documents. Pagefind keeps an index per language (the document's
+`lang`), so each language's search page searches its own papers.
 
 Pagefind splits words at spaces and punctuation and matches a query as a word's prefix, so `학습` would not find
 `강화학습과`. Each Hangul word's inner suffixes (`화학습과`, `학습과`, `습과`) go into an index-only field
 (`parts`, which the search page does not show), so any part of a compound, a noun inside it or a Latin name
-glued to Hangul (`GPT모델`), is found.
+glued to Hangul (`GPT모델`), is found. They follow each paper's text (`data-pagefind-index-attrs`), so a match
+among them is a match in that paper.
 
 The index is rebuilt only when an edition page changed: its key is the digest of those pages' keys.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import os
@@ -34,7 +38,6 @@ SEARCH_FOLDER = "pagefind"  # the site folder Pagefind writes
 SEARCH_VERSION = "search-1"  # bump when the documents change shape
 PAGEFIND_ENV = "NEWSLETTER_PAGEFIND"  # a pagefind binary to use instead of the pagefind[bin] package's
 KEY_FILE = "search.key"  # in the build cache folder: the key of the index in the site
-HANGUL = re.compile(r"[\uac00-\ud7a3]")
 WORD = re.compile(r"\w+")
 
 
@@ -114,53 +117,70 @@ def inner_parts(text: str) -> list[str]:
     where Hangul meets other letters, of at least two characters (`강화학습과` → 화학습과, 학습과, 습과)."""
     parts: dict[str, None] = {}
     for word in dict.fromkeys(WORD.findall(text)):  # in order: the same text gives the same index
-        for i in range(1, len(word) - 1):
-            here, before = word[i], word[i - 1]
-            if HANGUL.match(here) or (HANGUL.match(before) and here.isalnum()):
-                parts[word[i:].lower()] = None
+        parts.update(dict.fromkeys(_word_parts(word)))
     return list(parts)
 
 
-def _document(settings: Settings, page: EditionPage, anchor: str, title: str, tags: tuple[str, ...], body: str) -> str:
-    """The document Pagefind indexes for one paper: its HTML, linked to its anchor on the page."""
+@functools.lru_cache(maxsize=1 << 16)
+def _word_parts(word: str) -> tuple[str, ...]:
+    """inner_parts of one word (words recur across papers, so each is worked out once)."""
+    word = word.lower()
+    return tuple(
+        word[i:] for i in range(1, len(word) - 1) if _hangul(word[i]) or (_hangul(word[i - 1]) and word[i].isalnum())
+    )
+
+
+def _hangul(char: str) -> bool:
+    return "\uac00" <= char <= "\ud7a3"
+
+
+def _document(settings: Settings, page: EditionPage, papers: list[tuple[str, str, tuple[str, ...], str]]) -> str:
+    """The document Pagefind indexes for one edition page: each paper as a heading with its anchor as id (a
+    sub-result of its own) and its text, then its index-only parts; linked to the page, filterable by tag."""
     base_path = urlsplit(settings.base_url).path.rstrip("/")
-    url = f"{base_path}/{page.path.removesuffix('index.html')}#{anchor}"
-    text = html.unescape(re.sub(r"<[^>]+>", " ", body))
-    meta = [("url", url), ("title", title), ("issue", f"{page.title} · {page.date}")]
-    if tags:
-        meta.append(("tags", " ".join(f"#{tag}" for tag in tags)))
-    meta.append(("parts", " ".join(inner_parts(text))))
+    url = f"{base_path}/{page.path.removesuffix('index.html')}"
+    tags = sorted({tag for _, _, paper_tags, _ in papers for tag in paper_tags})
+    meta = [("url", url), ("title", page.title), ("date", page.date)]
     head = "".join(
         f'<meta data-pagefind-meta="{name}[content]" content="{html.escape(value)}">' for name, value in meta
     )
     head += "".join(f'<meta data-pagefind-filter="tag[content]" content="{html.escape(tag)}">' for tag in tags)
+    body = "".join(
+        f'<h2 id="{html.escape(anchor)}">{html.escape(title)}</h2><p>{html.escape(text)}</p>'
+        f'<p data-pagefind-index-attrs="data-parts" data-parts="{html.escape(" ".join(inner_parts(text)))}"></p>'
+        for anchor, title, _, text in papers
+    )
     return (
         f'<!doctype html><html lang="{html.escape(page.lang)}"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title>{head}</head><body data-pagefind-body>{body}</body></html>"
+        f"<title>{html.escape(page.title)}</title>{head}</head><body data-pagefind-body>{body}</body></html>"
     )
 
 
-def _papers(page: EditionPage) -> Iterable[tuple[str, str, tuple[str, ...], str]]:
-    """(anchor, title, tags, HTML) of each paper on the page: the element whose id is its anchor."""
+def _papers(page: EditionPage) -> list[tuple[str, str, tuple[str, ...], str]]:
+    """(anchor, title, tags, text) of each paper on the page: the element whose id is its anchor, its text
+    without its heading."""
     from lxml import html as lxml_html  # type: ignore[import-untyped]
 
     root = lxml_html.fromstring(page.file.read_bytes())
     elements = {element.get("id"): element for element in root.iterfind(".//*[@id]")}
+    found = []
     for anchor, title, tags in page.anchors:
         element = elements.get(anchor)
         if element is not None:
-            yield anchor, title, tags, lxml_html.tostring(element, encoding="unicode")
+            text = " ".join(element.text_content().split())
+            found.append((anchor, title, tags, text.removeprefix(" ".join(title.split())).strip()))
+    return found
 
 
 def write_documents(settings: Settings, pages: Iterable[EditionPage], folder: Path) -> int:
-    """Write one document per paper of `pages` into `folder`; returns how many."""
+    """Write one document per edition page of `pages` into `folder`; returns how many papers they hold."""
     count = 0
     for page in pages:
-        for anchor, title, tags, body in _papers(page):
-            target = folder / page.path.removesuffix("index.html") / f"{anchor}.html"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(_document(settings, page, anchor, title, tags, body), encoding="utf-8")
-            count += 1
+        papers = _papers(page)
+        target = folder / page.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(_document(settings, page, papers), encoding="utf-8")
+        count += len(papers)
     return count
 
 
