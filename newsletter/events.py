@@ -37,6 +37,7 @@ __all__ = ["Event", "NotificationError", "UntrustedNotification", "parse_notific
 log = logging.getLogger(__name__)
 TRANSIENT_LIMIT = 3  # transient bounces before an address counts as bounced
 MAX_BODY = 256 * 1024  # SNS's own maximum message size
+APPLY_MOST = 50  # queue messages applied in one transaction (well inside the queue's 30 s visibility timeout)
 # What the store's columns hold (events.feedback_id, .subtype, .issue, .edition, .link, .paper; subscribers.email).
 MAX_ID, MAX_SUBTYPE, MAX_EMAIL, MAX_ISSUE, MAX_EDITION, MAX_LINK = 200, 60, 320, 200, 35, 2000
 UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # control characters; lone surrogates
@@ -230,17 +231,14 @@ def poll_queue(
 ) -> dict[str, int]:
     """Read the queue and apply what it says; with `once`, stop when it is empty. Returns the totals.
 
-    The events of each batch received (up to 10 messages) are committed in one transaction, and the batch's
-    messages are deleted after that commit. One that cannot be read (`unreadable`), or that an SNS topic other
-    than `topics` sent (`refused`), is left in the queue, for its redrive policy to move to a dead-letter
-    queue, and nothing of it is applied.
+    The events of each batch (up to APPLY_MOST messages: SQS gives 10 a request, and requests go on while they
+    come full) are committed in one transaction, and the batch's messages are deleted after that commit. One
+    that cannot be read (`unreadable`), or that an SNS topic other than `topics` sent (`refused`), is left in
+    the queue, for its redrive policy to move to a dead-letter queue, and nothing of it is applied.
     """
     totals: Counter[str] = Counter()
     while True:
-        answer = client.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1 if once else wait_seconds
-        )
-        messages = answer.get("Messages", [])
+        messages = _receive(client, queue_url, 1 if once else wait_seconds)
         if not messages and once:
             return totals
         batch: Counter[str] = Counter()
@@ -263,11 +261,26 @@ def poll_queue(
             on_batch(batch)
 
 
+def _receive(client: Any, queue_url: str, wait: int) -> list[dict[str, Any]]:
+    """Up to APPLY_MOST messages: requests of 10 while the queue gives full ones (only the first one waits)."""
+    messages: list[dict[str, Any]] = []
+    while len(messages) < APPLY_MOST:
+        answer = client.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0 if messages else wait
+        )
+        got = answer.get("Messages", [])
+        messages += got
+        if len(got) < 10:
+            break
+    return messages
+
+
 def _delete(client: Any, queue_url: str, entries: list[dict[str, str]]) -> None:
-    """Delete applied messages, one request for the batch; one not deleted comes again and counts as a duplicate."""
-    answer = client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-    for failed in answer.get("Failed", []):
-        log.warning("queue message not deleted (it will come again, as a duplicate): %s", failed.get("Message"))
+    """Delete applied messages, 10 a request (SQS's most); one not deleted comes again and counts as a duplicate."""
+    for start in range(0, len(entries), 10):
+        answer = client.delete_message_batch(QueueUrl=queue_url, Entries=entries[start : start + 10])
+        for failed in answer.get("Failed", []):
+            log.warning("queue message not deleted (it will come again, as a duplicate): %s", failed.get("Message"))
 
 
 # ---------------------------------------------------------------- SNS over HTTP
