@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,11 +163,20 @@ def build_report(store: Store, issue: Issue, *, now: dt.datetime | None = None) 
             f"send it first: newsletter send {issue.slug}",
         )
     tag = issue_tag(issue.slug)
-    facts = delivery_event_counts(store, tag)
-    tracking = tracking_event_counts(store, issue.slug, tag)
-    span = event_span(store, tag, [*facts, *tracking])
-    consenting = consenting_recipients(store, issue.slug)
-    unsubscribed = unsubscribed_after(store, issue.slug)
+    # The queries are independent, and SQLite and the PostgreSQL driver let go of the GIL while one runs: two
+    # at a time, the longest first, halve the wait on two cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        clicks = pool.submit(tracking_event_counts, store, issue.slug, tag, "click")
+        opens = pool.submit(tracking_event_counts, store, issue.slug, tag, "open")
+        facts_asked = pool.submit(delivery_event_counts, store, tag)
+        consenting_asked = pool.submit(consenting_recipients, store, issue.slug)
+        unsubscribed_asked = pool.submit(unsubscribed_after, store, issue.slug)
+        facts = facts_asked.result()
+        line = pool.submit(timeline, store, issue.slug, tag, *_sends_and_deliveries(sent.values(), facts))
+        tracking = opens.result() + clicks.result()
+        consenting, unsubscribed = consenting_asked.result(), unsubscribed_asked.result()
+        span = event_span(store, tag, [*facts, *tracking])
+        sends_over_time = line.result()
     by_lang = {edition.lang: edition for edition in issue.editions}
     langs = [edition.lang for edition in issue.editions if edition.lang in sent]
     langs += sorted(lang for lang in sent if lang not in by_lang)  # an edition since removed from issues/
@@ -191,7 +201,7 @@ def build_report(store: Store, issue: Issue, *, now: dt.datetime | None = None) 
         events=span,
         editions=editions,
         total=_total(editions, [c for c in facts if c.lang not in sent], span.kinds, default),
-        timeline=timeline(store, issue.slug, tag, *_sends_and_deliveries(sent.values(), facts)),
+        timeline=sends_over_time,
     )
 
 
