@@ -15,12 +15,14 @@ the messages delivered twice by SNS. Target: ≥ 2,000 events/s on each store.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -98,10 +100,43 @@ def records(count: int) -> list[str]:
     return bodies[:count]
 
 
-def fill(client: object, queue_url: str, bodies: list[str]) -> None:
-    for start in range(0, len(bodies), 10):
-        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])]
-        client.send_message_batch(QueueUrl=queue_url, Entries=entries)  # type: ignore[attr-defined]
+DEPTH = 20  # messages the feeder keeps in moto's queue ahead of what was applied
+
+
+class Drained(Exception):
+    """Every message fed was applied."""
+
+
+class Feeder(threading.Thread):
+    """Publishes the bodies into moto's queue as SNS would, while `newsletter events` drains it, keeping the queue
+    about DEPTH deep: moto's ReceiveMessage scans its whole queue for each message it gives (O(n²) a request), so
+    a queue filled with every event first measures moto, not us."""
+
+    def __init__(self, sqs: object, queue_url: str, bodies: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.sqs, self.queue_url, self.bodies = sqs, queue_url, bodies
+        self.ready = threading.Condition()
+        self.sent = self.done = 0
+        self.totals: collections.Counter[str] = collections.Counter()
+
+    def run(self) -> None:
+        while self.sent < len(self.bodies):
+            with self.ready:
+                self.ready.wait_for(lambda: self.sent - self.done < DEPTH)
+            chunk = self.bodies[self.sent : self.sent + 10]
+            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
+            self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[attr-defined]
+            with self.ready:
+                self.sent += len(chunk)
+
+    def on_batch(self, batch: dict[str, int]) -> None:
+        """poll_queue's report of each batch: counted, the feeder woken, and the end told by Drained."""
+        self.totals.update(batch)
+        with self.ready:
+            self.done += batch.get("messages", 0) + batch.get("unreadable", 0) + batch.get("refused", 0)
+            self.ready.notify()
+        if self.done >= len(self.bodies):
+            raise Drained
 
 
 class ReplayQueue:
@@ -135,7 +170,6 @@ def run(database_url: str, label: str, endpoint: str, count: int, replay: bool) 
         client = ReplayQueue(shaped)
         label += " (apply side, in-memory queue)"
     else:
-        fill(sqs, queue, bodies)
         label += " (through moto SQS)"
     with open_store(database_url) as store:
         with store.engine.begin() as conn:  # a store of its own each run
@@ -145,7 +179,16 @@ def run(database_url: str, label: str, endpoint: str, count: int, replay: bool) 
             store, ({"email": f"reader{n}@example.com"} for n in range(count)), source="bench", chunk=20_000
         )
         started = time.perf_counter()
-        totals = poll_queue(store, client, queue, once=True)
+        if replay:
+            totals = poll_queue(store, client, queue, once=True)
+        else:
+            feeder = Feeder(sqs, queue, bodies)
+            feeder.start()
+            try:
+                poll_queue(store, client, queue, wait_seconds=5, on_batch=feeder.on_batch)
+            except Drained:
+                pass
+            totals = feeder.totals
         elapsed = time.perf_counter() - started
         with store.engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
@@ -164,7 +207,7 @@ def run(database_url: str, label: str, endpoint: str, count: int, replay: bool) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="events applied from the replayed queue")
-    parser.add_argument("--moto-events", type=int, default=1_000, help="events applied through moto's SQS")
+    parser.add_argument("--moto-events", type=int, default=10_000, help="events applied through moto's SQS")
     parser.add_argument("--database-url", default=os.environ.get("NEWSLETTER_TEST_DATABASE_URL", ""))
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
