@@ -52,7 +52,7 @@ def _report(ctx: click.Context, issue: str, as_json: bool, as_html: bool, out: P
     prefix = "sqlite:///"
     if settings.database_url.startswith(prefix) and settings.database_url != "sqlite:///:memory:":
         database = Path(settings.database_url[len(prefix) :])
-        if not database.is_file():  # a report reads: it never makes an empty store
+        if not database.exists():  # a report reads: it never makes an empty store
             raise StoreError(
                 str(database), "no subscriber store here yet", f"send the issue first: newsletter send {found.slug}"
             )

@@ -362,7 +362,7 @@ def test_the_html_page_is_never_written_into_site_or_the_sources(
     assert not list(publication.rglob("report.html"))
 
 
-def test_errors_are_one_line(run: Callable[..., Result], publication: Path) -> None:
+def test_errors_are_one_line(run: Callable[..., Result], publication: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = run("report", SLUG)  # no store yet: none is made
     database = publication / "subscribers" / "subscribers.db"
     assert missing.exit_code == 1
@@ -384,6 +384,12 @@ def test_errors_are_one_line(run: Callable[..., Result], publication: Path) -> N
     broken = run("report", SLUG)
     assert broken.exit_code == 1
     assert broken.stderr.startswith(f"Error: {database}: is not a SQLite database (") and broken.stderr.count("\n") == 1
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", f"sqlite:///{publication / 'issues'}")
+    folder = run("report", SLUG)
+    assert folder.exit_code == 1
+    assert folder.stderr == (
+        f"Error: {publication / 'issues'}: is a folder, not a SQLite database (check NEWSLETTER_DATABASE_URL)\n"
+    )
     usage = run("report", SLUG, "--out", str(publication.parent / "r"))
     assert usage.exit_code == 2 and "--out is for --html" in usage.stderr
 
