@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
 
 # The click commands: the only modules that import click (test_only_the_commands_import_click).
-COMMANDS = ("cli", "cli_doctor", "cli_errors", "cli_init", "cli_send")
+COMMANDS = ("cli", "cli_doctor", "cli_errors", "cli_init", "cli_report", "cli_send")
 
 # layer → the modules of ours it must never import (a name covers the module and everything below it)
 FORBIDDEN = {
@@ -55,9 +55,23 @@ FORBIDDEN = {
     "newsletter.template_overrides": ("issues", "store", "transports", "sending", "web", "events", *COMMANDS),
     # The web app answers requests and leaves mails due for its worker: it never sends an issue or runs a command.
     "newsletter.web": ("sending", "send_loop", "send_processes", "schedule", *COMMANDS),
+    # SES link tags: a pure function of an anchor, shared by the renderer and the report.
+    "newsletter.link_tags": ("render", "store", "transports", "sending", "web", "events", "issues", *COMMANDS),
+    # The reputation guard judges counts the store gives it: no renderer, peer, web app or command.
+    "newsletter.reputation": ("render", "transports", "sending", "send_loop", "web", "events", *COMMANDS),
     # The sign-up mails (confirmation, welcome) are built from settings, issues and templates: no store, no web app,
     # no sending of issues.
     "newsletter.signup_mails": ("store", "web", "sending", "send_loop", "events", *COMMANDS),
+    # An issue's report: the figures come from the store's aggregate queries and the issue file; it never renders,
+    # sends, serves or reads SES itself. Its table and page only format a report: no store, no peer.
+    "newsletter.report": ("render", "sending", "send_loop", "web", "events", *COMMANDS),
+    "newsletter.report_table": ("store", "render", "transports", "sending", "web", "events", *COMMANDS),
+    "newsletter.report_html": ("store", "transports", "sending", "web", "events", *COMMANDS),
+    # The preview (files, server, its state, pages and watcher) renders and reads: no store, no sending, no peer.
+    **{
+        f"newsletter.{name}": ("store", "transports", "sending", "send_loop", "web", "events", *COMMANDS)
+        for name in ("preview", "preview_state", "preview_pages", "preview_server", "preview_watch")
+    },
 }
 
 
