@@ -251,6 +251,14 @@ def test_every_count_equals_the_events_fed_in_and_duplicates_count_once(sent: Se
     assert {k: v for k, v in report.items() if k != "generated_at"} == {
         k: v for k, v in first.items() if k != "generated_at"
     }
+    # the shape README documents
+    assert report["format"] == 1
+    assert set(report) == {"format", "issue", "title", "generated_at", "events", "editions", "total", "timeline"}
+    edition_keys = {"edition", "sent", "first_sent", "last_sent", "delivered", "bounced", "complained", "rejected"}
+    assert set(report["total"]) == edition_keys | {"unsubscribed", "tracking"}
+    assert set(report["total"]["tracking"]) == {"consenting", "opens", "clicks"}
+    assert set(report["total"]["tracking"]["clicks"][0]) == {"position", "paper", "title", "clickers", "clicks"}
+    assert set(report["timeline"]) == {"start", "bucket_seconds", "sent", "delivered"}
     editions = {e["edition"]: e for e in report["editions"]}
     assert list(editions) == ["ko", "en"]  # the issue's order: the default language first
     for lang in ("ko", "en"):
