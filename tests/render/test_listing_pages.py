@@ -138,3 +138,19 @@ def test_the_default_language_keeps_its_home_page_before_the_first_issue(publica
     build_site(load_settings(publication), out=site)
     assert (site / "index.html").is_file() and (site / "feed.xml").is_file()  # readers may subscribe at once
     assert not (site / "en").exists()
+
+
+def test_removing_issues_removes_the_pages_no_longer_made(publication: Path, tmp_path: Path) -> None:
+    _paginate(publication, 2)
+    slugs = [_weekly(publication, week) for week in range(1, 5)]
+    settings = load_settings(publication)
+    site = tmp_path / "site"
+    build_site(settings, out=site)
+    assert (site / "page" / "3").is_dir()
+    for slug in slugs[1:]:
+        (publication / "issues" / f"{slug}.md").unlink()
+    build_site(settings, out=site)  # two issues left: one page, no numbered ones
+    assert not (site / "page").exists() and not (site / "tags" / "weekly" / "page").exists()
+    cold = tmp_path / "cold"
+    build_site(settings, out=cold, use_cache=False)
+    assert site_files(site) == site_files(cold)
