@@ -267,3 +267,23 @@ def test_the_guard_thresholds_are_read_as_percentages(publication: Path) -> None
     (publication / "pyproject.toml").write_text(text.replace("[tool.newsletter]\n", extra, 1), "utf-8")
     settings = load_settings(publication)
     assert (settings.max_bounce_rate, settings.max_complaint_rate, settings.guard_minimum) == (0.025, 0.0005, 1000)
+
+
+def test_the_guard_judges_this_runs_share_of_bounces_and_complaints_over_its_minimum() -> None:
+    from newsletter.reputation import ReputationGuard
+    from newsletter.store import SendFeedback
+
+    counts = [SendFeedback(1_000, 200, 0)]  # an earlier run's history: not this run's to answer for
+    guard = ReputationGuard(lambda: counts[0], 0.05, 0.001, 200)
+    guard.start()
+    counts[0] = SendFeedback(1_199, 230, 0)  # 199 sent: under the minimum, however many bounced
+    assert guard.check() is None
+    counts[0] = SendFeedback(1_500, 210, 0)  # 10 of 500: 2 %
+    assert guard.check() is None
+    counts[0] = SendFeedback(1_500, 210, 1)  # 1 complaint of 500: 0.2 % against 0.1 %
+    pause = guard.check()
+    assert pause is not None and pause.setting == "max_complaint_rate"
+    assert pause.reason == "paused: 0.2 % of 500 messages drew a complaint (over max_complaint_rate 0.1 %)"
+    counts[0] = SendFeedback(1_500, 231, 1)  # 31 of 500: 6.2 %; bounces are said first
+    pause = guard.check()
+    assert pause is not None and pause.reason == "paused: 6.2 % of 500 messages bounced (over max_bounce_rate 5 %)"
