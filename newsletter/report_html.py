@@ -102,7 +102,7 @@ def _timeline_chart(report: IssueReport, zone: zoneinfo.ZoneInfo) -> str:
         return "<p>Nothing was sent yet.</p>"
     count = len(line.sent)
     most = max((*line.sent, *line.delivered, 1))
-    width, height, left, bottom = 720, 220, 48, 28
+    width, height, left, bottom = 720, 220, 64, 28
     slot = (width - left) / count
     bar = min(max(slot / 2 - 1, 1), 24)
     shapes = []
