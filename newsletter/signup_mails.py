@@ -73,7 +73,9 @@ def welcome_message(
     Raises MessageError for an address or name that cannot go into a message."""
     t = templates.strings_for(lang, settings.language)
     wording = settings.for_language(lang)
-    archive_url = settings.url(lang_prefix(lang, settings))
+    # the listing of the language the latest issue is in: a language with no edition out yet has no listing, and
+    # the default language's (the home page) is always made
+    archive_url = settings.url(lang_prefix(latest.lang if latest else settings.language, settings))
     text = templates.render(
         "web/welcome_email.txt.j2",
         t=t,

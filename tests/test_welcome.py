@@ -154,6 +154,23 @@ def test_the_welcome_mail_is_an_issue_kind_of_message_in_their_language(web, pub
     assert welcome_outcomes(store) == {kim.id: "sent"}
 
 
+def test_a_language_with_no_edition_out_is_linked_to_the_home_page_not_a_listing_the_build_never_made(
+    publication: Path,
+) -> None:
+    """A language gets its listing with its first edition: until then an English subscriber is sent to the home
+    page (the default language's listing, always built), not to /en/, which would be a 404."""
+    (publication / "issues" / f"{SAMPLE}.en.md").unlink()
+    settings = load_settings(publication)
+    latest = latest_edition(settings, "en", _now())
+    assert latest is not None and latest.lang == "ko"
+    message, _ = welcome_message(
+        settings, load_templates(settings), SECRET, subscriber_id=8, email="kim@example.com", name="", lang="en",
+        latest=latest,
+    )  # fmt: skip
+    body = _parse(message.raw).get_content()
+    assert "https://papers.example.com/\n" in body and "/en/" not in body
+
+
 def test_a_korean_subscriber_gets_the_korean_edition_and_the_default_archive(publication: Path, tmp_path: Path) -> None:
     settings = load_settings(publication)
     latest = latest_edition(settings, "ko", _now())
