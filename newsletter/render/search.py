@@ -238,5 +238,7 @@ def index_site(
         and (previous / SEARCH_FOLDER / "pagefind-entry.json").is_file()
     ):
         return SearchResult(0, time.perf_counter() - started, True), key
+    if not pages:  # nothing is out yet: nothing to find, and Pagefind refuses an empty site ("Indexed 0 sorts")
+        return SearchResult(0, time.perf_counter() - started, False), key
     count = build_index(settings, pages, staging / SEARCH_FOLDER, binary)
     return SearchResult(count, time.perf_counter() - started, False), key
