@@ -1,4 +1,4 @@
-"""The archive's search index: Pagefind over one small document per paper, made after the pages are written.
+"""The archive's search index: Pagefind over a small document per edition page, made after the pages are written.
 
 Each edition page becomes a small document in a scratch folder: its papers' text (the element whose id is each
 paper's anchor), each under a heading with that anchor as its id, so that each paper is a sub-result linked to
@@ -8,10 +8,10 @@ Pagefind then took 15 % more CPU time and 1.6 times the memory (4 GB at 1,000 is
 per language (the document's `lang`), so each language's search page searches its own papers.
 
 Pagefind splits words at spaces and punctuation and matches a query as a word's prefix, so `학습` would not find
-`강화학습과`. Each Hangul word's inner suffixes (`화학습과`, `학습과`, `습과`) go into an index-only field
-(`parts`, which the search page does not show), so any part of a compound, a noun inside it or a Latin name
-glued to Hangul (`GPT모델`), is found. They follow each paper's text (`data-pagefind-index-attrs`), so a match
-among them is a match in that paper.
+`강화학습과`. Each Hangul word's inner suffixes (`화학습과`, `학습과`, `습과`) are indexed too, so any part of a
+compound, a noun inside it or a Latin name glued to Hangul (`GPT모델`), is found. They follow each paper's text
+(`data-pagefind-index-attrs`), so a match among them is a match in that paper; an excerpt could be drawn from
+them, so the search page shows each matching paper by its title alone.
 
 The index is rebuilt only when an edition page changed: its key is the digest of those pages' keys.
 """
