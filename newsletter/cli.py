@@ -544,10 +544,12 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy:
 @click.pass_context
 @reports_errors
 def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
-    """Apply SES bounces and complaints from an SQS queue: the addresses are never mailed again.
+    """Apply SES's events from an SQS queue: bounces and complaints (those addresses are never mailed again),
+    and sends, deliveries, rejects, delays, opens and clicks for `newsletter report`.
 
-    Permanent bounces mark an address bounced, complaints complained, transient bounces are counted. With
-    [tool.newsletter.ses] topic_arn set, a message another SNS topic sent is left in the queue (refused).
+    Permanent bounces mark an address bounced, complaints complained, transient bounces are counted; an event
+    delivered twice counts once. With [tool.newsletter.ses] topic_arn set, a message another SNS topic sent is
+    left in the queue (refused).
     Example: newsletter events --once
     """
     from .events import poll_queue
