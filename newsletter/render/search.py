@@ -13,14 +13,18 @@ compound, a noun inside it or a Latin name glued to Hangul (`GPT모델`), is fou
 (`data-pagefind-index-attrs`), so a match among them is a match in that paper; an excerpt could be drawn from
 them, so the search page shows each matching paper by its title alone.
 
-The index is rebuilt only when an edition page changed: its key is the digest of those pages' keys.
+The index is rebuilt only when an edition page changed: its key is the digest of those pages' keys. The
+documents are kept in the build cache (`.cache/site/search-documents/`), so a rebuild makes only those of the
+pages that changed; Pagefind itself indexes them all again (it has no incremental mode).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
+import json
 import os
 import re
 import shutil
@@ -35,9 +39,10 @@ from ..config import Settings
 from ..errors import BuildError
 
 SEARCH_FOLDER = "pagefind"  # the site folder Pagefind writes
-SEARCH_VERSION = "search-1"  # bump when the documents change shape
+SEARCH_VERSION = "search-2"  # bump when the documents change shape
 PAGEFIND_ENV = "NEWSLETTER_PAGEFIND"  # a pagefind binary to use instead of the pagefind[bin] package's
 KEY_FILE = "search.key"  # in the build cache folder: the key of the index in the site
+DOCUMENTS = "search-documents"  # in the build cache folder: the documents indexed, and .json their page keys
 WORD = re.compile(r"\w+")
 
 
@@ -114,11 +119,16 @@ def save_key(cache_folder: Path | None, key: str) -> None:
 
 def inner_parts(text: str) -> list[str]:
     """The index-only words of `text`: each word's tail from every Hangul syllable but its first, and from
-    where Hangul meets other letters, of at least two characters (`강화학습과` → 화학습과, 학습과, 습과)."""
+    where Hangul meets other letters, of at least two characters (`강화학습과` → 화학습과, 학습과, 습과), but
+    those that begin another word or part of the text."""
+    words = dict.fromkeys(word.lower() for word in WORD.findall(text))  # in order: the same text, the same index
     parts: dict[str, None] = {}
-    for word in dict.fromkeys(WORD.findall(text)):  # in order: the same text gives the same index
+    for word in words:
         parts.update(dict.fromkeys(_word_parts(word)))
-    return list(parts)
+    # A part that begins a word of the text or a longer part adds nothing: a query that finds it finds that one.
+    known = sorted({*words, *parts})
+    covered = {a for a, b in zip(known, known[1:], strict=False) if b.startswith(a)} | set(words)
+    return [part for part in parts if part not in covered]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -184,13 +194,52 @@ def write_documents(settings: Settings, pages: Iterable[EditionPage], folder: Pa
     return count
 
 
-def build_index(settings: Settings, pages: Iterable[EditionPage], output: Path, binary: Path) -> int:
-    """Index the papers of `pages` into the folder `output` (replaced); returns the papers indexed."""
-    work = output.parent / f".search-documents-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+def update_documents(settings: Settings, pages: list[EditionPage], page_keys: Mapping[str, str], folder: Path) -> int:
+    """Bring `folder` (kept in the build cache) to one document per page of `pages`: write those whose page key
+    is not the one their document was made from, remove those of pages gone; returns the papers."""
+    keys_file = folder.with_suffix(".json")
     try:
-        count = write_documents(settings, pages, work)
+        made = json.loads(keys_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or damaged: make every document again
+        made = {}
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    wanted = {page.path: f"{SEARCH_VERSION}:{page_keys[page.path]}" for page in pages}
+    stale = [page for page in pages if made.get(page.path) != wanted[page.path] or not (folder / page.path).is_file()]
+    gone = set(made) - set(wanted)
+    kept = {path: key for path, key in made.items() if path in wanted and path not in {p.path for p in stale}}
+    _save_keys(keys_file, kept)  # before writing: a document half written is never taken for a whole one
+    for path in gone:
+        (folder / path).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # its folder, unless another document is in it
+            (folder / path).parent.rmdir()
+    write_documents(settings, stale, folder)
+    _save_keys(keys_file, wanted)
+    return sum(len(page.anchors) for page in pages)
+
+
+def _save_keys(path: Path, keys: Mapping[str, str]) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(keys, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def build_index(
+    settings: Settings,
+    pages: list[EditionPage],
+    page_keys: Mapping[str, str],
+    output: Path,
+    binary: Path,
+    cache_folder: Path | None,
+) -> int:
+    """Index the papers of `pages` into the folder `output` (replaced); returns the papers indexed. The
+    documents are kept in the build cache, and only those of changed pages are made again."""
+    scratch = output.parent / f".search-{os.getpid()}"  # without a cache: beside the index, in staging
+    work = (scratch if cache_folder is None else cache_folder) / DOCUMENTS
+    shutil.rmtree(scratch, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        count = update_documents(settings, pages, page_keys, work)
         shutil.rmtree(output, ignore_errors=True)
         try:
             done = subprocess.run(
@@ -216,7 +265,7 @@ def build_index(settings: Settings, pages: Iterable[EditionPage], output: Path, 
             )
         return count
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def index_site(
@@ -240,5 +289,5 @@ def index_site(
         return SearchResult(0, time.perf_counter() - started, True), key
     if not pages:  # nothing is out yet: nothing to find, and Pagefind refuses an empty site ("Indexed 0 sorts")
         return SearchResult(0, time.perf_counter() - started, False), key
-    count = build_index(settings, pages, staging / SEARCH_FOLDER, binary)
+    count = build_index(settings, pages, page_keys, staging / SEARCH_FOLDER, binary, cache_folder)
     return SearchResult(count, time.perf_counter() - started, False), key

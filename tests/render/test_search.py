@@ -148,9 +148,18 @@ def test_the_index_is_rebuilt_only_when_pages_change(publication: Path, pagefind
         "2023-10-02-new.md",
         "---\ntitle: 새 호\ndate: 2023-10-02\n---\n## 새 논문\n\n지식증류를 다룹니다.\n",
     )
+    documents = publication / ".cache" / "site" / "search-documents"
+    sample = documents / "issues" / SLUG / "index.html"
+    made = sample.stat().st_mtime_ns
     third = build_site(settings)
     assert third.search is not None and not third.search.skipped and third.search.papers == 21
     assert (site / "pagefind" / "pagefind-entry.json").is_file() and not list(publication.glob(".site.*"))
+    assert sample.stat().st_mtime_ns == made  # only the new page's document was made
+    assert "지식증류를" in (documents / "issues" / "2023-10-02-new" / "index.html").read_text(encoding="utf-8")
+    (publication / "issues" / "2023-10-02-new.md").unlink()
+    fourth = build_site(settings)
+    assert fourth.search is not None and fourth.search.papers == 20
+    assert not (documents / "issues" / "2023-10-02-new").exists()
 
 
 def test_search_false_writes_no_index_and_removes_an_old_one(publication: Path, run, pagefind: Path) -> None:
