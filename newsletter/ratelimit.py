@@ -33,6 +33,7 @@ LOWEST = 1.0  # messages per second the rate never goes below
 QUIET = 2.0  # seconds without a throttle before the rate is raised again
 LAG_MEMORY = 5.0  # seconds of observed lags the spread is taken over
 MOST_SPREAD = 0.5  # seconds: the spread the window widens by at most (beyond, throttles slow the rate down)
+SETTLE = WINDOW + MARGIN + MOST_SPREAD  # seconds: the longest window the limiter ever counts its starts in
 
 
 class QuotaExhausted(Exception):
@@ -99,8 +100,11 @@ class RateLimiter:
 
     def ramp(self, seconds: float) -> None:
         """Start at half the rate and reach it over `seconds`: new connections answer slowly at first, and a
-        slow start followed by fast ones would crowd the peer's window with arrivals that left in two."""
-        self._ramp = (self.clock(), seconds)
+        slow start followed by fast ones would crowd the peer's window with arrivals that left in two. Call it
+        right before the first start: the schedule starts then too, so time spent waiting is no catch-up."""
+        now = self.clock()
+        self._ramp = (now, seconds)
+        self._schedule = max(self._schedule, now + CATCH_UP)
 
     def _now_rate(self) -> float:
         """The rate, as the ramp allows it now."""

@@ -19,7 +19,7 @@ from .config import Settings
 from .errors import NewsletterError
 from .issues import Edition, Issue
 from .messages import MessageError, MessageTemplate, Recipient
-from .ratelimit import WINDOW, RateLimiter
+from .ratelimit import SETTLE, RateLimiter
 from .render.email import render_email
 from .render.templates import Templates
 from .reputation import Pause, ReputationGuard
@@ -268,19 +268,19 @@ def send_issue(
         if plan.audience.audience.fresh or plan.include_new:
             snapshot_audience(store, issue.slug, list(plan.messages), settings.language)
         limiter = RateLimiter(plan.rate / max(1, sharing) if plan.rate else None)
-        if plan.rate and plan.rate > RAMP_ABOVE:
-            limiter.ramp(RAMP_SECONDS)
         # Before the first start: every live sender has lowered its share (it renewed its row after this one was
-        # registered, so it counted this one), and its last window at the old share has passed; the last starts
-        # of senders that just ended age out too.
+        # registered, so it counted this one), and its last window at the old share has passed, however much the
+        # limiter widened it (SETTLE); the last starts of senders that just ended age out too.
         if plan.rate and sharing > 1:
             seen = _wait_until_seen(store, sender_id, issue.slug, stop)
             if seen is None:
                 return SendOutcome(Progress(total=plan.total), "stopped on request", limiter.rate, limiter.ceiling)
             limiter.set_ceiling(plan.rate / seen)
-        settle = max(WINDOW if sharing > 1 else 0.0, registration.tail) if plan.rate else 0.0
+        settle = max(SETTLE if sharing > 1 else 0.0, registration.tail) if plan.rate else 0.0
         if settle and not _wait(stop, settle):
             return SendOutcome(Progress(total=plan.total), "stopped on request", limiter.rate, limiter.ceiling)
+        if plan.rate and plan.rate > RAMP_ABOVE:
+            limiter.ramp(RAMP_SECONDS)  # from the first start, not from before the wait (it would be over by then)
         loop = SendLoop(
             store=store,
             log=SendLog(store, issue.slug, sender_id, plan.transport.name, started),

@@ -180,3 +180,24 @@ def test_the_lag_spread_is_forgotten_after_a_while() -> None:
     clock.now += 10
     limiter.observe_lag(0.01)
     assert limiter.span == pytest.approx(WINDOW + MARGIN)
+
+
+def test_a_ramp_begins_when_it_is_called_so_a_wait_before_it_is_no_head_start() -> None:
+    """A second sender waits for the others to lower their shares before its first start; a ramp (and the
+    schedule's catch-up) counted from before that wait would be over when it starts, and it would start at full
+    rate on new connections."""
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    clock.now += 5.0  # the wait
+    limiter.ramp(2.0)
+    begin = clock.now
+    stamps = _starts(limiter, clock, 60)
+    first_second = [at for at in stamps if at < begin + 1.0]
+    assert len(first_second) <= 0.75 * 100 + 1  # half the rate climbing towards it, not the full rate
+
+
+def test_a_finished_sender_counts_for_the_longest_window_a_limiter_counts_in() -> None:
+    from newsletter.ratelimit import SETTLE
+    from newsletter.store.senders import TAIL
+
+    assert TAIL.total_seconds() >= SETTLE

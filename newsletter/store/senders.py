@@ -25,7 +25,9 @@ from .database import DeliveryState, Store, deliveries, now, senders
 
 LEASE = dt.timedelta(seconds=30)  # how long a claim holds without a heartbeat
 STALE_AFTER = LEASE  # a sender not heard of for this long is dead
-TAIL = dt.timedelta(seconds=1.1)  # a finished sender's starts count against the account this long (one window)
+# A finished sender's starts count against the account this long: the longest window a limiter counts in
+# (ratelimit.SETTLE), so the others may take its share only once none of its starts can still arrive in theirs.
+TAIL = dt.timedelta(seconds=1.6)
 HOST = socket.gethostname()[:255]
 
 
