@@ -11,6 +11,15 @@ from .context import context
 
 archive = Blueprint("archive", __name__)
 POST_ONLY = ("resubscribe", "ses/notifications")  # the archive's GET route must not match these
+# The archive's pages may run the build's own script files (the search page's Pagefind: its module, its WebAssembly,
+# the index it fetches) and show its data: icons, never inline scripts; the web app's own pages keep the policy that
+# runs no script at all.
+ARCHIVE_SCRIPTS = "; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; worker-src 'self'"
+
+
+def archive_policy(policy: str) -> str:
+    """The web app's policy, opened for what the archive's own pages need."""
+    return policy.replace("img-src 'self'", "img-src 'self' data:", 1) + ARCHIVE_SCRIPTS
 
 
 class ArchivePath(PathConverter):
@@ -39,6 +48,7 @@ def archive_file(path: str) -> Response:
         if missing.is_file():
             return Response(missing.read_bytes(), status=404, mimetype="text/html")
         raise NotFound() from None
+    response.headers["Content-Security-Policy"] = archive_policy(context().policy)
     if path.endswith(".xml") and path.rsplit("/", 1)[-1] in {"feed.xml", "rss.xml"}:
         kind = "atom" if path.endswith("feed.xml") else "rss"
         response.headers["Content-Type"] = f"application/{kind}+xml; charset=utf-8"

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+import requests
 
 from newsletter.config import load_settings
 from newsletter.errors import BuildError
@@ -194,3 +195,22 @@ def test_a_missing_or_failing_pagefind_is_one_line(
     assert len(lines) == 1 and lines[0].startswith(f"Error: build: {said}") and lines[0].endswith(")")
     assert "Traceback" not in result.output
     assert {p: p.read_bytes() for p in (publication / "site").rglob("*") if p.is_file()} == before
+
+
+def test_search_works_on_the_archive_newsletter_serve_serves(browser, web, publication: Path, pagefind: Path) -> None:
+    """The web app's pages run no script, but the archive it serves may run the build's own: the search page's
+    Pagefind loads (its module, WebAssembly and index) under the archive's policy, and finds the papers."""
+    server, _store, _settings, _clock = web
+    page = browser.new_page()
+    refused: list[str] = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+    try:
+        found = search(page, server.url + "/", "en", "reversal")
+    finally:
+        page.close()
+    assert found == expected(papers(publication / "site", "en"), "reversal") and found, refused
+    assert refused == []
+    unsubscribe = requests.get(server.url + "/unsubscribe", timeout=5)
+    assert "script-src" not in unsubscribe.headers["Content-Security-Policy"]  # the app's own pages: no script
