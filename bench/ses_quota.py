@@ -3,11 +3,14 @@ against the fake SES endpoint (tests/fake_ses.py) in a process of its own, for r
 
 The fake answers each SendEmail after the round trip and enforces the quota as a strict sliding second (429
 "Maximum sending rate exceeded."), like SES. Each cell sends quota x `--seconds` messages (10 s: the send lasts
-about that long) and prints: the rate achieved (messages over the span from the first arrival to the last), its
-share of the quota, the rate after the ramp (a send above 50/s starts at half its rate and reaches it in 2 s; a
-long send keeps this one, and the targets are judged on it), throttled answers, the busiest sliding second (accepted, and every arrival), the client's CPU
-per message (user + system CPU over send_issue, with the send's worker processes: the loop, the send log, the
-requests; not the rendering in plan_send, not the fake), and the most requests in flight (the loop's count and the fake's).
+about that long) and prints:
+- the rate achieved (messages over the span from the first arrival to the last) and its share of the quota;
+- the rate after the ramp (a send above 50/s starts at half its rate and reaches it in 2 s; a long send keeps
+  this one, and the targets are judged on it);
+- throttled answers, and the busiest sliding second (accepted, and every arrival);
+- the client's CPU per message (user + system CPU over send_issue, with the send's worker processes: the loop,
+  the send log, the requests; not the rendering in plan_send, not the fake);
+- the most requests in flight (the loop's count and the fake's).
 
 Run: `python bench/ses_quota.py` (every cell), `--cell 0.05:500` (repeatable), `--quick` (3 s a cell).
 Targets (issue 9): >= 95 % of the quota after the ramp, 0 throttles, <= 2.5 ms CPU a message.
