@@ -49,6 +49,10 @@ EXPORT_COLUMNS = [
     "confirmed_at",
     "unsubscribed_at",
     "unsubscribe_method",
+    # the consent to open and click tracking, as given (a record the subscriber may ask to see)
+    "tracking_consent_at",
+    "tracking_consent_how",
+    "tracking_consent_withdrawn_at",
 ]
 
 
@@ -234,6 +238,9 @@ def export_subscribers(store: Store, out: IO[str], status: SubscriberStatus | No
             s.confirmed_at,
             s.unsubscribed_at,
             s.unsubscribe_method,
+            s.tracking_consent_at,
+            s.tracking_consent_how,
+            s.tracking_consent_withdrawn_at,
         ]
         writer.writerow([_cell(v) for v in values] + [_cell(s.attributes.get(key)) for key in extra])
     return count

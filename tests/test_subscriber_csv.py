@@ -201,6 +201,29 @@ def test_export_to_a_dash_writes_standard_output(run, tmp_path: Path, publicatio
     assert not (publication / "-").exists() and not Path("-").exists()
 
 
+def test_export_carries_the_tracking_consent_as_given_and_withdrawn(run, publication: Path) -> None:
+    """The consent to open and click tracking is a record the subscriber may ask for: when and how it was given,
+    and when it was withdrawn."""
+    from newsletter.store.consent import set_tracking_consent
+
+    for address in ("a@example.com", "b@example.com", "c@example.com"):
+        assert run("subscribers", "add", address).exit_code == 0
+    with open_store(load_settings(publication).database_url) as store:
+        a, b = subscriber_by_email(store, "a@example.com"), subscriber_by_email(store, "b@example.com")
+        assert a is not None and b is not None
+        set_tracking_consent(store, a.id, True, "preferences page")
+        set_tracking_consent(store, b.id, True, "subscribe form")
+        set_tracking_consent(store, b.id, False, "preferences page")
+    result = run("subscribers", "export", "-")
+    assert result.exit_code == 0, result.stderr
+    rows = {row["email"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+    assert rows["a@example.com"]["tracking_consent_at"] and rows["a@example.com"]["tracking_consent_how"] == (
+        "preferences page"
+    )
+    assert not rows["b@example.com"]["tracking_consent_at"] and rows["b@example.com"]["tracking_consent_withdrawn_at"]
+    assert not any(rows["c@example.com"][key] for key in ("tracking_consent_at", "tracking_consent_withdrawn_at"))
+
+
 def test_export_never_replaces_an_existing_file_without_force(run, tmp_path: Path) -> None:
     assert run("subscribers", "add", "kim@example.com").exit_code == 0
     out = tmp_path / "backup.csv"
