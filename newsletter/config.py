@@ -156,6 +156,7 @@ class Settings:
     logo_alt: str = ""  # its alt text in the default language; empty: the title
     email_layout: str = "full"  # "full": every paper whole; "summary": its first paragraph, the rest on the web page
     search: bool = True  # build the archive's search index (Pagefind) and search pages
+    welcome_mail: bool = True  # a subscriber who confirms a web sign-up gets a welcome mail
     # The reputation guard: a send pauses when its hard bounces or complaints pass these shares of the messages
     # it sent (fractions: 0.05 is 5 %), once it sent `guard_minimum`.
     max_bounce_rate: float = 0.05
@@ -263,6 +264,7 @@ def load_settings(root: Path) -> Settings:
         logo_alt=logo_alt,
         email_layout=_email_layout(top),
         search=_flag(top, "search", True),
+        welcome_mail=_flag(top, "welcome_mail", True),
         max_bounce_rate=_percent(top, "max_bounce_rate", "5 %"),
         max_complaint_rate=_percent(top, "max_complaint_rate", "0.1 %"),
         guard_minimum=top.whole_number("guard_minimum", 200),

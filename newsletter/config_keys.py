@@ -39,6 +39,7 @@ TOP_KEYS = (
     "logo_alt",
     "email_layout",
     "search",
+    "welcome_mail",
     "max_bounce_rate",
     "max_complaint_rate",
     "guard_minimum",

@@ -171,6 +171,34 @@ def test_a_language_with_no_edition_out_is_linked_to_the_home_page_not_a_listing
     assert "https://papers.example.com/\n" in body and "/en/" not in body
 
 
+def test_welcome_mail_false_confirms_without_a_welcome(publication: Path, run) -> None:
+    """An editor who wants no welcome mail sets welcome_mail = false: confirming still works, nothing is due."""
+    config = publication / "pyproject.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "[tool.newsletter]\n", "[tool.newsletter]\nwelcome_mail = false\n", 1
+        ),
+        encoding="utf-8",
+    )
+    assert run("build").exit_code == 0
+    settings = load_settings(publication)
+    assert settings.welcome_mail is False
+    clock = [1_800_000_000.0]
+    with open_store(settings.database_url) as store:
+        app = create_app(settings, store, clock=lambda: clock[0], secret=WEB_SECRET)
+        server = WebServer(app)
+        try:
+            kim = add_subscriber(store, "kim@example.com", lang="en", status=SubscriberStatus.PENDING, source="web")
+            token = confirm_token(WEB_SECRET, settings.list_id, kim.id, clock[0])
+            assert requests.post(f"{server.url}/confirm?token={token}", timeout=5).status_code == 200
+            assert subscriber_by_email(store, "kim@example.com").status == SubscriberStatus.ACTIVE
+            assert app.extensions[CONFIRMATIONS].send_due() == 0
+            assert welcome_outcomes(store) == {}
+        finally:
+            server.close()
+    assert not (publication / "outbox" / "welcome").exists()
+
+
 def test_a_korean_subscriber_gets_the_korean_edition_and_the_default_archive(publication: Path, tmp_path: Path) -> None:
     settings = load_settings(publication)
     latest = latest_edition(settings, "ko", _now())

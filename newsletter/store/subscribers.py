@@ -366,12 +366,15 @@ def _utc(stamp: dt.datetime) -> dt.datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
-def confirm_subscription(store: Store, subscriber_id: int, issued_at: int) -> tuple[Subscriber | None, bool]:
+def confirm_subscription(
+    store: Store, subscriber_id: int, issued_at: int, *, welcome: bool = True
+) -> tuple[Subscriber | None, bool]:
     """(the subscriber, whether this call activated them) for a confirmation token issued at `issued_at`.
 
     A pending (or unsubscribed, re-confirming) subscriber becomes active, unless the token is older than
-    their unsubscribe or than the row: an old link never undoes a later unsubscribe. The transaction that
-    activates them makes their welcome mail due, unless they had one (`welcomes`: one per subscriber ever).
+    their unsubscribe or than the row: an old link never undoes a later unsubscribe. With `welcome`, the
+    transaction that activates them makes their welcome mail due, unless they had one (`welcomes`: one per
+    subscriber ever).
     """
     issued = dt.datetime.fromtimestamp(issued_at, dt.UTC)
     with store.begin() as conn:
@@ -391,9 +394,9 @@ def confirm_subscription(store: Store, subscriber_id: int, issued_at: int) -> tu
                 confirmation_due_at=None,
             )
         )
-        if result.rowcount == 1:
-            welcome = _upsert(conn)(welcomes).values(subscriber_id=subscriber_id, due_at=now())
-            conn.execute(welcome.on_conflict_do_nothing(index_elements=[welcomes.c.subscriber_id]))
+        if result.rowcount == 1 and welcome:
+            due = _upsert(conn)(welcomes).values(subscriber_id=subscriber_id, due_at=now())
+            conn.execute(due.on_conflict_do_nothing(index_elements=[welcomes.c.subscriber_id]))
         row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
     return (_subscriber(row) if row else None), result.rowcount == 1
 

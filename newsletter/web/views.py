@@ -184,7 +184,9 @@ def confirm() -> Response:
     if request.method != "POST" and subscriber.status != SubscriberStatus.ACTIVE:
         return page("confirm.html.j2", subscriber.lang, state="ask", email=subscriber.email, action=action("confirm"))
     if request.method == "POST":
-        confirmed, activated = confirm_subscription(shared.store, subscriber.id, issued)
+        confirmed, activated = confirm_subscription(
+            shared.store, subscriber.id, issued, welcome=shared.settings.welcome_mail
+        )
         subscriber = confirmed or subscriber
         if subscriber.status != SubscriberStatus.ACTIVE:  # unsubscribed after the link was made, just now
             return error(400, subscriber.lang, "error_old_confirmation")
