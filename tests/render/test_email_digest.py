@@ -163,6 +163,17 @@ def test_the_contents_link_every_paper_to_its_anchor_on_the_web_page(publication
         assert unquote(parts.fragment) in parser.ids, url
 
 
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_the_text_part_opens_with_the_contents_too(publication: Path, lang: str) -> None:
+    edition, email = emails(publication)[lang]
+    heading = "이번 호 차례:" if lang == "ko" else "In this issue:"
+    lines = email.text.splitlines()
+    start = lines.index(heading)
+    listed = lines[start + 1 : start + 1 + len(edition.sections)]
+    assert listed == [f"{n}. {section.title}" for n, section in enumerate(edition.sections, 1)]
+    assert start < lines.index(f"1. {edition.sections[0].title}", start + 1 + len(edition.sections))  # then the papers
+
+
 # --- code -------------------------------------------------------------------------------------------------------
 
 
