@@ -92,7 +92,7 @@ def sanitise_email_html(fragment: str) -> str:
 def first_paragraph(fragment: str) -> str:
     """The first top-level paragraph of an HTML fragment (the summary layout's text of a paper); "" when it has
     none. Headings, lists and quotes before it are left out."""
-    from lxml import html as lxml_html  # type: ignore[import-untyped]  # premailer loads it anyway
+    from lxml import html as lxml_html  # premailer loads it anyway
 
     if not fragment.strip():
         return ""

@@ -32,7 +32,7 @@ class FeedContent:
 def feed_content(html: str, page_url: str, anchors: Collection[str] = ()) -> FeedContent:
     """`html` with every relative URL resolved against `page_url` (a bare `#anchor` becomes `page_url#anchor`),
     and the HTML of the element whose id is each of `anchors` (those the HTML lacks are left out)."""
-    from lxml import html as lxml_html  # type: ignore[import-untyped]  # loads only when a feed is rendered
+    from lxml import html as lxml_html  # loads only when a feed is rendered
 
     root = lxml_html.fragment_fromstring(html, create_parent="div")
     wanted = set(anchors)

@@ -169,7 +169,7 @@ def _document(settings: Settings, page: EditionPage, papers: list[tuple[str, str
 def _papers(page: EditionPage) -> list[tuple[str, str, tuple[str, ...], str]]:
     """(anchor, title, tags, text) of each paper on the page: the element whose id is its anchor, its text
     without its heading."""
-    from lxml import html as lxml_html  # type: ignore[import-untyped]
+    from lxml import html as lxml_html
 
     root = lxml_html.fromstring(page.file.read_bytes())
     elements = {element.get("id"): element for element in root.iterfind(".//*[@id]")}
