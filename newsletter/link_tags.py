@@ -1,5 +1,6 @@
-"""SES link tags: each paper's links in the email carry `ses:tags="paper:<tag>;"`, so SES's click events name the
-paper (events.paper in the store) when the recipient consented to click tracking.
+"""SES tag values: each message's `issue` tag (`issue_tag`), and the link tags: each paper's links in the email
+carry `ses:tags="paper:<tag>;"`, so SES's click events name the paper (events.paper in the store) when the
+recipient consented to click tracking.
 
 A tag value may hold only ASCII letters, digits, `_` and `-` (at most 256 characters). An anchor made of those
 alone (and no `_`) is its own tag; any other keeps its ASCII words and gains `_` and 8 hex digits of its
@@ -9,12 +10,20 @@ finds a tag's paper by computing `paper_tag` of each anchor of the issue.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
 SAFE = re.compile(r"[A-Za-z0-9-]{1,256}")
 UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 WORDS_KEPT = 200  # characters of an anchor's ASCII words kept in front of its digest
+
+
+@functools.lru_cache(maxsize=64)
+def issue_tag(slug: str) -> str:
+    """The `issue` tag value of an issue's messages, which its SES events carry (events.issue in the store): SES
+    tag values allow ASCII letters, digits, '_' and '-' only."""
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_-") else "_" for ch in slug)[:256]
 
 
 def paper_tag(anchor: str) -> str:

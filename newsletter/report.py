@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import NewsletterError
 from .issues import Edition, Issue
-from .link_tags import paper_tag
+from .link_tags import issue_tag, paper_tag
 from .store import Store
 from .store.reports import (
     EventCount,
@@ -35,7 +35,6 @@ from .store.reports import (
     tracking_event_counts,
     unsubscribed_after,
 )
-from .transports.ses import issue_tag
 
 FORMAT = 1  # the JSON shape's version: a change that breaks a reader raises it
 BOUNCES = frozenset({"bounce-permanent", "bounce-transient"})

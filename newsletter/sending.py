@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .errors import NewsletterError
 from .issues import Edition, Issue
+from .link_tags import issue_tag
 from .messages import MessageError, MessageTemplate, Recipient
 from .ratelimit import SETTLE, RateLimiter
 from .render.email import render_email
@@ -44,7 +45,6 @@ from .store.senders import database_now, heartbeat_and_count_unseen
 from .tokens import unsubscribe_token
 from .transports import open_transport
 from .transports.base import OutgoingMessage, SendQuota, SendStatus, Transport
-from .transports.ses import issue_tag
 
 TEST_SUBSCRIBER_ID = 0  # test copies carry a token that names nobody
 FILE_RATE_GUESS = 2000  # messages/s the file transport writes here (bench/send_file.py), for the estimate

@@ -18,10 +18,9 @@ import sqlalchemy as sa
 from click.testing import Result
 
 from newsletter.events import apply_events, parse_notification
-from newsletter.link_tags import paper_tag
+from newsletter.link_tags import issue_tag, paper_tag
 from newsletter.markdown import display_width
 from newsletter.store import deliveries, open_store, record_unsubscribe, set_tracking_consent, subscriber_by_email
-from newsletter.transports.ses import issue_tag
 
 from .conftest import fresh_postgresql
 

@@ -13,12 +13,12 @@ stop the whole send. One boto3 client serves every thread (boto3 clients are thr
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from typing import Any
 
 from ..config import Settings
 from ..errors import MissingExtraError, TransportError
+from ..link_tags import issue_tag
 from .base import OutgoingMessage, SendQuota, SendResult, SendStatus
 from .ses_request import NoAnswer, NotOpened, SendEmailRequest
 
@@ -92,7 +92,10 @@ class SesTransport:
         fields: dict[str, Any] = {
             "FromEmailAddress": message.sender,
             "Destination": {"ToAddresses": [message.recipient]},
-            "EmailTags": [{"Name": "issue", "Value": _tag(message.issue)}, {"Name": "edition", "Value": message.lang}],
+            "EmailTags": [
+                {"Name": "issue", "Value": issue_tag(message.issue)},
+                {"Name": "edition", "Value": message.lang},
+            ],
             "ConfigurationOverrides": TRACKED if message.tracking else UNTRACKED,
         }
         if self.configuration_set:
@@ -184,14 +187,3 @@ def aws_client(settings: Settings, service: str, *, pool: int = 10) -> Any:
     if settings.ses.endpoint_url:
         options["endpoint_url"] = settings.ses.endpoint_url
     return boto3.client(service, **options)
-
-
-def issue_tag(slug: str) -> str:
-    """The `issue` tag value SES events carry for an issue's slug (events.issue in the store)."""
-    return _tag(slug)
-
-
-@functools.lru_cache(maxsize=64)
-def _tag(value: str) -> str:
-    """SES tag values allow ASCII letters, digits, '_' and '-' only."""
-    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "_-") else "_" for ch in value)[:256]
