@@ -336,3 +336,34 @@ def make_certificate(common_name: str, ip_address: str | None = None):
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip_address))]), critical=False
         )
     return key, builder.sign(key, hashes.SHA256())
+
+
+def smtp_settings(publication: Path, port: int, database_url: str) -> Any:
+    """The publication's settings sending through the plain SMTP server on 127.0.0.1:`port`, with `database_url`."""
+    import dataclasses
+
+    from newsletter.config import SmtpSettings, load_settings
+
+    return dataclasses.replace(
+        load_settings(publication),
+        transport="smtp",
+        database_url=database_url,
+        smtp=SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=10),
+    )
+
+
+def ses_process_env(endpoint_url: str, secret_key: str, database_url: str | None = None) -> dict[str, str]:
+    """The environment of a `newsletter send` process against the fake SES at `endpoint_url`: no NEWSLETTER_
+    variable of the test run's own, test credentials, and the store of `database_url` when one is given."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_SES_ENDPOINT_URL=endpoint_url,
+        NEWSLETTER_SECRET_KEY=secret_key,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        PYTHONUNBUFFERED="1",
+    )
+    if database_url is not None:
+        env["NEWSLETTER_DATABASE_URL"] = database_url
+    return env

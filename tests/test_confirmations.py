@@ -3,7 +3,6 @@ sign-up takes as long for a new address as for a known one (real waitress, real 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import statistics
 import time
@@ -14,7 +13,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from newsletter.config import SmtpSettings, load_settings
+from newsletter.config import load_settings
 from newsletter.confirmations import ConfirmationWorker
 from newsletter.render.templates import load_templates
 from newsletter.store import (
@@ -28,7 +27,7 @@ from newsletter.store import (
 )
 from newsletter.web import CONFIRMATIONS, create_app
 
-from .conftest import RecordingHandler, WebServer, free_port, running_smtp, wait_until
+from .conftest import RecordingHandler, WebServer, free_port, running_smtp, smtp_settings, wait_until
 
 SECRET = b"a-secret-for-the-confirmation-tests"
 SMTP_DELAY = 0.2  # seconds the slow server takes per message
@@ -49,16 +48,6 @@ def slow_smtp():
     handler = SlowHandler()
     with running_smtp(handler) as port:
         yield handler, port
-
-
-def _smtp_settings(publication: Path, port: int, database_url: str):
-    settings = load_settings(publication)
-    return dataclasses.replace(
-        settings,
-        transport="smtp",
-        database_url=database_url,
-        smtp=SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=10),
-    )
 
 
 def _due(store) -> int:
@@ -83,7 +72,7 @@ def test_a_version_2_store_gains_the_confirmation_queue(database_url: str) -> No
 def test_several_workers_send_each_confirmation_once(database_url: str, publication: Path, slow_smtp) -> None:
     """Three workers, each with its own connections (as three `serve` processes have), drain one queue."""
     handler, port = slow_smtp
-    settings = _smtp_settings(publication, port, database_url)
+    settings = smtp_settings(publication, port, database_url)
     templates = load_templates(settings)
     addresses = [f"once{n}@example.com" for n in range(24)]
     with open_store(database_url) as store:
@@ -109,7 +98,7 @@ def test_a_claim_left_by_a_crash_is_sent_after_its_lease(database_url: str, publ
     from newsletter.store import claim_confirmations
 
     handler, port = smtp_server
-    settings = _smtp_settings(publication, port, database_url)
+    settings = smtp_settings(publication, port, database_url)
     with open_store(database_url) as store:
         request_subscription(store, "crash@example.com", "en", consent="web form", confirm=True)
         [(_, lease_until)] = claim_confirmations(store, lease=dt.timedelta(hours=1))  # claimed, then "killed"
@@ -159,7 +148,7 @@ def test_sign_up_time_does_not_tell_new_addresses_from_known_ones(publication: P
 
     handler, port = smtp_server
     assert run("build").exit_code == 0
-    settings = _smtp_settings(publication, port, load_settings(publication).database_url)
+    settings = smtp_settings(publication, port, load_settings(publication).database_url)
     draw = random.Random(8)
     with open_store(settings.database_url) as store:
         known = [add_subscriber(store, f"known{n}@example.com").email for n in range(SIGN_UP_ROUNDS)]
@@ -199,7 +188,7 @@ def test_sign_up_time_does_not_tell_new_addresses_from_known_ones(publication: P
 def test_the_worker_thread_survives_a_transport_that_is_down(
     publication: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = _smtp_settings(publication, free_port(), f"sqlite:///{tmp_path / 'down.db'}")  # nothing listens
+    settings = smtp_settings(publication, free_port(), f"sqlite:///{tmp_path / 'down.db'}")  # nothing listens
     with open_store(settings.database_url) as store:
         request_subscription(store, "wait@example.com", "en", consent="web form", confirm=True)
         worker = ConfirmationWorker(
@@ -248,7 +237,7 @@ def test_a_confirmation_whose_answer_was_lost_is_not_mailed_again(database_url: 
 
     handler = CountingHandler()
     with serving(handler) as (port, _controller):
-        settings = _smtp_settings(publication, port, database_url)
+        settings = smtp_settings(publication, port, database_url)
         with open_store(database_url) as store:
             request_subscription(store, "lost@example.com", "en", consent="web form", confirm=True)
             worker = ConfirmationWorker(settings, store, load_templates(settings), SECRET)

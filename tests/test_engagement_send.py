@@ -5,7 +5,6 @@ reputation guard pauses a real `newsletter send --transport ses` while bounces a
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from newsletter.store import (
     tracking_consent_history,
 )
 from newsletter.tokens import unsubscribe_token
+from tests.conftest import ses_process_env
 from tests.fake_ses import FakeSes
 
 ISSUE = "2023-09-25-top-ml-papers"
@@ -41,16 +41,7 @@ UNTRACKED = {"OpenTrackingEnabled": "DISABLED", "ClickTrackingEnabled": "DISABLE
 
 
 def _env(ses: FakeSes) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_SES_ENDPOINT_URL=ses.endpoint_url,
-        NEWSLETTER_SECRET_KEY=SECRET_KEY,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+    return ses_process_env(ses.endpoint_url, SECRET_KEY)
 
 
 def _send(publication: Path, ses: FakeSes, **kwargs) -> subprocess.Popen:

@@ -23,7 +23,7 @@ import pytest
 
 from newsletter.config import load_settings
 from newsletter.store import delivery_counts, insert_subscribers, open_store
-from tests.conftest import wait_until
+from tests.conftest import ses_process_env, wait_until
 from tests.fake_ses import FakeSes, Stats
 
 ISSUE = "2023-09-25-top-ml-papers"
@@ -61,18 +61,7 @@ def _command(publication: Path) -> list[str]:
 
 
 def _env(ses: FakeSes, database_url: str | None = None) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_SES_ENDPOINT_URL=ses.endpoint_url,
-        NEWSLETTER_SECRET_KEY=SECRET_KEY,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        PYTHONUNBUFFERED="1",
-    )
-    if database_url is not None:
-        env["NEWSLETTER_DATABASE_URL"] = database_url
-    return env
+    return ses_process_env(ses.endpoint_url, SECRET_KEY, database_url)
 
 
 def _one_error_line(stderr: str) -> str:

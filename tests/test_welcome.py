@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import Counter
@@ -16,7 +15,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from newsletter.config import SmtpSettings, load_settings
+from newsletter.config import load_settings
 from newsletter.confirmations import ConfirmationWorker
 from newsletter.render.templates import load_templates
 from newsletter.signup_mails import latest_edition, welcome_message
@@ -37,21 +36,11 @@ from newsletter.store import (
 from newsletter.tokens import confirm_token, unsubscribe_token, verify_unsubscribe_token
 from newsletter.web import CONFIRMATIONS, create_app
 
-from .conftest import REPO, WEB_SECRET, WebServer, wait_until, write_issue
+from .conftest import REPO, WEB_SECRET, WebServer, smtp_settings, wait_until, write_issue
 
 SECRET = b"a-secret-for-the-welcome-mail-tests"
 SAMPLE = "2023-09-25-top-ml-papers"
 SUBSCRIBERS = 100  # each confirm link double-clicked: 200 concurrent POSTs
-
-
-def _smtp_settings(publication: Path, port: int, database_url: str):
-    settings = load_settings(publication)
-    return dataclasses.replace(
-        settings,
-        transport="smtp",
-        database_url=database_url,
-        smtp=SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=10),
-    )
 
 
 def _parse(raw: bytes):
@@ -62,7 +51,7 @@ def double_clicks(database_url: str, publication: Path, smtp_port: int, count: i
     """`count` pending sign-ups, each confirm link POSTed twice at once (every third by two different links, as
     two sign-ups a second apart make), 2 × `count` POSTs from as many threads to the app under waitress, with
     two workers (as two `serve` processes) sending; returns the addresses, once every welcome mail is out."""
-    settings = _smtp_settings(publication, smtp_port, database_url)
+    settings = smtp_settings(publication, smtp_port, database_url)
     addresses = [f"reader{n}@example.com" for n in range(count)]
     with open_store(database_url) as store, open_store(database_url) as other_store:
         pending = [
@@ -273,7 +262,7 @@ def test_imports_adds_and_resubscribes_never_get_a_welcome_and_a_reconfirmation_
     database_url: str, publication: Path, smtp_server, run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler, port = smtp_server
-    settings = _smtp_settings(publication, port, database_url)
+    settings = smtp_settings(publication, port, database_url)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
     imported = run("subscribers", "import", str(REPO / "subscribers" / "example.csv"))
     assert imported.exit_code == 0, imported.output
@@ -301,7 +290,7 @@ def test_a_claim_cut_short_by_a_crash_is_never_sent_and_a_leaver_is_skipped(
     database_url: str, publication: Path, smtp_server
 ) -> None:
     handler, port = smtp_server
-    settings = _smtp_settings(publication, port, database_url)
+    settings = smtp_settings(publication, port, database_url)
     with open_store(database_url) as store:
         crashed, _ = request_subscription(store, "crash@example.com", "en", consent="web form")
         left, _ = request_subscription(store, "left@example.com", "en", consent="web form")
@@ -344,7 +333,7 @@ def test_a_welcome_the_server_defers_is_given_back_and_tried_again_later(
     import datetime as dt
 
     handler, port = smtp_server
-    settings = _smtp_settings(publication, port, database_url)
+    settings = smtp_settings(publication, port, database_url)
     with open_store(database_url) as store:
         later, _ = request_subscription(store, "defer@example.com", "en", consent="web form", confirm=False)
         assert confirm_subscription(store, later.id, int(time.time()) + 1)[1]
