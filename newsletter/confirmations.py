@@ -179,7 +179,7 @@ class ConfirmationWorker:
     ) -> tuple[OutgoingMessage, str] | None:
         """The subscriber's welcome mail and its Message-ID; None (logged) when it cannot be built for them."""
         settings = self.settings
-        lang = subscriber.lang if subscriber.lang in settings.all_languages else settings.language
+        lang = self._language(subscriber)
         if lang not in latest:
             latest[lang] = latest_edition(settings, lang, now)
         try:
@@ -197,9 +197,14 @@ class ConfirmationWorker:
             log.warning("welcome mail to subscriber %s cannot be built: %s", subscriber.id, err)
             return None
 
+    def _language(self, subscriber: Subscriber) -> str:
+        """The subscriber's language when the publication has it, else its default language."""
+        settings = self.settings
+        return subscriber.lang if subscriber.lang in settings.all_languages else settings.language
+
     def _confirmation(self, subscriber: Subscriber) -> OutgoingMessage:
         settings = self.settings
-        lang = subscriber.lang if subscriber.lang in settings.all_languages else settings.language
+        lang = self._language(subscriber)
         issued = confirmation_issue_time(subscriber, self.clock())
         return confirmation_message(
             settings,
