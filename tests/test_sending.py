@@ -582,3 +582,26 @@ def test_a_resume_on_another_transport_is_refused_and_the_hint_names_the_first(
         f"Error: {ISSUE}: was started with the file transport; this run would use ses "
         "(pass --transport file to go on with it, or --resend to start again)\n"
     )
+
+
+def test_a_fast_send_ramps_from_its_first_start_not_from_before_its_wait(
+    publication: Path, run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send that must first wait (here for the last window of a sender that just ended) starts its ramp after
+    the wait: a ramp begun before it would be over by the first start, which would then go at the full rate."""
+    import newsletter.sending as sending
+    from newsletter.ratelimit import RateLimiter
+    from newsletter.store.senders import finish_sender, register_sender
+
+    _import(run)
+    prepared = _prepared(publication)
+    happened: list[str] = []
+    monkeypatch.setattr(sending, "_wait", lambda stop, seconds: happened.append(f"wait {seconds > 0}") or True)
+    real_ramp = RateLimiter.ramp
+    monkeypatch.setattr(RateLimiter, "ramp", lambda self, seconds: happened.append("ramp") or real_ramp(self, 0.01))
+    with open_store(prepared.settings.database_url) as store:
+        ended = register_sender(store, ISSUE, exclusive=True)
+        finish_sender(store, ended.sender_id, ISSUE)  # its last starts still count for a window
+        outcome = _send(prepared, store, FileTransport(tmp_path / "outbox"), rate=sending.RAMP_ABOVE * 2)
+    assert outcome.stopped is None and outcome.progress.sent == 10
+    assert happened == ["wait True", "ramp"]
