@@ -229,13 +229,9 @@ def _slice(data: bytes, node: Node) -> str:
     return data[start:end].decode("utf-8")
 
 
-def _html(data: bytes, blocks: list[Node], definitions: dict[str, str]) -> str:
-    """Render blocks by their source, contiguous runs in one call (keeps lists and references intact).
-
-    Each run gets only the definitions whose label it mentions: appending all of them to every run made
-    many sections with many references quadratic."""
-    if not blocks:
-        return ""
+def _runs(data: bytes, blocks: list[Node]) -> list[tuple[int, int]]:
+    """(start, end) in `data` of each contiguous run of `blocks`: blocks with only whitespace between them are
+    one run (keeps lists and references intact)."""
     runs: list[tuple[int, int]] = []
     for node in blocks:
         start, end = node.srcmap
@@ -243,13 +239,42 @@ def _html(data: bytes, blocks: list[Node], definitions: dict[str, str]) -> str:
             runs[-1] = (runs[-1][0], end)
         else:
             runs.append((start, end))
-    html = []
-    for start, end in runs:
-        text = data[start:end].decode("utf-8")
-        used = {_label(label) for label in BRACKETED.findall(text)} & definitions.keys() if definitions else ()
-        suffix = "\n\n" + "\n".join(definitions[label] for label in sorted(used)) + "\n" if used else ""
-        html.append(_markdown.render(text + suffix))
-    return "".join(html)
+    return runs
+
+
+def _run_source(text: str, definitions: dict[str, str]) -> str:
+    """A run's Markdown with the link reference definitions its labels mention (appending all of them to every
+    run made many sections with many references quadratic)."""
+    used = {_label(label) for label in BRACKETED.findall(text)} & definitions.keys() if definitions else ()
+    return text + "\n\n" + "\n".join(definitions[label] for label in sorted(used)) + "\n" if used else text
+
+
+# Between two runs rendered in one call: an HTML comment on a line of its own, which ends whatever block precedes
+# it (a blank line comes before it) and renders as itself, so the call's HTML splits there into each run's.
+CUT = "<!--newsletter:cut-->"
+CUT_SOURCE = f"\n\n{CUT}\n\n"
+CUT_HTML = f"{CUT}\n"
+
+
+def _parts_html(data: bytes, parts: list[_Part], definitions: dict[str, str]) -> list[str]:
+    """The HTML of each part's blocks, every run rendered by its source in one call of the renderer (a call per
+    run cost as much as parsing the body again). The body's link reference definitions come first, each once,
+    so every run sees them and none is swallowed by a block a run leaves open at the end of the body."""
+    runs = [_runs(data, part.blocks) for part in parts]
+    texts = [data[start:end].decode("utf-8") for part_runs in runs for start, end in part_runs]
+    pieces: list[str] = []
+    if texts and CUT.encode() not in data:
+        head = ["\n\n".join(definitions.values())] if definitions else []  # blank lines: see MAX_DEFINITION_RUN
+        pieces = _markdown.render(CUT_SOURCE.join(head + texts)).split(CUT_HTML)
+        if head and pieces[0] == "":
+            del pieces[0]
+    if len(pieces) != len(texts):  # the body holds the cut line itself: a call per run
+        pieces = [_markdown.render(_run_source(text, definitions)) for text in texts]
+    html, taken = [], 0
+    for part_runs in runs:
+        html.append("".join(pieces[taken : taken + len(part_runs)]))
+        taken += len(part_runs)
+    return html
 
 
 def render_body(source: str, first_line: int = 1) -> Body:
@@ -266,8 +291,9 @@ def render_body(source: str, first_line: int = 1) -> Body:
     used: dict[str, int] = {}  # anchor made from a title → how many sections took it or a numbered form
     taken: set[str] = set()
     sections = []
+    html = _parts_html(data, parts, definitions)
     line, counted_to = first_line, 0
-    for part in parts[1:]:
+    for part, part_html in zip(parts[1:], html[1:], strict=True):
         heading = part.heading
         assert heading is not None, "every part after the intro starts at its heading"
         title = _plain(heading)
@@ -286,13 +312,13 @@ def render_body(source: str, first_line: int = 1) -> Body:
             Section(
                 anchor=anchor,
                 title=title,
-                html=_html(data, part.blocks, definitions),
+                html=part_html,
                 tags=tuple(part.tags),
                 links=tuple(part.links),
                 line=line,
             )
         )
-    return Body(intro_html=_html(data, parts[0].blocks, definitions), sections=tuple(sections))
+    return Body(intro_html=html[0], sections=tuple(sections))
 
 
 def render_text(source: str) -> BodyText:
