@@ -541,18 +541,29 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy:
 @cli.command()
 @click.option("--queue-url", help="The SQS queue [ses.queue_url in the settings, or NEWSLETTER_SES_QUEUE_URL].")
 @click.option("--once", is_flag=True, help="Stop when the queue is empty instead of waiting for more.")
+@click.option(
+    "--receivers",
+    default=8,  # event_queue.RECEIVERS and MOST_RECEIVERS (not imported here: the CLI loads lazily)
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Threads long-polling the queue at once (each ReceiveMessage gives at most 10 messages).",
+)
 @click.pass_context
 @reports_errors
-def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
+def events(ctx: click.Context, queue_url: str | None, once: bool, receivers: int) -> None:
     """Apply SES's events from an SQS queue: bounces and complaints (those addresses are never mailed again),
     and sends, deliveries, rejects, delays, opens and clicks for `newsletter report`.
 
     Permanent bounces mark an address bounced, complaints complained, transient bounces are counted; an event
-    delivered twice counts once. With [tool.newsletter.ses] topic_arn set, a message another SNS topic sent is
-    left in the queue (refused).
+    delivered twice counts once. A message is deleted from the queue only after its events are committed. With
+    [tool.newsletter.ses] topic_arn set, a message another SNS topic sent is left in the queue (refused). Ctrl-C
+    or SIGTERM stops after the batch being applied.
     Example: newsletter events --once
     """
-    from .events import poll_queue
+    import signal
+    import threading
+
+    from .event_queue import poll_queue
 
     settings = settings_of(ctx)
     url = queue_url or settings.ses.queue_url
@@ -560,13 +571,23 @@ def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
         raise click.UsageError("no queue: pass --queue-url or set [tool.newsletter.ses] queue_url")
     from .transports.ses import aws_client
 
-    client = aws_client(settings, "sqs")
+    client = aws_client(settings, "sqs", pool=2 * receivers)  # the receives and, beside them, the deletes
 
     def report(batch: dict[str, int]) -> None:
-        click.echo(", ".join(f"{count} {what}" for what, count in sorted(batch.items())))
+        click.echo(_counts(batch))
 
-    with _store(settings) as store:
-        try:
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second one: at once (the batch being applied is rolled back)
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _store(settings) as store:
             totals = poll_queue(
                 store,
                 client,
@@ -575,14 +596,27 @@ def events(ctx: click.Context, queue_url: str | None, once: bool) -> None:
                 transient_limit=settings.ses.transient_bounces,
                 topics=settings.ses.topic_arns,
                 on_batch=report,
+                receivers=receivers,
+                stop=stop,
             )
-        except KeyboardInterrupt:
-            return
-        except Exception as err:  # botocore's errors: one line, with the peer's words
-            if type(err).__module__.startswith("botocore"):
-                raise NewsletterError(f"sqs {url}", str(err), "check the queue URL, region and credentials") from None
-            raise
-    click.echo("Done: " + (", ".join(f"{count} {what}" for what, count in sorted(totals.items())) or "queue empty"))
+    except KeyboardInterrupt:
+        click.echo("Stopped at once: the messages not yet deleted come again (each event counts once)")
+        return
+    except Exception as err:  # botocore's errors: one line, with the peer's words
+        if type(err).__module__.startswith("botocore"):
+            raise NewsletterError(f"sqs {url}", str(err), "check the queue URL, region and credentials") from None
+        raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if stopped_by:
+        click.echo(f"Stopped by {stopped_by[0]}: {_counts(totals) or 'nothing applied'}")
+        return
+    click.echo("Done: " + (_counts(totals) or "queue empty"))
+
+
+def _counts(totals: dict[str, int]) -> str:
+    return ", ".join(f"{count} {what}" for what, count in sorted(totals.items()))
 
 
 def _shown(path: Path) -> str:

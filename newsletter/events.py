@@ -1,11 +1,11 @@
 """SES events → the store: every event type, attributed to its issue and edition; bounces and complaints suppress.
 
-Two ways in: `newsletter events` polls an SQS queue (SES configuration set → SNS topic → SQS), and the web
-app's `POST /ses/notifications` takes SNS HTTP deliveries, applied only when they come from a configured
-topic and carry SNS's signature (sns.py checks both). The events of one SQS batch are committed in one
-transaction, and its messages are deleted only after that commit; a record of the wrong shape is refused whole,
-never half applied. Both dialects are read: event publishing (`eventType`: Send, Delivery, Bounce, Complaint,
-Reject, Open, Click, DeliveryDelay, RenderingFailure) and identity notifications (`notificationType`).
+Two ways in: `newsletter events` polls an SQS queue (SES configuration set → SNS topic → SQS; event_queue.py
+receives, batches and deletes), and the web app's `POST /ses/notifications` takes SNS HTTP deliveries, applied
+only when they come from a configured topic and carry SNS's signature (sns.py checks both). A record of the wrong
+shape is refused whole, never half applied. Both dialects are read: event publishing (`eventType`: Send,
+Delivery, Bounce, Complaint, Reject, Open, Click, DeliveryDelay, RenderingFailure) and identity notifications
+(`notificationType`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,12 +31,11 @@ from .sns import (
 )
 from .store import Event, Store, record_events
 
-__all__ = ["Event", "NotificationError", "UntrustedNotification", "parse_notification", "poll_queue", "sns_handler"]
+__all__ = ["Event", "NotificationError", "UntrustedNotification", "parse_notification", "sns_handler"]
 
 log = logging.getLogger(__name__)
 TRANSIENT_LIMIT = 3  # transient bounces before an address counts as bounced
 MAX_BODY = 256 * 1024  # SNS's own maximum message size
-APPLY_MOST = 50  # queue messages applied in one transaction (well inside the queue's 30 s visibility timeout)
 # What the store's columns hold (events.feedback_id, .subtype, .issue, .edition, .link, .paper; subscribers.email).
 MAX_ID, MAX_SUBTYPE, MAX_EMAIL, MAX_ISSUE, MAX_EDITION, MAX_LINK = 200, 60, 320, 200, 35, 2000
 UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # control characters; lone surrogates
@@ -216,71 +214,6 @@ def parse_envelope(outer: Any) -> list[Event]:
 def apply_events(store: Store, events: Iterable[Event], transient_limit: int = TRANSIENT_LIMIT) -> dict[str, int]:
     """Record the events in one transaction (suppressing addresses as needed); returns how many ended which way."""
     return record_events(store, events, transient_limit)
-
-
-def poll_queue(
-    store: Store,
-    client: Any,
-    queue_url: str,
-    *,
-    once: bool = False,
-    wait_seconds: int = 20,
-    transient_limit: int = TRANSIENT_LIMIT,
-    topics: tuple[str, ...] = (),
-    on_batch: Callable[[dict[str, int]], None] | None = None,
-) -> dict[str, int]:
-    """Read the queue and apply what it says; with `once`, stop when it is empty. Returns the totals.
-
-    The events of each batch (up to APPLY_MOST messages: SQS gives 10 a request, and requests go on while they
-    come full) are committed in one transaction, and the batch's messages are deleted after that commit. One
-    that cannot be read (`unreadable`), or that an SNS topic other than `topics` sent (`refused`), is left in
-    the queue, for its redrive policy to move to a dead-letter queue, and nothing of it is applied.
-    """
-    totals: Counter[str] = Counter()
-    while True:
-        messages = _receive(client, queue_url, 1 if once else wait_seconds)
-        if not messages and once:
-            return totals
-        batch: Counter[str] = Counter()
-        events: list[Event] = []
-        done: list[dict[str, str]] = []
-        for message in messages:
-            try:
-                events.extend(parse_notification(message.get("Body", ""), topics))
-            except NotificationError as err:
-                log.warning("queue message %s left in the queue: %s", message.get("MessageId"), err)
-                batch["refused" if isinstance(err, UntrustedNotification) else "unreadable"] += 1
-                continue
-            done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
-        if done:
-            batch.update(apply_events(store, events, transient_limit))
-            _delete(client, queue_url, done)  # after the commit
-            batch["messages"] += len(done)
-        totals.update(batch)
-        if on_batch and batch:
-            on_batch(batch)
-
-
-def _receive(client: Any, queue_url: str, wait: int) -> list[dict[str, Any]]:
-    """Up to APPLY_MOST messages: requests of 10 while the queue gives full ones (only the first one waits)."""
-    messages: list[dict[str, Any]] = []
-    while len(messages) < APPLY_MOST:
-        answer = client.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0 if messages else wait
-        )
-        got = answer.get("Messages", [])
-        messages += got
-        if len(got) < 10:
-            break
-    return messages
-
-
-def _delete(client: Any, queue_url: str, entries: list[dict[str, str]]) -> None:
-    """Delete applied messages, 10 a request (SQS's most); one not deleted comes again and counts as a duplicate."""
-    for start in range(0, len(entries), 10):
-        answer = client.delete_message_batch(QueueUrl=queue_url, Entries=entries[start : start + 10])
-        for failed in answer.get("Failed", []):
-            log.warning("queue message not deleted (it will come again, as a duplicate): %s", failed.get("Message"))
 
 
 # ---------------------------------------------------------------- SNS over HTTP
