@@ -45,12 +45,10 @@ def archive_page(
 ) -> str:
     """`edition`'s archive page as `newsletter build` renders it, published at `published`. Its language versions
     are the issue's editions that the build puts in the site (not drafts), and `edition` itself."""
-    from .render.build_cache import BuildCache
-    from .render.site import _SiteBuilder  # the build's own page renderer, so the preview cannot drift from it
+    from .render.edition_pages import render_edition_page  # the build's own, so the preview cannot drift from it
 
-    builder = _SiteBuilder(settings, templates, BuildCache.load(None), None, Path(), "", published, future=True)
     versions = [(e.lang, e.page_path) for e in issue.editions if not e.draft or e is edition]
-    _, page = builder.render_edition_page(edition, versions, published)
+    _, page = render_edition_page(settings, templates, edition, versions, published)
     return page
 
 

@@ -21,7 +21,7 @@ def build_sitemap(
 ) -> str:
     """sitemaps.org XML with hreflang alternates (xhtml:link) for each page that has translations.
 
-    `by_lang` holds the editions of each language that has an index (site._SiteBuilder.listed_languages), newest
+    `by_lang` holds the editions of each language that has an index (site_build.SiteBuild.listed_languages), newest
     first; `by_tag`, per language, each tag's editions newest first."""
     s = settings
     rows: list[str] = []
