@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,13 +97,17 @@ def _check_source(source: str) -> None:
         start = end if gap is None else gap.end()
 
 
-def _check_nesting(root: Node, data: bytes) -> None:
-    """Refuse a tree deeper than MAX_NESTING, counting raw HTML elements left open as levels too."""
+def _check_nesting(root: Node, children: Sequence[Node], data: bytes) -> None:
+    """Refuse a tree (`root`, whose `children` are given) deeper than MAX_NESTING, counting raw HTML elements left
+    open as levels too."""
     open_tags: list[str] = []
 
-    def visit(node: Node, depth: int) -> None:  # recursion is bounded: it stops at MAX_NESTING
-        for child in node.children:  # in document order, which raw HTML's open elements need
-            if child.name in _HTML_NODES:
+    def visit(node: Node, children: Sequence[Node], depth: int) -> None:  # bounded: it stops at MAX_NESTING
+        for child in children:  # in document order, which raw HTML's open elements need
+            name = child.name
+            if name in _LEAVES:
+                continue
+            if name in _HTML_NODES:
                 for closing, tag, rest in HTML_TAG.findall(child.meta.get("content", "")):
                     tag = tag.lower()
                     if closing and tag in open_tags:
@@ -111,15 +116,16 @@ def _check_nesting(root: Node, data: bytes) -> None:
                         open_tags.append(tag)
                 if depth + len(open_tags) > MAX_NESTING:
                     raise _too_deep(data.count(b"\n", 0, (child.srcmap or node.srcmap or (0, 0))[0]) + 1)
-            elif child.children:
+            elif grandchildren := child.children:  # each node's children asked once: each ask builds them
                 if depth + 1 + len(open_tags) > MAX_NESTING:
                     raise _too_deep(data.count(b"\n", 0, (child.srcmap or node.srcmap or (0, 0))[0]) + 1)
-                visit(child, depth + 1)
+                visit(child, grandchildren, depth + 1)
 
-    visit(root, 1)
+    visit(root, children, 1)
 
 
 _HTML_NODES = frozenset({"html_block", "html_inline"})
+_LEAVES = frozenset({"text", "softbreak", "hardbreak", "hr"})  # nodes that never have children
 
 
 @dataclass(frozen=True)
@@ -194,11 +200,12 @@ def _split(source: str) -> tuple[bytes, list[_Part], dict[str, str]]:
     _check_source(source)
     data = source.encode("utf-8")
     tree = _markdown.tree(source)
-    _check_nesting(tree, data)
+    top = tree.children
+    _check_nesting(tree, top, data)
     part = _Part(None, [], {}, [])
     parts = [part]
     definitions: dict[str, str] = {}
-    for node in tree.children:
+    for node in top:
         name = node.name
         if name == "heading" and node.meta.get("level") == 2:
             if len(parts) > MAX_SECTIONS:
@@ -210,9 +217,9 @@ def _split(source: str) -> tuple[bytes, list[_Part], dict[str, str]]:
             definitions.setdefault(_label(node.meta.get("label", "")), _slice(data, node))  # the first wins
         elif part.heading is None or name not in _ROW_BLOCKS:
             part.blocks.append(node)
-        elif (tags := _tag_line(node)) is not None:
+        elif (tags := _tag_line(node, children := node.children)) is not None:
             part.tags.update(dict.fromkeys(tags))
-        elif (links := _link_row(node)) is not None:
+        elif (links := _link_row(node, children)) is not None:
             part.links.extend(links)
         else:
             part.blocks.append(node)
@@ -332,38 +339,34 @@ def render_text(source: str) -> BodyText:
 _ROW_BLOCKS = {"paragraph", "bullet_list", "ordered_list"}  # what a tag line or a link row can be
 
 
-def _leading_text(children: list[Node]) -> str | None:
+def _leading_text(children: Sequence[Node]) -> str | None:
     """The text a paragraph starts with, or None when it starts with something else (a link, say)."""
     return children[0].meta.get("content", "") if children and children[0].name == "text" else None
 
 
-def _tag_line(node: Node) -> list[str] | None:
-    """The tags if `node` is a paragraph of `#tag` words only."""
-    children = node.children
+def _tag_line(node: Node, children: Sequence[Node]) -> list[str] | None:
+    """The tags if `node` (with `children`) is a paragraph of `#tag` words only."""
     lead = _leading_text(children)
     if node.name != "paragraph" or lead is None or not lead.startswith("#"):
         return None  # the common case, decided without joining the paragraph's text
     if any(c.name not in {"text", "softbreak"} for c in children):
         return None
-    content = _plain(node).strip()
+    content = _plain(node, children).strip()
     return TAG_WORD.findall(content) if TAG_LINE.match(content) else None
 
 
-def _link_row(node: Node) -> list[Link] | None:
-    """The links if `node` is a list of bare links, or a paragraph of links and separators."""
+def _link_row(node: Node, children: Sequence[Node]) -> list[Link] | None:
+    """The links if `node` (with `children`) is a list of bare links, or a paragraph of links and separators."""
     if node.name == "paragraph":
-        children = node.children
         lead = _leading_text(children)
         if lead is not None and not LINK_SEPARATORS.match(lead):
             return None  # the common case: a paragraph that starts with words
         return _links_only(children)
     links: list[Link] = []
-    for item in node.children:
-        inline = (
-            item.children[0].children
-            if len(item.children) == 1 and item.children[0].name == "paragraph"
-            else item.children
-        )
+    for item in children:
+        inline = item.children
+        if len(inline) == 1 and inline[0].name == "paragraph":
+            inline = inline[0].children
         found = _links_only(inline)
         if found is None or len(found) != 1:
             return None
@@ -371,7 +374,7 @@ def _link_row(node: Node) -> list[Link] | None:
     return links
 
 
-def _links_only(children: list[Node]) -> list[Link] | None:
+def _links_only(children: Sequence[Node]) -> list[Link] | None:
     links: list[Link] = []
     for child in children:
         name = child.name
@@ -382,15 +385,16 @@ def _links_only(children: list[Node]) -> list[Link] | None:
     return links or None
 
 
-def _plain(node: Node) -> str:
-    """The visible text of an inline node, without markup."""
+def _plain(node: Node, children: Sequence[Node] | None = None) -> str:
+    """The visible text of an inline node (whose `children` may be given), without markup."""
     parts: list[str] = []
-    for child in node.children:
-        if child.name == "text":
+    for child in node.children if children is None else children:
+        name = child.name
+        if name == "text":
             parts.append(child.meta.get("content", ""))
-        elif child.name in {"softbreak", "hardbreak"}:
+        elif name == "softbreak" or name == "hardbreak":
             parts.append(" ")
-        elif child.name != "html_inline":
+        elif name != "html_inline":
             parts.append(_plain(child))
     return "".join(parts)
 
