@@ -23,8 +23,8 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import BuildError
-from ..issues import Edition, find_issue_files, group_by_issue
-from .build_cache import BuildCache, ListedEdition, scan_issues
+from ..issues import find_issue_files, group_by_issue
+from .build_cache import BuildCache, scan_issues
 from .due import split_by_time
 from .edition_pages import Prerenderer, plan_edition_pages
 from .feed_outputs import plan_feeds, plan_tag_feeds
@@ -32,7 +32,7 @@ from .listings import plan_index_pages
 from .output_plan import OutputPlan
 from .parallel import render_all
 from .search import EditionPage, SearchResult, index_site, save_key
-from .site_build import SiteBuild
+from .site_build import SiteBuild, full_edition
 from .site_files import plan_search_page, plan_site_files
 from .staging import drop_unused, make_staging, swap
 from .tag_pages import plan_tag_pages
@@ -141,7 +141,7 @@ def _build_site(
         scanned = scan_issues(settings, cache, workers, prerender, files, lambda: _prepare_listings(templates))
         issues = group_by_issue((e for e in scanned.listed if not e.draft), settings)
         fresh = dict(scanned.fresh)  # so that full() finds what this build parsed
-        come, instants, later = split_by_time(issues, settings, now, lambda e: _full(e, fresh, cache))
+        come, instants, later = split_by_time(issues, settings, now, lambda e: full_edition(e, fresh, cache))
         if not future:
             issues = come
         plan = OutputPlan(salt, previous, cache.pages, scanned.pages)
@@ -180,14 +180,6 @@ def _build_site(
         future,
         search,
     )
-
-
-def _full(listed: ListedEdition, fresh: dict[str, Edition], cache: BuildCache) -> Edition:
-    """The full edition behind a record, before the build's SiteBuild exists (SiteBuild.full)."""
-    edition = fresh.get(listed.key)
-    if edition is None:
-        edition = fresh[listed.key] = cache.full(listed.key)
-    return edition
 
 
 def _prepare_listings(templates: Templates) -> None:

@@ -59,10 +59,7 @@ class SiteBuild:
 
     def full(self, listed: ListedEdition) -> Edition:
         """The full edition behind a record: parsed in this build, or loaded from the cache."""
-        edition = self.fresh.get(listed.key)
-        if edition is None:
-            edition = self.fresh[listed.key] = self.cache.full(listed.key)
-        return edition
+        return full_edition(listed, self.fresh, self.cache)
 
     def published_of(self, edition: ListedEdition) -> dt.datetime:
         """The publication instant of `edition`'s issue."""
@@ -79,3 +76,12 @@ class SiteBuild:
         """The edition's content for feeds: its article with every link absolute, the editor's relative ones too.
         FeedEntries asks once per edition and process, and resolves the rest against the page."""
         return resolve_root(edition_article(self, listed), self.settings.url(""))
+
+
+def full_edition(listed: ListedEdition, fresh: dict[str, Edition], cache: BuildCache) -> Edition:
+    """The full edition behind a record: in `fresh` (parsed in this build, by parse key), else loaded from the
+    cache into `fresh`."""
+    edition = fresh.get(listed.key)
+    if edition is None:
+        edition = fresh[listed.key] = cache.full(listed.key)
+    return edition
