@@ -16,11 +16,15 @@ also renders each page's hreflang, Open Graph and sign-up form, and makes feed l
 between runs: it renders everything again on each build, which is what "edit one issue" and "add one issue"
 time for it.
 
+With --baseline DIR (a source tree of this project, such as a `git worktree` of an older commit), that tree's
+`newsletter build` is timed too in each pair, on its own copy of the same issues, and ours / its wall is printed:
+a change's cost or gain measured beside Hugo in one run. The order of the builders rotates from pair to pair.
+
 Each of --pairs pairs times a cold build of each (fresh folders, no cache, order alternating), then an edit to
 one issue and a new issue (the weekly job) in each, each run after a `sync`. Ratios are ours / Hugo's wall per
 pair; the median of them is printed. One more pair samples peak memory (all processes, PSS). Without `hugo` on
 the PATH (Debian: `apt-get install hugo`), it says so in one line and times ours only.
-Run: `python bench/build_vs_hugo.py [--issues 1000] [--pairs 5]`.
+Run: `python bench/build_vs_hugo.py [--issues 1000] [--pairs 5] [--baseline DIR]`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -186,7 +191,7 @@ def files(site: Path) -> int:
     return sum(1 for p in site.rglob("*") if p.is_file())
 
 
-def summary(name: str, ours: list[Run], hugo: list[Run]) -> None:
+def summary(name: str, ours: list[Run], hugo: list[Run], baseline: list[Run]) -> None:
     def median(values: list[float]) -> float:
         return statistics.median(values)
 
@@ -198,14 +203,29 @@ def summary(name: str, ours: list[Run], hugo: list[Run]) -> None:
             f" | Hugo {median([r.wall for r in hugo]):6.3f} s wall, {median([r.cpu for r in hugo]):6.3f} s CPU"
             f" | ours/Hugo wall: median {median(ratios):.2f} (pairs: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
+    if baseline:
+        ratios = [a.wall / b.wall for a, b in zip(ours, baseline, strict=True)]
+        line += (
+            f" | baseline {median([r.wall for r in baseline]):6.3f} s wall,"
+            f" {median([r.cpu for r in baseline]):6.3f} s CPU"
+            f" | ours/baseline wall: median {median(ratios):.2f} (pairs: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
     print(line)
+
+
+def baseline_command(tree: Path, folder: Path) -> list[str]:
+    """`newsletter build` of `folder` with the newsletter package of the source tree `tree`."""
+    return ["env", f"PYTHONPATH={tree}", *build_command(folder)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--issues", type=int, default=1000)
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--baseline", type=Path, default=None, help="a source tree of this project to time too")
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "newsletter" / "__init__.py").is_file():
+        sys.exit(f"Error: --baseline {args.baseline}: holds no newsletter/ package (give a checkout of this project)")
     version = hugo_version()
     if version is None:
         print("hugo: not found on the PATH (Debian: apt-get install hugo); timing newsletter build only")
@@ -215,6 +235,7 @@ def main() -> None:
     scenarios = ("cold build", "edit one issue", "add one issue")
     ours: dict[str, list[Run]] = {name: [] for name in scenarios}
     hugo: dict[str, list[Run]] = {name: [] for name in scenarios}
+    baseline: dict[str, list[Run]] = {name: [] for name in scenarios}
     with tempfile.TemporaryDirectory(prefix="newsletter-vs-hugo-") as tmp:
         for pair in range(args.pairs + 1):
             last = pair == args.pairs  # one more pair, sampling memory, which slows it a little
@@ -222,20 +243,30 @@ def main() -> None:
             folder.mkdir()
             paths = make_publication(folder, args.issues, page_size=PAGE_SIZE, varied=True)
             site = hugo_site(Path(tmp) / f"hugo-{pair}", paths) if version else None
+            base = Path(tmp) / f"baseline-{pair}" if args.baseline else None
+            if base:
+                base.mkdir()
+                base_paths = make_publication(base, args.issues, page_size=PAGE_SIZE, varied=True)
             for name in scenarios:
                 if name == "edit one issue":
                     edit_issue(paths[len(paths) // 2])
                     if site:
                         edit_issue(site / "content" / "issues" / paths[len(paths) // 2].name)
+                    if base:
+                        edit_issue(base_paths[len(paths) // 2])
                 elif name == "add one issue":
                     new = add_issue(folder, varied=True)
                     if site:
                         copy_issue(new, site)
+                    if base:
+                        add_issue(base, varied=True)
                 runs = [("ours", folder, build_command(folder))]
                 if site:
                     runs.append(("hugo", site, hugo_command(site)))
-                if pair % 2:
-                    runs.reverse()
+                if base:
+                    runs.append(("baseline", base, baseline_command(args.baseline.resolve(), base)))
+                turn = pair % len(runs)  # each builder goes first in turn
+                runs = runs[turn:] + runs[:turn]
                 for who, cwd, command in runs:
                     result = timed(command, cwd, sample_memory=last)
                     if last:
@@ -246,11 +277,11 @@ def main() -> None:
                                 f"({result.memory.peak_rss_kb / 1024:.0f} MB RSS summed over its processes)"
                             )
                     else:
-                        (ours if who == "ours" else hugo)[name].append(result)
+                        {"ours": ours, "hugo": hugo, "baseline": baseline}[who][name].append(result)
         print(f"{args.issues} issues, {args.pairs} pairs; files: ours {files(folder / 'site')}", end="")
         print(f", Hugo {files(site / 'public')}" if site else "")
         for name in scenarios:
-            summary(name + ":", ours[name], hugo[name])
+            summary(name + ":", ours[name], hugo[name], baseline[name])
 
 
 if __name__ == "__main__":
