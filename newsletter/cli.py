@@ -543,7 +543,7 @@ def serve(ctx: click.Context, host: str, port: int, threads: int, trusted_proxy:
 @click.option("--once", is_flag=True, help="Stop when the queue is empty instead of waiting for more.")
 @click.option(
     "--receivers",
-    default=8,  # event_queue.RECEIVERS and MOST_RECEIVERS (not imported here: the CLI loads lazily)
+    default=16,  # event_queue.RECEIVERS and MOST_RECEIVERS (not imported here: the CLI loads lazily)
     show_default=True,
     type=click.IntRange(1, 32),
     help="Threads long-polling the queue at once (each ReceiveMessage gives at most 10 messages).",
