@@ -6,11 +6,14 @@ than one issue's 2,000 words repeated)
 and, in one issue of ten each, a planted compound (지식증류를, 문장임베딩과, 추가미세조정으로, Diffusion모델).
 
 Prints:
-- the build's wall and CPU time with search = false, with search (cold), a no-op rebuild, one issue changed;
-- the index's size, with and without the index-only parts of Hangul words;
-- the bytes the first Korean query moves (the search page's own load apart), raw and gzip-compressed as a
-  compressing static host sends the text files (Pagefind's .pf_* files are gzip already);
-- recall of each query: the papers found among those holding it at a word's start or inside a Hangul word.
+- the build's wall and CPU time with search = false, with search (cold; and Pagefind's peak memory), a no-op
+  rebuild, one issue changed, and a cold build with Hangul in the documents the other way (A/B: composed (NFC),
+  as Pagefind 1.6 gets it, and 1.5 then keeps the Korean word index in one chunk; or decomposed, as 1.5 gets it);
+- the index's size and its chunks: as built, the other way, and without the index-only parts of Hangul words;
+- the bytes the first Korean query moves in each of the three (the search page's own load apart), raw and
+  gzip-compressed as a compressing static host sends the text files (Pagefind's .pf_* files are gzip already);
+- recall of each query, in each of the three: the papers found among those holding it at a word's start or
+  inside a Hangul word.
 Run: `python bench/search.py [--issues 1000]` (needs Debian's chromium and Playwright, from the test extra).
 """
 
@@ -165,7 +168,7 @@ def main() -> None:
     print(f"pagefind: {find_pagefind()}")
     with tempfile.TemporaryDirectory(prefix="newsletter-search-bench-") as tmp:
         runs = {}
-        for name in ("off", "on", "no-parts"):
+        for name in ("off", "on", "other", "no-parts"):
             folder = Path(tmp) / name
             folder.mkdir()
             paths = make_publication(folder, args.issues)
@@ -185,7 +188,8 @@ def main() -> None:
         print(
             f"cold build with search:       {wall_on:6.2f} s wall, {cpu_on:6.2f} CPU-s "
             f"(the index: {result.search.seconds:.2f} s for {result.search.papers} papers, "
-            f"{result.search.seconds / (wall_on - result.search.seconds):.2f}x the rest of the build)"
+            f"{result.search.seconds / (wall_on - result.search.seconds):.2f}x the rest of the build; "
+            f"pagefind's peak RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)"
         )
         wall, cpu, result = timed(lambda: build_site(load_settings(on)))
         print(
@@ -200,6 +204,22 @@ def main() -> None:
             f"(the index: {result.search.seconds:.2f} s)"
         )
         index = on / "site" / "pagefind"
+        # B: the same terms with Hangul the other way: composed (NFC) where the build decomposes it for Pagefind
+        # 1.5, which files each composed Hangul word as a variant of its decomposed key and splits its word index
+        # counting only the others, so the Korean words stay in one chunk; decomposed where 1.6 gets it composed.
+        splits = search.splits_composed_hangul
+        built = "composed (NFC)" if splits(find_pagefind()) else "decomposed (NFD)"
+        other = "decomposed (NFD)" if splits(find_pagefind()) else "composed (NFC)"
+        other_folder, _ = runs["other"]
+        search.splits_composed_hangul = lambda binary: not splits(binary)
+        try:
+            wall, cpu, result = timed(lambda: build_site(load_settings(other_folder)))
+        finally:
+            search.splits_composed_hangul = splits
+        print(
+            f"cold build, Hangul {other}: {wall:6.2f} s wall, {cpu:6.2f} CPU-s "
+            f"(the index: {result.search.seconds:.2f} s; as built: {built})"
+        )
         plain, _ = runs["no-parts"]
         original = search.inner_parts
         search.inner_parts = lambda text: []
@@ -208,27 +228,32 @@ def main() -> None:
         finally:
             search.inner_parts = original
         bare = plain / "site" / "pagefind"
-        for label, folder in (("with parts", index), ("without parts", bare)):
+        sites = {built: on, other: other_folder, "without parts": plain}
+        for label, folder in sites.items():
+            folder = folder / "site" / "pagefind"
+            chunks = sorted(p.stat().st_size for p in folder.rglob("*.pf_index"))
             print(
-                f"index {label:14s} {folder_size(folder) / 1e6:6.1f} MB in all, word index "
-                f"{folder_size(folder, '*.pf_index') / 1e6:5.2f} MB in {len(list(folder.rglob('*.pf_index')))} chunks "
-                f"(largest {max(p.stat().st_size for p in folder.rglob('*.pf_index')) / 1e3:.0f} KB), fragments "
+                f"index {label:15s} {folder_size(folder) / 1e6:6.1f} MB in all, word index "
+                f"{folder_size(folder, '*.pf_index') / 1e6:5.2f} MB in {len(chunks)} chunks "
+                f"(median {chunks[len(chunks) // 2] / 1e3:.0f} KB, largest {chunks[-1] / 1e3:.0f} KB), fragments "
                 f"{folder_size(folder, '*.pf_fragment') / 1e6:5.2f} MB"
             )
         growth = folder_size(index, "*.pf_index") / folder_size(bare, "*.pf_index") - 1
         print(f"the parts add {growth * 100:.0f} % to the word index")
 
-        for label, site in (("with parts", on / "site"), ("without parts", plain / "site")):
-            first, found, own = in_browser(site, QUERIES if label == "with parts" else [QUERIES[3], *QUERIES])
+        for label, folder in sites.items():
+            first, found, own = in_browser(
+                folder / "site", QUERIES if label != "without parts" else [QUERIES[3], *QUERIES]
+            )
             raw, packed = sum(r for r, _ in first.values()), sum(p for _, p in first.values())
-            if label == "with parts":
+            if label == built:
                 print(f"search page's own load: {own / 1e3:.0f} KB raw (pagefind-ui.js and its CSS load only there)")
-                print(
-                    f"first Korean query ({QUERIES[0]!r}): {raw / 1e3:.0f} KB raw, "
-                    f"{packed / 1e3:.0f} KB as a compressing host sends it:"
-                )
-                for url, (r, p) in sorted(first.items(), key=lambda item: -item[1][0]):
-                    print(f"  {url.split('?')[0]:48s} {r / 1e3:7.1f} KB raw {p / 1e3:7.1f} KB sent")
+            print(
+                f"{label}: first Korean query ({QUERIES[0]!r}): {raw / 1e3:.0f} KB raw, "
+                f"{packed / 1e3:.0f} KB as a compressing host sends it:"
+            )
+            for url, (r, p) in sorted(first.items(), key=lambda item: -item[1][0])[:8]:
+                print(f"  {url.split('?')[0]:48s} {r / 1e3:7.1f} KB raw {p / 1e3:7.1f} KB sent")
             print(f"recall {label}:")
             for query in QUERIES:
                 want = expected(on / "site", query)

@@ -7,6 +7,7 @@ import functools
 import http.server
 import re
 import threading
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -16,7 +17,7 @@ import requests
 
 from newsletter.config import load_settings
 from newsletter.errors import BuildError
-from newsletter.render.search import find_pagefind
+from newsletter.render.search import find_pagefind, index_terms
 from newsletter.render.site import build_site
 from tests.conftest import missing_system_package, wait_until, write_issue
 
@@ -112,6 +113,42 @@ def test_each_query_finds_every_paper_that_holds_it(browser, served: str, public
         page.close()
 
 
+def test_a_papers_index_terms_are_its_words_once_and_their_inner_parts_none_the_start_of_another() -> None:
+    terms = index_terms("강화학습 / RL", "강화학습과 모델 모델을 GPT모델 모델을")
+    assert [unicodedata.normalize("NFC", term) for term in terms] == [
+        "rl", "강화학습과", "모델을", "gpt모델", "화학습과", "학습과", "습과", "델을"
+    ]  # fmt: skip
+    assert not any("\uac00" <= char <= "\ud7a3" for term in terms for char in term)  # decomposed, for Pagefind 1.5
+    assert index_terms("강화학습 / RL", "강화학습과 모델 모델을 GPT모델 모델을", decompose=False)[1] == "강화학습과"
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pagefind's word index in chunks of about 100 locations (20,000 by default), so that the sample's one
+    issue is split as 1,000 issues are (Pagefind 1.5 reads PAGEFIND_UNSTABLE_INDEX_CHUNK_SIZE)."""
+    monkeypatch.setenv("PAGEFIND_UNSTABLE_INDEX_CHUNK_SIZE", "100")
+
+
+def test_a_korean_query_loads_a_small_part_of_the_korean_index(
+    small_chunks: None, browser, served: str, publication: Path
+) -> None:
+    """Pagefind 1.5 kept every Hangul word in one chunk (it counted only words without "diacritics" when it
+    split), so the first Korean query loaded the whole Korean index; search.py decomposes Hangul for it."""
+    index = publication / "site" / "pagefind" / "index"
+    sizes = {path.name: path.stat().st_size for path in index.glob("ko_*.pf_index")}
+    page = browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url.split("?")[0].rsplit("/", 1)[-1]))
+    try:
+        found = search(page, served, "ko", "신경망")
+        page.evaluate("1")  # the requests' events are in before this answer
+    finally:
+        page.close()
+    assert REVERSAL in found
+    loaded = [name for name in requested if name in sizes]
+    assert loaded and sum(sizes[name] for name in loaded) <= sum(sizes.values()) / 10, (loaded, len(sizes))
+
+
 def test_the_search_page_shows_each_issue_with_its_papers_found(browser, served: str, artifacts: Path) -> None:
     page = browser.new_page(viewport={"width": 375, "height": 900})
     try:
@@ -158,7 +195,8 @@ def test_the_index_is_rebuilt_only_when_pages_change(publication: Path, pagefind
     # the old index goes with the retired folder, which a detached process removes: wait for it, with a deadline
     wait_until(lambda: not list(publication.glob(".site.*")), what="the retired index to be removed")
     assert sample.stat().st_mtime_ns == made  # only the new page's document was made
-    assert "지식증류를" in (documents / "issues" / "2023-10-02-new" / "index.html").read_text(encoding="utf-8")
+    made_now = (documents / "issues" / "2023-10-02-new" / "index.html").read_text(encoding="utf-8")
+    assert "지식증류를" in unicodedata.normalize("NFC", made_now)  # Hangul is kept decomposed there (search.py)
     (publication / "issues" / "2023-10-02-new.md").unlink()
     fourth = build_site(settings)
     assert fourth.search is not None and fourth.search.papers == 20
