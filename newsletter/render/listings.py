@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..tags import tag_key
 from .build_cache import ListedEdition, ListedSection
 from .output_plan import output_key
-from .page_context import PageContexts
+from .page_context import Fields, PageContexts
 from .templates import format_date
 from .urls import lang_prefix, relative_url
 
@@ -104,7 +104,7 @@ def plan_listing(
         chunk = oldest_first[(n - 1) * size : n * size][::-1]
         pages.append((f"{base}page/{n}/", n, chunk, newer, f"{base}page/{n - 1}/" if n > 1 else None))
     for path, number, chunk, previous, following in pages:
-        pagination = {"number": number, "previous": previous, "next": following}
+        pagination = Fields(number=number, previous=previous, next=following)
         key = output_key(
             path,
             title,
@@ -119,7 +119,7 @@ def plan_listing(
 
         def context(
             chunk: list[ListedEdition] = chunk,
-            pagination: dict[str, Any] = pagination,
+            pagination: Fields = pagination,
             path: str = path,
             page_versions: Sequence[tuple[str, str]] = page_versions,
         ) -> dict[str, Any]:
