@@ -191,6 +191,10 @@ def main() -> None:
             f"{result.search.seconds / (wall_on - result.search.seconds):.2f}x the rest of the build; "
             f"pagefind's peak RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)"
         )
+        print(
+            f"  in CPU time (steadier on a loaded machine): the index {cpu_on - cpu_off:.1f} CPU-s, "
+            f"{(cpu_on - cpu_off) / cpu_off:.1f}x the build's {cpu_off:.1f}"
+        )
         wall, cpu, result = timed(lambda: build_site(load_settings(on)))
         print(
             f"no-op rebuild with search:    {wall:6.2f} s wall, {cpu:6.2f} CPU-s "
