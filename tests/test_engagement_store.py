@@ -26,6 +26,7 @@ from newsletter.store import (
     subscriber_by_email,
     tracking_consent_history,
 )
+from newsletter.store.database import EVENTS_INDEX
 
 NEW_EVENT_COLUMNS = ("issue", "edition", "message_id", "link", "paper")
 NEW_SUBSCRIBER_COLUMNS = ("tracking_consent_at", "tracking_consent_how", "tracking_consent_withdrawn_at")
@@ -39,7 +40,7 @@ def _as_version(database_url: str, version: int) -> None:
     """Make a store look like `version` (≥ 3): schema 7's columns, index and table dropped, an old event kept."""
     with open_store(database_url) as store:
         with store.engine.begin() as conn:
-            conn.execute(sa.text("DROP INDEX ix_events_issue_kind"))
+            conn.execute(sa.text(f"DROP INDEX {EVENTS_INDEX}"))  # schema 8's, on columns dropped below
             conn.execute(sa.text("DROP TABLE tracking_consents"))
             for name in NEW_EVENT_COLUMNS:
                 conn.execute(sa.text(f"ALTER TABLE events DROP COLUMN {name}"))
@@ -67,10 +68,10 @@ def test_an_older_store_gains_schema_7_and_keeps_its_rows(database_url: str, ver
     _as_version(database_url, version)
     with open_store(database_url) as store:
         with store.engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version FROM newsletter_schema")).scalar_one() == SCHEMA_VERSION == 7
+            assert conn.execute(sa.text("SELECT version FROM newsletter_schema")).scalar_one() == SCHEMA_VERSION == 8
             assert set(NEW_EVENT_COLUMNS) <= _columns(conn, "events")
             assert set(NEW_SUBSCRIBER_COLUMNS) <= _columns(conn, "subscribers")
-            assert "ix_events_issue_kind" in {index["name"] for index in sa.inspect(conn).get_indexes("events")}
+            assert {index["name"] for index in sa.inspect(conn).get_indexes("events")} == {EVENTS_INDEX}
             assert sa.inspect(conn).has_table("tracking_consents")
             assert conn.execute(sa.text("SELECT kind, issue FROM events")).one() == ("bounce-permanent", None)
         old = subscriber_by_email(store, "old@example.com")

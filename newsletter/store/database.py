@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import MissingExtraError, StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -130,6 +130,9 @@ senders = sa.Table(
 )
 
 
+EVENTS_INDEX = "ix_events_issue_kind_edition_paper_subscriber_id"
+
+
 # What SES said about each message, one row per recipient per event: sends, deliveries, bounces, complaints,
 # rejects, delivery delays and rendering failures for everyone; opens and clicks only exist for subscribers who
 # consented (their messages alone go out with tracking on). The key makes an event delivered twice count once:
@@ -154,7 +157,9 @@ events = sa.Table(
     sa.Column("message_id", sa.String(200)),  # mail.messageId
     sa.Column("link", sa.String(2000)),  # click.link
     sa.Column("paper", sa.String(200)),  # click.linkTags["paper"][0]
-    sa.Index("ix_events_issue_kind", "issue", "kind"),
+    # An issue's events of a kind, and (covering) what the report's open and click counts group and count: those
+    # queries read this index alone, never the rows (bench/report.py: SQLite 1.46 → 0.98 s CPU a report).
+    sa.Index(EVENTS_INDEX, "issue", "kind", "edition", "paper", "subscriber_id"),
 )
 
 
@@ -504,6 +509,14 @@ def _add_engagement_and_consent(conn: Connection) -> None:
     tracking_consents.create(conn, checkfirst=True)
 
 
+def _cover_the_report(conn: Connection) -> None:
+    """The (issue, kind) index of events becomes one that also holds edition, paper and subscriber_id (its
+    prefix answers what the old one did)."""
+    columns = "issue, kind, edition, paper, subscriber_id"
+    conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {EVENTS_INDEX} ON events ({columns})"))
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_events_issue_kind"))
+
+
 # version → the step that upgrades the version before it. A new database gets `metadata` whole.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_events_table,  # 2: bounces and complaints from SES
@@ -512,6 +525,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _add_leases_and_senders,  # 5: several senders share one send log (leases, heartbeats, ambiguous counts)
     6: _add_welcomes,  # 6: one welcome mail per confirmed sign-up, claimed once
     7: _add_engagement_and_consent,  # 7: every SES event type per issue and edition; tracking consent
+    8: _cover_the_report,  # 8: the report's open and click counts from an index alone
 }
 
 

@@ -173,7 +173,7 @@ class SendFeedback:
 
 def send_feedback(store: Store, issue: str, tag: str) -> SendFeedback:
     """What the reputation guard watches, in one statement on two indexes (ix_deliveries_issue_state_id,
-    ix_events_issue_kind): `issue` is the send log's slug, `tag` the SES tag value its events carry."""
+    the events' (issue, kind, …) one): `issue` is the send log's slug, `tag` the SES tag value its events carry."""
     d, e = deliveries.c, events.c
 
     def counted(kind: str) -> Any:
