@@ -1,7 +1,8 @@
 """`newsletter events` with concurrent receivers (newsletter/event_queue.py), against the fake SQS of
 tests/fake_sqs.py and moto's server, on SQLite and PostgreSQL: every event once in the store whatever the
 receivers' interleaving, a repeat counted once, and a message deleted only after its events were committed (a
-failed apply, a SIGKILL and a SIGTERM each leave the rest for the next run, which finishes the job).
+failed apply, a SIGKILL and a SIGTERM each leave the rest for the next run, which finishes the job; failed
+deletes stop the run with one line, and their events count once when the messages come again).
 
 The events are the SES documentation's shapes (tests/test_engagement_events.py), one per SNS notification.
 """
@@ -241,3 +242,44 @@ def test_receivers_out_of_range_is_a_usage_error(run) -> None:
     result = run("events", "--queue-url", "http://127.0.0.1:9/q", "--receivers", "33")
     assert result.exit_code == 2
     assert "Invalid value for '--receivers': 33 is not in the range 1<=x<=32." in result.stderr
+
+
+def test_a_queue_that_does_not_exist_is_one_line_and_exit_1(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeSqs() as fake:
+        monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", fake.endpoint_url)
+        url = fake.url_of("no-such-queue")
+        result = run("events", "--queue-url", url, "--once")  # 16 receivers, each refused
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: sqs {url}: An error occurred (AWS.SimpleQueueService.NonExistentQueue) when calling the "
+        "ReceiveMessage operation (reached max retries: 0): The specified queue does not exist. (check the queue "
+        "URL, region and credentials)\n"
+    )
+
+
+def test_failed_deletes_stop_with_one_line_and_their_events_count_once_when_they_come_again(
+    database_url: str, run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies, distinct = bodies_of(6)
+    with FakeSqs(latency=0.005, visibility_cap=1.0) as fake:
+        url = fake.create_queue("ses-events")
+        fake.load(url, bodies)
+        fake.fail_deletes = True
+        monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", fake.endpoint_url)
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+        failed = run("events", "--queue-url", url, "--once")
+        assert failed.exit_code == 1
+        assert failed.stderr.startswith(f"Error: sqs {url}: An error occurred (InternalError) when calling the ")
+        assert failed.stderr.count("\n") == 1
+        stored = _events_stored(database_url)
+        assert 0 < stored[0] == stored[1]  # the first batch was committed before its delete failed
+        assert fake.snapshot().deleted == 0 and fake.snapshot().left == len(bodies)
+        fake.fail_deletes = False
+        again = run("events", "--queue-url", url, "--once")
+        assert again.exit_code == 0, again.stderr
+        stats = fake.snapshot()
+    assert _events_stored(database_url) == (distinct, distinct)
+    done = _counted(again.stdout.splitlines()[-1])
+    assert done["messages"] == len(bodies)
+    assert done["duplicate"] == len(bodies) - distinct + stored[0]  # what the first run committed counts once
+    assert stats.left == 0
