@@ -157,12 +157,19 @@ def test_a_failed_apply_deletes_only_the_committed_batches_and_a_rerun_applies_t
             poll_queue(store, peer.client, url, once=True, receivers=4, on_batch=break_the_store_after_two)
         assert len(committed) == 2
         # only the two committed batches were deleted; the rest, the failed batch's too, is made visible again
-        # for a rerun at once (not hidden for the 60 s of its receives' visibility timeout)
-        wait_until(lambda: peer.left(url) == (len(bodies) - sum(committed), 0), 10, "the rest to be visible again")
+        # for a rerun at once (not hidden for the 60 s of its receives' visibility timeout). moto's server may hand
+        # one message to two concurrent receives, so there a committed batch may have deleted fewer messages.
+        rest = len(bodies) - sum(committed)
+
+        def visible_again() -> bool:
+            visible, hidden = peer.left(url)
+            return hidden == 0 and (visible == rest if peer.fake is not None else rest <= visible <= rest + 2)
+
+        wait_until(visible_again, 10, "the rest to be visible again")
         with store.engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE events_elsewhere RENAME TO events"))
         again = poll_queue(store, peer.client, url, once=True, receivers=4)
-    assert again["messages"] == len(bodies) - sum(committed)
+    assert again["messages"] == rest if peer.fake is not None else again["messages"] >= rest
     assert _events_stored(database_url) == (distinct, distinct)
     assert peer.left(url) == (0, 0)
 
