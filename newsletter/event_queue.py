@@ -24,7 +24,7 @@ __all__ = ["APPLY_MOST", "MOST_RECEIVERS", "RECEIVERS", "VISIBILITY", "poll_queu
 
 log = logging.getLogger(__name__)
 # Threads long-polling at once: each gets at most 10 messages a round trip, so 16 make 3,200-8,000 messages/s
-# at 20-50 ms (bench/events.py measured 3,846/s at 30 ms and 2,851/s at 50 ms, 8 receivers 2,448 and 1,509/s).
+# at 20-50 ms (bench/events.py, to SQLite: 3,768/s at 30 ms and 2,883/s at 50 ms; 8 receivers 2,448 and 1,509/s).
 # Idle, 16 long polls of 20 s are 0.8 requests/s, about 2 million a month.
 RECEIVERS = 16
 MOST_RECEIVERS = 32
