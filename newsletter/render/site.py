@@ -203,6 +203,7 @@ def _index(
             title=e.title,
             date=e.date.isoformat(),
             anchors=tuple((s.anchor, s.title, s.tags) for s in e.sections),
+            issue=e.slug,
         )
         for e in build.edition_pages
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import re
 import threading
 import unicodedata
@@ -82,8 +83,16 @@ def expected(texts: dict[str, str], query: str) -> set[str]:
     return {url for url, text in texts.items() if all(holds(text, term) for term in query.split())}
 
 
+# Pagefind's JS API as the search page uses it (static/search.js): the newest bundle of the page's language, the
+# others of it merged.
 SEARCH = """async ([query, filters]) => {
-  const pagefind = await import(new URL("../pagefind/pagefind.js", location.href.replace(/\\/en\\//, "/")).href);
+  const root = new URL("../pagefind/", location.href.replace(/\\/en\\//, "/"));
+  const lang = document.documentElement.lang.toLowerCase();
+  const listed = (await (await fetch(new URL("bundles.json", root))).json()).bundles;
+  const [main, ...others] = listed.filter((b) => b.languages.includes(lang)).map((b) => new URL(b.path, root));
+  const pagefind = await import(new URL("pagefind.js", main).href);
+  await pagefind.options({ basePath: main.pathname });
+  for (const other of others) await pagefind.mergeIndex(other.pathname);
   const found = await pagefind.search(query, filters ? { filters } : {});
   const data = await Promise.all(found.results.map((r) => r.data()));
   return data.flatMap((d) => d.sub_results.map((sub) => sub.url));
@@ -134,7 +143,7 @@ def test_a_korean_query_loads_a_small_part_of_the_korean_index(
 ) -> None:
     """Pagefind 1.5 kept every Hangul word in one chunk (it counted only words without "diacritics" when it
     split), so the first Korean query loaded the whole Korean index; search.py decomposes Hangul for it."""
-    index = publication / "site" / "pagefind" / "index"
+    index = publication / "site" / "pagefind" / "b0" / "index"
     sizes = {path.name: path.stat().st_size for path in index.glob("ko_*.pf_index")}
     page = browser.new_page()
     requested: list[str] = []
@@ -171,27 +180,69 @@ def test_the_search_page_shows_each_issue_with_its_papers_found(browser, served:
         page.close()
 
 
+NEW_ISSUE = "---\ntitle: 새 호\ndate: 2023-10-02\n---\n## 새 논문\n\n지식증류를 다룹니다.\n"
+NEW_PAPER = "/issues/2023-10-02-new/#새-논문"
+
+
+@pytest.fixture
+def one_issue_bundles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bundles of one issue each (250 by default), so that two issues make two bundles."""
+    monkeypatch.setenv("NEWSLETTER_SEARCH_BUNDLE_ISSUES", "1")
+
+
+@pytest.fixture
+def two_bundles(one_issue_bundles: None, publication: Path) -> None:
+    """The sample and a newer issue, in a bundle each: the sample's papers are in b0, not the main bundle."""
+    write_issue(publication, "2023-10-02-new.md", NEW_ISSUE)
+
+
+def test_the_search_page_finds_papers_in_every_bundle(
+    two_bundles: None, browser, served: str, publication: Path
+) -> None:
+    assert sorted(p.name for p in (publication / "site" / "pagefind").glob("b*/")) == ["b0", "b1"]
+    page = browser.new_page()
+    try:
+        page.goto(f"{served}search/?q=신경망")  # the sample's papers: in b0, merged into b1's search
+        links = page.locator(".pagefind-ui__result-link")
+        links.first.wait_for()
+        assert REVERSAL in {unquote(links.nth(n).get_attribute("href") or "") for n in range(links.count())}
+        page.locator(".pagefind-ui__search-input").fill("지식증류")  # the new issue's paper: in b1
+        page.wait_for_function(
+            "[...document.querySelectorAll('.pagefind-ui__result-link')].some("
+            "(a) => decodeURI(a.getAttribute('href')).includes('2023-10-02-new'))"
+        )
+        # The JS API over the bundles: each query finds every paper that holds it, whichever bundle it is in;
+        # the tag filter, and the language (the English page searches b0 alone: b1 has no English).
+        for lang, query in QUERIES:
+            want = expected(papers(publication / "site", lang), query)
+            assert want <= search(page, served, lang, query), f"{lang} {query!r}"
+        assert search(page, served, "ko", "지식증류") == {NEW_PAPER}
+        assert search(page, served, "ko", "학습", {"tag": "rlhf"}) == search(page, served, "ko", "학습") - {NEW_PAPER}
+        assert search(page, served, "ko", "학습", {"tag": "nope"}) == set()
+        assert search(page, served, "en", "reversal") and not search(page, served, "en", "지식증류")
+    finally:
+        page.close()
+
+
 def test_the_index_is_rebuilt_only_when_pages_change(publication: Path, pagefind: Path) -> None:
     settings = load_settings(publication)
     site = publication / "site"
     first = build_site(settings)
     assert first.search is not None and not first.search.skipped and first.search.papers == 20
-    entry = site / "pagefind" / "pagefind-entry.json"
+    assert first.search.indexed == ("b0",) and first.search.peak_kb > 0
+    entry = site / "pagefind" / "b0" / "pagefind-entry.json"
     before = entry.read_bytes(), entry.stat().st_mtime_ns
     again = build_site(settings)
     assert again.search is not None and again.search.skipped and again.pages_rendered == 0
     assert (entry.read_bytes(), entry.stat().st_mtime_ns) == before  # kept through the no-op rebuild
-    write_issue(
-        publication,
-        "2023-10-02-new.md",
-        "---\ntitle: 새 호\ndate: 2023-10-02\n---\n## 새 논문\n\n지식증류를 다룹니다.\n",
-    )
-    documents = publication / ".cache" / "site" / "search-documents"
+    write_issue(publication, "2023-10-02-new.md", NEW_ISSUE)
+    documents = publication / ".cache" / "site" / "search-documents" / "b0"
     sample = documents / "issues" / SLUG / "index.html"
     made = sample.stat().st_mtime_ns
     third = build_site(settings)
     assert third.search is not None and not third.search.skipped and third.search.papers == 21
-    assert (site / "pagefind" / "pagefind-entry.json").is_file()
+    assert third.search.indexed == ("b0",)  # one bundle of 250 issues: the new issue joins it
+    assert (site / "pagefind" / "b0" / "pagefind-entry.json").is_file()
     # the old index goes with the retired folder, which a detached process removes: wait for it, with a deadline
     wait_until(lambda: not list(publication.glob(".site.*")), what="the retired index to be removed")
     assert sample.stat().st_mtime_ns == made  # only the new page's document was made
@@ -201,6 +252,28 @@ def test_the_index_is_rebuilt_only_when_pages_change(publication: Path, pagefind
     fourth = build_site(settings)
     assert fourth.search is not None and fourth.search.papers == 20
     assert not (documents / "issues" / "2023-10-02-new").exists()
+
+
+def test_only_the_bundles_whose_pages_changed_are_indexed_again(
+    one_issue_bundles: None, publication: Path, pagefind: Path
+) -> None:
+    settings = load_settings(publication)
+    index = publication / "site" / "pagefind"
+    assert build_site(settings).search.indexed == ("b0",)  # type: ignore[union-attr]
+    old = (index / "b0" / "pagefind-entry.json").stat().st_ino
+    write_issue(publication, "2023-10-02-new.md", NEW_ISSUE)
+    added = build_site(settings).search
+    assert added is not None and added.bundles == 2 and added.indexed == ("b1",) and added.papers == 21
+    assert (index / "b0" / "pagefind-entry.json").stat().st_ino == old  # the old bundle's very files, linked
+    listed = json.loads((index / "bundles.json").read_text(encoding="utf-8"))["bundles"]
+    assert listed == [{"path": "b1/", "languages": ["ko"]}, {"path": "b0/", "languages": ["en", "ko"]}]
+    assert (index / "pagefind-ui.js").is_file() and (index / "pagefind-ui.css").is_file()
+    with (publication / "issues" / f"{SLUG}.md").open("a", encoding="utf-8") as handle:
+        handle.write("\n한 문단 더.\n")
+    edited = build_site(settings).search
+    assert edited is not None and edited.indexed == ("b0",)  # the sample's bundle, not the new issue's
+    nothing = build_site(settings).search
+    assert nothing is not None and nothing.skipped and nothing.indexed == ()
 
 
 def test_search_false_writes_no_index_and_removes_an_old_one(publication: Path, run, pagefind: Path) -> None:
