@@ -5,16 +5,22 @@ generated Korean words (8,000 stems, Zipf-distributed, with particles: a vocabul
 than one issue's 2,000 words repeated)
 and, in one issue of ten each, a planted compound (지식증류를, 문장임베딩과, 추가미세조정으로, Diffusion모델).
 
-Prints:
-- the build's wall and CPU time with search = false, with search (cold; and Pagefind's peak memory), a no-op
-  rebuild, one issue changed, and a cold build with Hangul in the documents the other way (A/B: composed (NFC),
-  as Pagefind 1.6 gets it, and 1.5 then keeps the Korean word index in one chunk; or decomposed, as 1.5 gets it);
-- the index's size and its chunks: as built, the other way, and without the index-only parts of Hangul words;
-- the bytes the first Korean query moves in each of the three (the search page's own load apart), raw and
-  gzip-compressed as a compressing static host sends the text files (Pagefind's .pf_* files are gzip already);
-- recall of each query, in each of the three: the papers found among those holding it at a word's start or
-  inside a Hangul word.
-Run: `python bench/search.py [--issues 1000]` (needs Debian's chromium and Playwright, from the test extra).
+Prints, A/B in one run: the index as one Pagefind run over every issue (A), and in bundles of 250 issues (B,
+search.py's way: a Pagefind run each, two at once, only the bundles whose pages changed indexed again):
+- the build's wall and CPU time with search = false, and with search: cold (and Pagefind's peak memory: the
+  largest run's, and the sum of the runs at once, sampled), a no-op rebuild, one issue edited (in the middle:
+  one bundle), one issue added (the newest bundle); the index's CPU time is each build's less search = false's;
+- the index's size and its chunks;
+- the bytes the first Korean query moves (every file of pagefind/ the search page fetches but its UI's script
+  and style, bundles.json and every bundle's files included), raw and gzip-compressed as a compressing static
+  host sends the text files (Pagefind's .pf_* files are gzip already);
+- recall of each query: the papers found (over every bundle, merged as the search page merges them) among
+  those holding it at a word's start or inside a Hangul word.
+With --hangul-ab, also a cold build with Hangul the other way (composed (NFC), as Pagefind 1.6 gets it, and 1.5
+then keeps the Korean word index in one chunk; or decomposed, as 1.5 gets it), and one without the index-only
+parts of Hangul words: their sizes, first query and recall.
+Run: `python bench/search.py [--issues 1000] [--bundle 250] [--hangul-ab]` (needs Debian's chromium and
+Playwright, from the test extra).
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
-from _common import machine_load
-from build import make_publication
+from _common import TreeMemory, machine_load
+from build import add_issue, make_publication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -63,16 +69,48 @@ def diversify(paths: list[Path], seed: int = 7) -> None:
         path.write_text("\n## ".join(parts), encoding="utf-8")
 
 
-def timed(action):
-    """(wall s, CPU s of this process and its children, result) of `action()`; syncs the disk first."""
+class PagefindMemory(TreeMemory):
+    """The peak of the summed RSS of this process' pagefind children (the runs at once), sampled every 20 ms;
+    its own CPU time is kept apart (`cpu`), for timed to leave out."""
+
+    def __init__(self) -> None:
+        super().__init__(os.getpid(), 0.02)
+        self.cpu = 0.0
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            started, rss = time.thread_time(), 0
+            for pid in self.tree()[1:]:
+                try:
+                    if Path(f"/proc/{pid}/comm").read_text().strip() != "pagefind":
+                        continue
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            rss += int(line.split()[1])
+                except OSError:
+                    continue  # it ended between listing and reading
+            self.peak_rss_kb = max(self.peak_rss_kb, rss)
+            self.cpu += time.thread_time() - started
+
+
+def timed(action, memory: bool = False):
+    """(wall s, CPU s of this process and its children, result, pagefind runs' summed peak RSS in MB) of
+    `action()`; syncs the disk first."""
     os.sync()
+    sampler = PagefindMemory() if memory else None
+    if sampler:
+        sampler.start()
     usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = action()
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = sum(a.ru_utime + a.ru_stime - (b.ru_utime + b.ru_stime) for a, b in zip(after, usage, strict=True))
-    return wall, cpu, result
+    if sampler:
+        sampler.stopped.set()
+        sampler.join()
+        cpu -= sampler.cpu
+    return wall, cpu, result, (sampler.peak_rss_kb / 1024 if sampler else 0.0)
 
 
 def folder_size(folder: Path, pattern: str = "*") -> int:
@@ -92,8 +130,18 @@ def expected(site: Path, query: str) -> set[str]:
     return found
 
 
+# As the search page does (static/search.js): the newest bundle of the page's language, the others merged.
+# Merged once a page (each query of the page's searches the same instance).
 SEARCH = """async (query) => {
-  const pagefind = await import("/pagefind/pagefind.js");
+  window.merged ??= (async () => {
+    const listed = (await (await fetch("/pagefind/bundles.json")).json()).bundles;
+    const [main, ...others] = listed.filter((b) => b.languages.includes("ko")).map((b) => `/pagefind/${b.path}`);
+    const pagefind = await import(`${main}pagefind.js`);
+    await pagefind.options({ basePath: main });
+    for (const other of others) await pagefind.mergeIndex(other);
+    return pagefind;
+  })();
+  const pagefind = await window.merged;
   const found = await pagefind.search(query);
   const data = await Promise.all(found.results.map((r) => r.data()));
   return data.flatMap((d) => d.sub_results.map((sub) => sub.url));
@@ -102,6 +150,10 @@ SEARCH = """async (query) => {
 
 # The results are shown: a count in the message line, or no result at all.
 SHOWN = "/[0-9]/.test(document.querySelector('.pagefind-ui__message')?.textContent ?? '')"
+
+
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024  # a query's results load their fragments at once, from every bundle (5: refused)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -114,7 +166,7 @@ def in_browser(site: Path, queries: list[str]) -> tuple[dict[str, tuple[int, int
     from playwright.sync_api import sync_playwright
 
     handler = functools.partial(QuietHandler, directory=str(site))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+    with Server(("127.0.0.1", 0), handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{server.server_address[1]}"
         with sync_playwright() as playwright:
@@ -124,7 +176,10 @@ def in_browser(site: Path, queries: list[str]) -> tuple[dict[str, tuple[int, int
             page_bytes = [0]
 
             def count(response) -> None:
-                body = response.body()
+                try:
+                    body = response.body()
+                except Exception:  # noqa: BLE001 (a response still coming in when the browser closes)
+                    return
                 packed = (
                     len(body)
                     if response.url.split("?")[0].endswith(("pf_meta", "pf_index", "pf_fragment", "pf_filter"))
@@ -138,8 +193,10 @@ def in_browser(site: Path, queries: list[str]) -> tuple[dict[str, tuple[int, int
             page.on("response", count)
             page.goto(f"{base}/search/")
             page.wait_for_load_state("networkidle")
-            loaded = dict(moved)  # pagefind-ui.js and its style: the page's own load
-            moved.clear()
+            # pagefind-ui.js and its style: the page's own load; bundles.json (and any bundle's file) the search's
+            loaded = {url: sizes for url, sizes in moved.items() if url.startswith("/pagefind/pagefind-ui.")}
+            for url in loaded:
+                del moved[url]
             page.locator(".pagefind-ui__search-input").fill(queries[0])
             page.wait_for_function(SHOWN)  # a count: the first query has results in both runs
             page.locator(".pagefind-ui__result-link").first.wait_for()  # its fragment loaded
@@ -152,120 +209,149 @@ def in_browser(site: Path, queries: list[str]) -> tuple[dict[str, tuple[int, int
     return first, found, own
 
 
+def make(folder: Path, issues: int) -> list[Path]:
+    folder.mkdir()
+    paths = make_publication(folder, issues)
+    diversify(paths)
+    config = folder / "pyproject.toml"  # build.make_publication turns search off
+    config.write_text(config.read_text().replace("search = false", "search = true", 1))
+    return paths
+
+
+def chunks_line(label: str, folder: Path) -> str:
+    chunks = sorted(p.stat().st_size for p in folder.rglob("*.pf_index"))
+    metas = sorted(p.stat().st_size for p in folder.glob("*/pagefind.*.pf_meta")) or [0]
+    return (
+        f"index {label:18s} {folder_size(folder) / 1e6:6.1f} MB in all, word index "
+        f"{folder_size(folder, '*.pf_index') / 1e6:5.2f} MB in {len(chunks)} chunks "
+        f"(median {chunks[len(chunks) // 2] / 1e3:.0f} KB, largest {chunks[-1] / 1e3:.0f} KB), fragments "
+        f"{folder_size(folder, '*.pf_fragment') / 1e6:5.2f} MB, meta {metas[0] / 1e3:.1f}-{metas[-1] / 1e3:.1f} KB"
+    )
+
+
+def browse(label: str, folder: Path, queries: list[str], show_own: bool) -> None:
+    first, found, own = in_browser(folder / "site", queries)
+    raw, packed = sum(r for r, _ in first.values()), sum(p for _, p in first.values())
+    if show_own:
+        print(f"search page's own load: {own / 1e3:.0f} KB raw (pagefind-ui.js and its CSS load only there)")
+    print(
+        f"{label}: first Korean query ({queries[0]!r}): {raw / 1e3:.0f} KB raw, "
+        f"{packed / 1e3:.0f} KB as a compressing host sends it, in {len(first)} files:"
+    )
+    kinds: dict[str, list[int]] = {}
+    for url, (r, _) in first.items():
+        name = url.split("?")[0].rsplit("/", 1)[-1]
+        kind = name.rsplit(".", 1)[-1] if name.startswith(("ko_", "pagefind.ko")) else name
+        kinds.setdefault(kind.replace(".pagefind", "").replace("wasm.unknown", "wasm"), []).append(r)
+    print(
+        "  "
+        + ", ".join(
+            f"{kind} {len(sizes)} x {sum(sizes) / len(sizes) / 1e3:.1f} KB"
+            for kind, sizes in sorted(kinds.items(), key=lambda item: -sum(item[1]))
+        )
+    )
+    for url, (r, p) in sorted(first.items(), key=lambda item: -item[1][0])[:6]:
+        print(f"  {url.split('?')[0]:52s} {r / 1e3:7.1f} KB raw {p / 1e3:7.1f} KB sent")
+    print(f"recall {label}:")
+    for query in QUERIES:
+        want = expected(folder / "site", query)
+        hit = len(want & found[query])
+        print(f"  {query!r:20s} {hit}/{len(want)} = {hit / max(1, len(want)) * 100:5.1f} % ({len(found[query])} found)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--issues", type=int, default=1000)
+    parser.add_argument("--bundle", type=int, default=250, help="issues a bundle of B holds")
     parser.add_argument("--pagefind", help="a pagefind binary to use (NEWSLETTER_PAGEFIND), e.g. npm's 1.6.0")
+    parser.add_argument("--hangul-ab", action="store_true", help="also Hangul the other way, and without parts")
     args = parser.parse_args()
     if args.pagefind:
         os.environ["NEWSLETTER_PAGEFIND"] = args.pagefind
     from newsletter.config import load_settings
     from newsletter.render import search
-    from newsletter.render.search import find_pagefind
+    from newsletter.render.search import BUNDLE_ENV, find_pagefind
     from newsletter.render.site import build_site
 
     print(machine_load())
     print(f"pagefind: {find_pagefind()}")
+    variants = {"A one index": 10**9, f"B bundles of {args.bundle}": args.bundle}  # A: every issue, added too
     with tempfile.TemporaryDirectory(prefix="newsletter-search-bench-") as tmp:
-        runs = {}
-        for name in ("off", "on", "other", "no-parts"):
-            folder = Path(tmp) / name
-            folder.mkdir()
-            paths = make_publication(folder, args.issues)
-            diversify(paths)
-            if name != "off":  # build.make_publication turns search off
-                config = folder / "pyproject.toml"
-                config.write_text(config.read_text().replace("search = false", "search = true", 1))
-            runs[name] = folder, paths
-        size = sum(p.stat().st_size for p in runs["on"][1]) / len(runs["on"][1]) / 1024
+        off = Path(tmp) / "off"
+        off.mkdir()
+        paths = make_publication(off, args.issues)
+        diversify(paths)
+        size = sum(p.stat().st_size for p in paths) / len(paths) / 1024
         print(f"{args.issues} issues, {size:.1f} KB each on average")
-
-        off, _ = runs["off"]
-        wall_off, cpu_off, _ = timed(lambda: build_site(load_settings(off)))
+        wall_off, cpu_off, _, _ = timed(lambda: build_site(load_settings(off)))
         print(f"cold build, search = false:   {wall_off:6.2f} s wall, {cpu_off:6.2f} CPU-s")
-        on, paths = runs["on"]
-        wall_on, cpu_on, result = timed(lambda: build_site(load_settings(on)))
-        print(
-            f"cold build with search:       {wall_on:6.2f} s wall, {cpu_on:6.2f} CPU-s "
-            f"(the index: {result.search.seconds:.2f} s for {result.search.papers} papers, "
-            f"{result.search.seconds / (wall_on - result.search.seconds):.2f}x the rest of the build; "
-            f"pagefind's peak RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)"
-        )
-        print(
-            f"  in CPU time (steadier on a loaded machine): the index {cpu_on - cpu_off:.1f} CPU-s, "
-            f"{(cpu_on - cpu_off) / cpu_off:.1f}x the build's {cpu_off:.1f}"
-        )
-        wall, cpu, result = timed(lambda: build_site(load_settings(on)))
-        print(
-            f"no-op rebuild with search:    {wall:6.2f} s wall, {cpu:6.2f} CPU-s "
-            f"(index skipped: {result.search.skipped})"
-        )
-        with paths[len(paths) // 2].open("a", encoding="utf-8") as handle:
-            handle.write("\n한 문단 더.\n")
-        wall, cpu, result = timed(lambda: build_site(load_settings(on)))
-        print(
-            f"one issue changed, search:    {wall:6.2f} s wall, {cpu:6.2f} CPU-s "
-            f"(the index: {result.search.seconds:.2f} s)"
-        )
-        index = on / "site" / "pagefind"
-        # B: the same terms with Hangul the other way: composed (NFC) where the build decomposes it for Pagefind
-        # 1.5, which files each composed Hangul word as a variant of its decomposed key and splits its word index
-        # counting only the others, so the Korean words stay in one chunk; decomposed where 1.6 gets it composed.
-        splits = search.splits_composed_hangul
-        built = "composed (NFC)" if splits(find_pagefind()) else "decomposed (NFD)"
-        other = "decomposed (NFD)" if splits(find_pagefind()) else "composed (NFC)"
-        other_folder, _ = runs["other"]
-        search.splits_composed_hangul = lambda binary: not splits(binary)
-        try:
-            wall, cpu, result = timed(lambda: build_site(load_settings(other_folder)))
-        finally:
-            search.splits_composed_hangul = splits
-        print(
-            f"cold build, Hangul {other}: {wall:6.2f} s wall, {cpu:6.2f} CPU-s "
-            f"(the index: {result.search.seconds:.2f} s; as built: {built})"
-        )
-        plain, _ = runs["no-parts"]
-        original = search.inner_parts
-        search.inner_parts = lambda text: []
-        try:
-            build_site(load_settings(plain))
-        finally:
-            search.inner_parts = original
-        bare = plain / "site" / "pagefind"
-        sites = {built: on, other: other_folder, "without parts": plain}
-        for label, folder in sites.items():
-            folder = folder / "site" / "pagefind"
-            chunks = sorted(p.stat().st_size for p in folder.rglob("*.pf_index"))
+        cost: dict[str, dict[str, float]] = {}
+        for label, bundle in variants.items():
+            os.environ[BUNDLE_ENV] = str(bundle)
+            folder = Path(tmp) / label.split()[0]
+            paths = make(folder, args.issues)
+            build = functools.partial(lambda root: build_site(load_settings(root)), folder)
+            print(f"{label}:")
+            wall, cpu, result, summed = timed(build, memory=True)
+            found = result.search
+            cost[label] = {"cold": cpu - cpu_off, "cold wall": wall, "memory": summed, "peak": found.peak_kb}
             print(
-                f"index {label:15s} {folder_size(folder) / 1e6:6.1f} MB in all, word index "
-                f"{folder_size(folder, '*.pf_index') / 1e6:5.2f} MB in {len(chunks)} chunks "
-                f"(median {chunks[len(chunks) // 2] / 1e3:.0f} KB, largest {chunks[-1] / 1e3:.0f} KB), fragments "
-                f"{folder_size(folder, '*.pf_fragment') / 1e6:5.2f} MB"
+                f"  cold build with search: {wall:6.2f} s wall, {cpu:6.2f} CPU-s; the index {cpu - cpu_off:5.1f} "
+                f"CPU-s = {(cpu - cpu_off) / cpu_off:4.1f}x the build's {cpu_off:.1f} (Pagefind's runs "
+                f"{found.pagefind_cpu:.1f} CPU-s; {found.bundles} bundles, {found.papers} papers, {found.seconds:.1f} "
+                f"s wall); Pagefind's peak RSS {found.peak_kb / 1024:.0f} MB the largest run, {summed:.0f} MB the "
+                "runs at once (sampled)"
             )
-        growth = folder_size(index, "*.pf_index") / folder_size(bare, "*.pf_index") - 1
-        print(f"the parts add {growth * 100:.0f} % to the word index")
-
-        for label, folder in sites.items():
-            first, found, own = in_browser(
-                folder / "site", QUERIES if label != "without parts" else [QUERIES[3], *QUERIES]
-            )
-            raw, packed = sum(r for r, _ in first.values()), sum(p for _, p in first.values())
-            if label == built:
-                print(f"search page's own load: {own / 1e3:.0f} KB raw (pagefind-ui.js and its CSS load only there)")
-            print(
-                f"{label}: first Korean query ({QUERIES[0]!r}): {raw / 1e3:.0f} KB raw, "
-                f"{packed / 1e3:.0f} KB as a compressing host sends it:"
-            )
-            for url, (r, p) in sorted(first.items(), key=lambda item: -item[1][0])[:8]:
-                print(f"  {url.split('?')[0]:48s} {r / 1e3:7.1f} KB raw {p / 1e3:7.1f} KB sent")
-            print(f"recall {label}:")
-            for query in QUERIES:
-                want = expected(on / "site", query)
-                hit = len(want & found[query])
+            wall, cpu, result, _ = timed(build)
+            print(f"  no-op rebuild:          {wall:6.2f} s wall, {cpu:6.2f} CPU-s (skipped: {result.search.skipped})")
+            with paths[len(paths) // 2].open("a", encoding="utf-8") as handle:
+                handle.write("\n한 문단 더.\n")
+            for step, change in (("edited", None), ("added", functools.partial(add_issue, folder))):
+                if change:
+                    change()
+                wall, cpu, result, _ = timed(build)
+                found = result.search
+                cost[label][step] = found.pagefind_cpu
                 print(
-                    f"  {query!r:20s} {hit}/{len(want)} = {hit / max(1, len(want)) * 100:5.1f} % "
-                    f"({len(found[query])} found)"
+                    f"  one issue {step}:       {wall:6.2f} s wall, {cpu:6.2f} CPU-s (the index: {found.seconds:.2f} "
+                    f"s wall, Pagefind {found.pagefind_cpu:.2f} CPU-s for the bundles {list(found.indexed)})"
                 )
+            print("  " + chunks_line(label, folder / "site" / "pagefind"))
+        a, b = cost.values()
+        print(
+            f"B/A: cold index CPU {b['cold'] / a['cold']:.2f}, cold wall {b['cold wall'] / a['cold wall']:.2f}, "
+            f"Pagefind's peak memory: the runs at once {b['memory'] / max(a['memory'], 1):.2f}, the largest run "
+            f"{b['peak'] / max(a['peak'], 1):.2f}; Pagefind's CPU for an edit {b['edited'] / a['edited']:.2f}, "
+            f"for an issue added {b['added'] / a['added']:.2f}"
+        )
+        for n, (label, _) in enumerate(variants.items()):
+            browse(label, Path(tmp) / label.split()[0], QUERIES, n == 0)
+        if args.hangul_ab:
+            hangul_ab(args, Path(tmp), load_settings, search, build_site, find_pagefind)
+
+
+def hangul_ab(args, tmp: Path, load_settings, search, build_site, find_pagefind) -> None:
+    """B's bundles with Hangul the other way, and without the index-only parts of Hangul words."""
+    splits = search.splits_composed_hangul
+    other = "decomposed (NFD)" if splits(find_pagefind()) else "composed (NFC)"
+    other_folder, plain = tmp / "other", tmp / "no-parts"
+    make(other_folder, args.issues)
+    make(plain, args.issues)
+    search.splits_composed_hangul = lambda binary: not splits(binary)
+    try:
+        wall, cpu, result, _ = timed(lambda: build_site(load_settings(other_folder)))
+    finally:
+        search.splits_composed_hangul = splits
+    print(f"cold build, Hangul {other}: {wall:6.2f} s wall, {cpu:6.2f} CPU-s (index {result.search.seconds:.2f} s)")
+    original = search.inner_parts
+    search.inner_parts = lambda text: []
+    try:
+        build_site(load_settings(plain))
+    finally:
+        search.inner_parts = original
+    for label, folder in {other: other_folder, "without parts": plain}.items():
+        print(chunks_line(label, folder / "site" / "pagefind"))
+        browse(label, folder, QUERIES if label != "without parts" else [QUERIES[3], *QUERIES], False)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class EditionPage:
 @dataclass(frozen=True)
 class SearchResult:
     """What the indexing did: papers in the index (0 when skipped), its seconds, the bundles in all and those
-    indexed again (their names), and the largest peak memory of a Pagefind run (kB)."""
+    indexed again (their names), the largest peak memory of a Pagefind run (kB) and their CPU seconds."""
 
     papers: int
     seconds: float
@@ -92,6 +92,7 @@ class SearchResult:
     bundles: int = 0
     indexed: tuple[str, ...] = ()
     peak_kb: int = 0
+    pagefind_cpu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -344,8 +345,9 @@ def _save_keys(path: Path, keys: Mapping[str, str]) -> None:
     os.replace(temporary, path)
 
 
-def run_pagefind(binary: Path, site: Path, output: Path) -> int:
-    """Index the documents in `site` into `output` with one Pagefind run; returns its peak memory (kB)."""
+def run_pagefind(binary: Path, site: Path, output: Path) -> tuple[int, float]:
+    """Index the documents in `site` into `output` with one Pagefind run; returns its peak memory (kB) and its
+    CPU seconds."""
     with tempfile.TemporaryFile() as said:
         try:
             process = subprocess.Popen(
@@ -369,7 +371,7 @@ def run_pagefind(binary: Path, site: Path, output: Path) -> int:
                 f"pagefind ({binary}) failed with exit code {process.returncode}{told}",
                 "run it by hand on the site to see more, or set search = false in [tool.newsletter]",
             )
-    return int(usage.ru_maxrss)
+    return int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
 
 
 def link_tree(source: Path, target: Path) -> None:
@@ -390,11 +392,11 @@ def build_index(
     binary: Path,
     cache_folder: Path | None,
     previous: Path | None,
-) -> int:
+) -> tuple[int, float]:
     """Index the `stale` bundles into the folder `output` (replaced), each into its own folder, at most RUNS
     Pagefind runs at once, and link the others from the `previous` index; write the manifest and the search
     page's UI files. The documents are kept in the build cache, and only those of changed pages are made
-    again. Returns the largest peak memory of a run (kB)."""
+    again. Returns the largest peak memory of a run (kB), and the runs' CPU seconds."""
     scratch = output.parent / f".search-{os.getpid()}"  # without a cache: beside the index, in staging
     work = (scratch if cache_folder is None else cache_folder) / DOCUMENTS
     shutil.rmtree(scratch, ignore_errors=True)
@@ -425,7 +427,7 @@ def build_index(
             except OSError:
                 shutil.copyfile(output / bundles[-1].name / name, output / name)
         (output / MANIFEST).write_text(manifest(bundles), encoding="utf-8")
-        return max(peaks, default=0)
+        return max((peak for peak, _ in peaks), default=0), sum(cpu for _, cpu in peaks)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -459,10 +461,12 @@ def index_site(
     if not pages:  # nothing is out yet: nothing to find, and Pagefind refuses an empty site ("Indexed 0 sorts")
         return SearchResult(0, time.perf_counter() - started, False), key
     stale = [bundle for bundle in bundles if bundle.name not in kept]
-    peak = build_index(settings, bundles, stale, page_keys, staging / SEARCH_FOLDER, binary, cache_folder, previous)
+    peak, cpu = build_index(
+        settings, bundles, stale, page_keys, staging / SEARCH_FOLDER, binary, cache_folder, previous
+    )
     papers = sum(len(page.anchors) for page in pages)
     indexed = tuple(bundle.name for bundle in stale)
-    return SearchResult(papers, time.perf_counter() - started, False, len(bundles), indexed, peak), key
+    return SearchResult(papers, time.perf_counter() - started, False, len(bundles), indexed, peak, cpu), key
 
 
 def _read(path: Path) -> str:
