@@ -343,12 +343,14 @@ def hangul_ab(args, tmp: Path, load_settings, search, build_site, find_pagefind)
     finally:
         search.splits_composed_hangul = splits
     print(f"cold build, Hangul {other}: {wall:6.2f} s wall, {cpu:6.2f} CPU-s (index {result.search.seconds:.2f} s)")
-    original = search.inner_parts
-    search.inner_parts = lambda text: []
+    from newsletter.render import search_documents
+
+    original = search_documents.inner_parts
+    search_documents.inner_parts = lambda text: []
     try:
         build_site(load_settings(plain))
     finally:
-        search.inner_parts = original
+        search_documents.inner_parts = original
     for label, folder in {other: other_folder, "without parts": plain}.items():
         print(chunks_line(label, folder / "site" / "pagefind"))
         browse(label, folder, QUERIES if label != "without parts" else [QUERIES[3], *QUERIES], False)

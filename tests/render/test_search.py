@@ -18,7 +18,8 @@ import requests
 
 from newsletter.config import load_settings
 from newsletter.errors import BuildError
-from newsletter.render.search import find_pagefind, index_terms
+from newsletter.render.search import find_pagefind
+from newsletter.render.search_documents import index_terms
 from newsletter.render.site import build_site
 from tests.conftest import missing_system_package, wait_until, write_issue
 
