@@ -86,7 +86,9 @@ def bundle_issues() -> int:
         return BUNDLE_ISSUES
     if not named.isdigit() or int(named) < 1:
         raise BuildError(
-            "build", f"{BUNDLE_ENV}={named} is not a whole number of issues", "set it to 1 or more, or unset it"
+            "build",
+            f"{BUNDLE_ENV}={named} is not a number of issues of 1 or more",
+            "set it to 250 for example, or unset it",
         )
     return int(named)
 

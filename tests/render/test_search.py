@@ -328,3 +328,13 @@ def test_search_works_on_the_archive_newsletter_serve_serves(browser, web, publi
     assert refused == []
     unsubscribe = requests.get(server.url + "/unsubscribe", timeout=5)
     assert "script-src" not in unsubscribe.headers["Content-Security-Policy"]  # the app's own pages: no script
+
+
+def test_a_bundle_size_that_is_not_a_count_is_one_line(publication: Path, run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SEARCH_BUNDLE_ISSUES", "0")
+    result = run("build")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.splitlines() == [
+        "Error: build: NEWSLETTER_SEARCH_BUNDLE_ISSUES=0 is not a number of issues of 1 or more (set it to 250 "
+        "for example, or unset it)"
+    ]
