@@ -39,10 +39,14 @@ from .transports.base import OutgoingMessage, SendResult, SendStatus, Transport
 
 BATCH = 200  # deliveries claimed per transaction
 RECORD_GROUP = 50  # results written per transaction at most
-RECORD_DELAY = 0.1  # seconds a result waits at most before it is written
+RECORD_DELAY = 0.1  # seconds the dispatcher waits for answers before it looks at its other work again
+# Seconds a result waits at most before it is written. A fast send fills its group of RECORD_GROUP long before;
+# at a low rate each group would otherwise be a transaction for one or two results.
+RECORD_AGE = 0.5
 LOOK_FRESH = 0.1  # seconds: the last look at a subscriber is at most this old when their message leaves
 LOOK_AHEAD = 64  # subscribers looked at in one query at most (those due to leave within LOOK_FRESH)
 HEARTBEAT = 0.5  # seconds between heartbeats (leases, the rate's share)
+HEARTBEAT_ALONE = 5.0  # on SQLite, where no other sender can share the rate, only the leases (30 s) need them
 GUARD_EVERY = 2.0  # seconds between the reputation guard's looks at the bounces and complaints applied
 IN_FLIGHT_SPARE = 1.5  # requests in flight: the rate x the round trip x this, plus one
 LATENCY_SAMPLES = 200  # answers the round trip is measured over
@@ -450,16 +454,20 @@ class SendLoop:
             self._flush()
 
     def _flush_if_due(self) -> None:
-        if self._results and time.monotonic() - self._oldest_result >= RECORD_DELAY:
+        if self._results and time.monotonic() - self._oldest_result >= RECORD_AGE:
             self._flush()
 
     def _flush(self) -> None:
         results, self._results = self._results, []
         self._database(lambda: self.log.record(results))
 
+    @property
+    def _heartbeat_every(self) -> float:
+        return HEARTBEAT_ALONE if self.store.engine.dialect.name == "sqlite" else HEARTBEAT
+
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
-        if now - self._heartbeat_at < HEARTBEAT:
+        if now - self._heartbeat_at < self._heartbeat_every:
             return
         self._heartbeat_at = now
         sharing = self._database(lambda: heartbeat(self.store, self.log.sender_id, self.issue))

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from .database import DeliveryState, Store, SubscriberStatus, deliveries, now, subscribers
+from .database import DeliveryState, Store, SubscriberStatus, deliveries, insert_for, now, subscribers
 from .subscribers import count_subscribers
 
 ISSUE_LIMIT = cast(sa.String, deliveries.c.issue.type).length or 200  # characters of an issue's slug kept
@@ -45,9 +45,7 @@ def snapshot_audience(store: Store, issue: str, editions: Collection[str], defau
 
 def _insert_new(dialect: str) -> Any:
     """INSERT that leaves a row another sender's snapshot added meanwhile alone (ON CONFLICT DO NOTHING)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return (postgresql if dialect == "postgresql" else sqlite).insert(deliveries)
+    return insert_for(dialect, deliveries)
 
 
 def reset_for_resend(store: Store, issue: str) -> int:

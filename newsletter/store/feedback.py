@@ -20,6 +20,7 @@ from .database import (
     email_hash,
     email_key,
     events,
+    insert_for,
     now,
     subscribers,
 )
@@ -122,10 +123,8 @@ def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, 
     RETURNING names exactly the rows this transaction added, so of two processes applying the same event at
     once only one counts it (and only one applies its bounce).
     """
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert: Any = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
-    statement = insert(events).on_conflict_do_nothing().returning(events.c.feedback_id, events.c.email_hash)
+    keys = (events.c.feedback_id, events.c.email_hash)
+    statement = insert_for(conn.dialect.name, events).on_conflict_do_nothing().returning(*keys)
     inserted: set[tuple[str, str]] = set()
     for start in range(0, len(rows), CHUNK):
         result = conn.execute(statement, rows[start : start + CHUNK])

@@ -18,6 +18,7 @@ from .database import (
     SubscriberStatus,
     email_hash,
     email_key,
+    insert_for,
     now,
     subscribers,
     suppressions,
@@ -265,7 +266,7 @@ def request_subscription(
             ),
             else_=subscribers.c.confirmation_due_at,
         )
-        insert = _upsert(conn)(subscribers).from_select(list(fresh), values)
+        insert = insert_for(conn.dialect.name, subscribers).from_select(list(fresh), values)
         conn.execute(
             insert.on_conflict_do_update(index_elements=[subscribers.c.email_key], set_={"confirmation_due_at": again})
         )
@@ -283,17 +284,6 @@ def request_subscription(
         if existing is None:
             return _subscriber(row), True
         return (existing, False) if existing.status in _CONFIRMABLE else (None, False)
-
-
-def _upsert(conn: Connection) -> Any:
-    """The dialect's INSERT … ON CONFLICT construct (SQLite and PostgreSQL both have one)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
 
 
 _CONFIRMABLE = {SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED}  # due a new confirmation on a sign-up
@@ -395,7 +385,7 @@ def confirm_subscription(
             )
         )
         if result.rowcount == 1 and welcome:
-            due = _upsert(conn)(welcomes).values(subscriber_id=subscriber_id, due_at=now())
+            due = insert_for(conn.dialect.name, welcomes).values(subscriber_id=subscriber_id, due_at=now())
             conn.execute(due.on_conflict_do_nothing(index_elements=[welcomes.c.subscriber_id]))
         row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
     return (_subscriber(row) if row else None), result.rowcount == 1
