@@ -9,6 +9,7 @@ only while this sender still holds it. Claimed rows that never left go back with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -20,6 +21,13 @@ from .senders import LEASE, database_now
 
 MESSAGE_ID_LIMIT = cast(sa.String, deliveries.c.message_id.type).length or 300
 CLAIMABLE = (DeliveryState.PENDING, DeliveryState.DEFERRED)
+# The last look's statements, made once: building and coercing them on every look cost more CPU than running them
+_ACTIVE_AMONG = (
+    subscribers.c.id.in_(sa.bindparam("ids", expanding=True)),
+    subscribers.c.status == SubscriberStatus.ACTIVE,
+)
+_COUNT_ACTIVE = sa.select(sa.func.count()).where(*_ACTIVE_AMONG)
+_ACTIVE_IDS = sa.select(subscribers.c.id).where(*_ACTIVE_AMONG)
 
 
 @dataclass(frozen=True)
@@ -107,18 +115,10 @@ class SendLog:
             return set()
         wanted = list(subscriber_ids)
         with self.store.engine.connect() as conn:
-            active = conn.execute(
-                sa.select(sa.func.count()).where(
-                    subscribers.c.id.in_(wanted), subscribers.c.status == SubscriberStatus.ACTIVE
-                )
-            ).scalar_one()
+            active = conn.execute(_COUNT_ACTIVE, {"ids": wanted}).scalar_one()
             if active == len(set(wanted)):
                 return set()
-            staying = conn.execute(
-                sa.select(subscribers.c.id).where(
-                    subscribers.c.id.in_(wanted), subscribers.c.status == SubscriberStatus.ACTIVE
-                )
-            ).scalars()
+            staying = conn.execute(_ACTIVE_IDS, {"ids": wanted}).scalars()
             return set(wanted) - set(staying)
 
     def record(self, results: Sequence[Result]) -> None:
@@ -129,15 +129,7 @@ class SendLog:
         """
         if not results:
             return
-        rows = ", ".join(f"(:i{n}, :s{n}, :m{n}, :e{n}, :a{n})" for n in range(len(results)))
-        # One UPDATE … FROM (VALUES …) for the whole group: one statement to step through, not one per row.
-        # SQLite and PostgreSQL both name the columns of a VALUES list column1, column2, …
-        statement = sa.text(
-            "UPDATE deliveries SET state = r.column2, message_id = r.column3, error = r.column4, "
-            "ambiguous = deliveries.ambiguous + r.column5, lease_until = NULL, updated_at = :stamp "
-            f"FROM (VALUES {rows}) AS r "
-            "WHERE deliveries.id = r.column1 AND deliveries.lease_owner = :owner AND deliveries.state = 'sending'"
-        ).bindparams(sa.bindparam("stamp", type_=sa.DateTime(timezone=True)))
+        statement = _record_statement(len(results))
         values: dict[str, object] = {"owner": self.sender_id}
         for n, r in enumerate(results):
             values[f"i{n}"] = r.delivery_id
@@ -159,3 +151,16 @@ class SendLog:
                 .where(d.id.in_(list(delivery_ids)), d.lease_owner == self.sender_id, d.state == DeliveryState.SENDING)
                 .values(state=DeliveryState.PENDING, attempts=d.attempts - 1, lease_owner=None, lease_until=None)
             )
+
+
+@functools.lru_cache(maxsize=64)
+def _record_statement(size: int) -> sa.TextClause:
+    """One UPDATE … FROM (VALUES …) for a group of `size` results: one statement to step through, not one per
+    row (SQLite and PostgreSQL both name the columns of a VALUES list column1, column2, …). Made once a size."""
+    rows = ", ".join(f"(:i{n}, :s{n}, :m{n}, :e{n}, :a{n})" for n in range(size))
+    return sa.text(
+        "UPDATE deliveries SET state = r.column2, message_id = r.column3, error = r.column4, "
+        "ambiguous = deliveries.ambiguous + r.column5, lease_until = NULL, updated_at = :stamp "
+        f"FROM (VALUES {rows}) AS r "
+        "WHERE deliveries.id = r.column1 AND deliveries.lease_owner = :owner AND deliveries.state = 'sending'"
+    ).bindparams(sa.bindparam("stamp", type_=sa.DateTime(timezone=True)))
