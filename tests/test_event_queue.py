@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -115,6 +116,15 @@ def _counted(line: str) -> dict[str, int]:
     return counts
 
 
+def _rerun_once(run, monkeypatch: pytest.MonkeyPatch, fake: FakeSqs, database_url: str, url: str) -> tuple[Any, Any]:
+    """`newsletter events --once` over what a stopped run left in the queue: its result, and the fake's counters."""
+    monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", fake.endpoint_url)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    result = run("events", "--queue-url", url, "--once")
+    assert result.exit_code == 0, result.stderr
+    return result, fake.snapshot()
+
+
 def test_concurrent_receivers_store_every_event_once(
     peer: Peer, database_url: str, run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,11 +209,7 @@ def test_sigkill_mid_run_then_a_rerun_stores_every_event_once(
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=30)
         assert fake.snapshot().left > 0  # killed mid-run
-        monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", fake.endpoint_url)
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-        result = run("events", "--queue-url", url, "--once")
-        assert result.exit_code == 0, result.stderr
-        stats = fake.snapshot()
+        result, stats = _rerun_once(run, monkeypatch, fake, database_url, url)
     assert _events_stored(database_url) == (distinct, distinct)
     assert stats.left == 0 and stats.deleted == len(bodies)
     # what the killed run committed and had not deleted came again and counted as duplicates, nothing more
@@ -234,11 +240,7 @@ def test_sigterm_stops_after_the_batch_in_hand_with_one_line_and_releases_the_re
         last = out.splitlines()[-1]
         assert last.startswith("Stopped by SIGTERM: ") and " messages" in last, out
         assert fake.snapshot().left > 0  # stopped mid-run
-        monkeypatch.setenv("NEWSLETTER_SES_ENDPOINT_URL", fake.endpoint_url)
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-        result = run("events", "--queue-url", url, "--once")
-        assert result.exit_code == 0, result.stderr
-        stats = fake.snapshot()
+        result, stats = _rerun_once(run, monkeypatch, fake, database_url, url)
     assert _events_stored(database_url) == (distinct, distinct)
     assert stats.left == 0 and stats.deleted == len(bodies)
     stopped, done = _counted(last), _counted(result.stdout.splitlines()[-1])
