@@ -1,11 +1,14 @@
-"""What the benchmarks share: a scratch copy of the sample publication."""
+"""What the benchmarks share: a scratch copy of the sample publication, scratch stores, the machine's load."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import sys
+import tempfile
 import threading
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -119,3 +122,27 @@ class TreeMemory(threading.Thread):
             frontier = [pid for pid, parent in parents.items() if parent in frontier]
             found.extend(frontier)
         return found
+
+
+def on_each_store(prefix: str, job: Callable[[str, str], None]) -> None:
+    """Run `job(label, database_url)` on a scratch SQLite file, then on PostgreSQL in a scratch schema (dropped at
+    the end) when NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL names a server."""
+    import sqlalchemy as sa
+
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-db-") as scratch:
+        job("SQLite", f"sqlite:///{scratch}/subscribers.db")
+    base = os.environ.get("NEWSLETTER_BENCH_DATABASE_URL") or os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
+    if not base:
+        print("PostgreSQL: skipped (set NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL)")
+        return
+    schema = f"{prefix.replace('-', '_')}_{os.getpid()}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = base + ("&" if "?" in base else "?") + "options=" + urllib.parse.quote(f"-csearch_path={schema}")
+        job("PostgreSQL", url)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()

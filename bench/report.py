@@ -21,11 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
 import sqlalchemy as sa
-from _common import SAMPLE_ISSUE, add_subscribers, copy_publication, machine_load
+from _common import SAMPLE_ISSUE, add_subscribers, copy_publication, machine_load, on_each_store
 
 from newsletter.config import load_settings
 from newsletter.issues import find_issue
@@ -186,23 +185,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     print(machine_load())
-    with tempfile.TemporaryDirectory(prefix="bench-report-db-") as scratch:
-        bench("SQLite", f"sqlite:///{scratch}/subscribers.db", args.subscribers, args.events, args.runs)
-    base = os.environ.get("NEWSLETTER_BENCH_DATABASE_URL") or os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
-    if not base:
-        print("PostgreSQL: skipped (set NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL)")
-        return
-    schema = f"bench_report_{os.getpid()}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = base + ("&" if "?" in base else "?") + "options=" + urllib.parse.quote(f"-csearch_path={schema}")
-        bench("PostgreSQL", url, args.subscribers, args.events, args.runs)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
+    on_each_store("bench-report", lambda label, url: bench(label, url, args.subscribers, args.events, args.runs))
     print(machine_load())
 
 

@@ -17,13 +17,12 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import copy_publication, machine_load  # noqa: E402
+from _common import copy_publication, machine_load, on_each_store  # noqa: E402
 from report import fill, time_command  # noqa: E402
 
 from newsletter.store.database import EVENTS_INDEX  # noqa: E402
@@ -85,23 +84,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3)
     args = parser.parse_args()
     print(machine_load())
-    with tempfile.TemporaryDirectory(prefix="bench-report-index-db-") as scratch:
-        compare("SQLite", f"sqlite:///{scratch}/subscribers.db", args.subscribers, args.events, args.turns)
-    base = os.environ.get("NEWSLETTER_BENCH_DATABASE_URL") or os.environ.get("NEWSLETTER_TEST_DATABASE_URL")
-    if not base:
-        print("PostgreSQL: skipped (set NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL)")
-        return
-    schema = f"bench_report_index_{os.getpid()}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = base + ("&" if "?" in base else "?") + "options=" + urllib.parse.quote(f"-csearch_path={schema}")
-        compare("PostgreSQL", url, args.subscribers, args.events, args.turns)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
+    on_each_store(
+        "bench-report-index", lambda label, url: compare(label, url, args.subscribers, args.events, args.turns)
+    )
 
 
 if __name__ == "__main__":
