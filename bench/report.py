@@ -30,7 +30,7 @@ from newsletter.config import load_settings
 from newsletter.issues import find_issue
 from newsletter.report import build_report, paper_keys
 from newsletter.store import deliveries, email_hash, events, open_store, subscribers
-from newsletter.transports.ses import issue_tag
+from newsletter.link_tags import issue_tag
 
 CHUNK = 20_000
 
