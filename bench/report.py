@@ -28,9 +28,9 @@ from _common import SAMPLE_ISSUE, add_subscribers, copy_publication, machine_loa
 
 from newsletter.config import load_settings
 from newsletter.issues import find_issue
+from newsletter.link_tags import issue_tag
 from newsletter.report import build_report, paper_keys
 from newsletter.store import deliveries, email_hash, events, open_store, subscribers
-from newsletter.link_tags import issue_tag
 
 CHUNK = 20_000
 
