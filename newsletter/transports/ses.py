@@ -1,7 +1,7 @@
 """The Amazon SES transport: sesv2 SendEmail with our raw MIME message, one recipient each.
 
 The quota comes from boto3's client (GetAccount); each SendEmail is one signed request on a pool of kept-alive
-connections (ses_request.py: botocore's signer and credentials, a third of boto3's CPU per message).
+connections (ses_request.py: botocore's credentials, our SigV4 signer and http.client's connections).
 
 One attempt per send(), no retries or sleeps here: botocore's retries are off (`total_max_attempts=1`: its
 `max_attempts` counts retries, not attempts) and the send loop retries through its rate limiter. What SES
@@ -113,7 +113,8 @@ class SesTransport:
         return SendResult(SendStatus.SENT, message_id=answer.message_id, left_at=answer.left_at)
 
     def close(self) -> None:
-        return None
+        """Close the idle SendEmail connections (a forked worker's are its own)."""
+        self.request.close()
 
 
 def _answer(response: dict[str, Any]) -> SendResult:

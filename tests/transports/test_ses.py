@@ -34,6 +34,7 @@ RAW = (
 THROTTLED = (429, "TooManyRequestsException", "Maximum sending rate exceeded.")
 HANG_UP = "hang up"  # forward SendEmail to moto (it takes the message), then close the socket without an answer
 HOLD = "hold"  # forward it, then keep the answer back until the proxy closes (the client's read times out)
+CLOSE_IDLE = "close idle"  # answer as moto did (keep-alive), then close the idle connection, as a server may
 Fault = tuple[int, str, str] | str | None
 
 
@@ -45,6 +46,7 @@ class FaultProxy:
         self.fault = fault
         self.sends = 0
         self.released = threading.Event()
+        self.closed_idle = threading.Event()  # set once a CLOSE_IDLE connection is closed
         self._count = threading.Lock()
         proxy = self
 
@@ -82,6 +84,11 @@ class FaultProxy:
                     self.close_connection = True
                     return
                 self._answer(status, headers, data)
+                if injected == CLOSE_IDLE:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    proxy.closed_idle.set()
 
             def _ask_moto(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
                 connection = http.client.HTTPConnection(proxy.target.hostname, proxy.target.port, timeout=10)
@@ -204,6 +211,22 @@ def test_a_lost_answer_is_ambiguous_and_not_tried_again(ses) -> None:
         "SES gave no answer (the connection was closed or reset before the answer: Remote end closed connection "
         "without response); it may have taken the message"
     )
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_used_again(ses) -> None:
+    """SES (or a load balancer) closes connections that were idle: the next message goes on a new one and is
+    sent, not written into the closed one and taken for an answer lost."""
+    endpoint, sent = ses
+    proxy = FaultProxy(endpoint, lambda n: CLOSE_IDLE if n == 1 else None)
+    try:
+        transport = _transport(proxy.url)
+        first = transport.send(_message("one@example.com"))
+        assert proxy.closed_idle.wait(10), "the proxy did not close the connection"
+        second = transport.send(_message("two@example.com"))
+    finally:
+        proxy.close()
+    assert (first.status, second.status) == (SendStatus.SENT, SendStatus.SENT), second.error
+    assert proxy.sends == 2 and sorted(_to(m) for m in _stored(sent)) == ["one@example.com", "two@example.com"]
 
 
 def test_a_read_timeout_is_ambiguous(ses) -> None:
