@@ -32,6 +32,15 @@ EDGE = 3.0  # seconds left out at each end for the middle rate (the ramp is 2 s;
 TEST_DATABASE = "postgresql://newsletter:newsletter@127.0.0.1:5432/newsletter_test"
 
 
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux's /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fresh_schema(url: str, schema: str) -> str:
     """Drop and make `schema`; returns the URL whose connections work in it."""
     import sqlalchemy as sa
@@ -109,9 +118,11 @@ def main() -> None:
             subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for _ in range(args.senders)
         ]
+        fake_before = _process_cpu(ses.process.pid) if ses.process else 0.0
         outputs = [process.communicate() for process in processes]
         wall = time.monotonic() - started
         cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the senders' only: the fake is not reaped yet
+        fake_cpu = (_process_cpu(ses.process.pid) if ses.process else 0.0) - fake_before
         stats = ses.snapshot()
     expected = {f"reader{n}@example.com" for n in range(args.subscribers)}
     seen = stats.recipients()
@@ -133,6 +144,7 @@ def main() -> None:
     print("accepted per second from the first arrival: " + " ".join(map(str, _per_second(stats))))
     per_message = (cpu.ru_utime + cpu.ru_stime) * 1000 / max(1, stats.sent)
     print(f"CPU of the senders (whole commands, start-up and rendering included): {per_message:.2f} ms/message")
+    print(f"CPU of the fake SES on the same cores: {fake_cpu * 1000 / max(1, stats.sent):.2f} ms/message")
     print(f"after: {machine_load()}")
     met = (
         rate >= 0.9 * args.quota
