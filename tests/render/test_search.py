@@ -338,3 +338,38 @@ def test_a_bundle_size_that_is_not_a_count_is_one_line(publication: Path, run, m
         "Error: build: NEWSLETTER_SEARCH_BUNDLE_ISSUES=0 is not a number of issues of 1 or more (set it to 250 "
         "for example, or unset it)"
     ]
+
+
+SHARED_WORD = "조류독감"
+
+
+@pytest.fixture
+def five_issues(publication: Path) -> None:
+    """Four more issues, each with a paper on 조류독감 (the sample has none): four issues to find."""
+    for day in range(2, 6):
+        write_issue(
+            publication,
+            f"2023-10-0{day}-flu.md",
+            f"---\ntitle: 독감 {day}\ndate: 2023-10-0{day}\n---\n## 독감 논문 {day}\n\n{SHARED_WORD} 연구를 다룹니다.\n",
+        )
+
+
+def test_a_first_query_loads_the_fragments_of_the_three_issues_it_shows(
+    five_issues: None, browser, served: str
+) -> None:
+    """Each issue shown loads its fragment of the index (most of what a first query moves): three at first, the
+    next ones on "load more"."""
+    page = browser.new_page()
+    fragments: list[str] = []
+    page.on("request", lambda request: fragments.append(request.url) if ".pf_fragment" in request.url else None)
+    try:
+        page.goto(f"{served}search/?q={SHARED_WORD}")
+        page.locator(".pagefind-ui__result-link").first.wait_for()
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".pagefind-ui__result").count() == 3 and len(fragments) == 3
+        page.locator(".pagefind-ui__button").click()  # load more results
+        page.wait_for_function("document.querySelectorAll('.pagefind-ui__result').length === 4")
+        page.wait_for_load_state("networkidle")
+        assert len(fragments) == 4
+    finally:
+        page.close()

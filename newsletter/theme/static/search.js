@@ -17,6 +17,9 @@ window.addEventListener("DOMContentLoaded", async () => {
     bundlePath: main,
     mergeIndex: others.map((bundlePath) => ({ bundlePath })),
     showImages: false,
+    // Three issues at first (each with its matching papers), then "Load more": each issue shown loads its
+    // fragment of the index (~16 KB here), which is most of what a first query moves.
+    pageSize: 3,
     showSubResults: true,
     resetStyles: false,
     // An excerpt may come from the index-only inner parts of Hangul words (search.py): each issue is shown by
