@@ -3,14 +3,14 @@
 It answers after `latency` seconds (the round trip) and enforces MaxSendRate = `rate` as a strict sliding window
 on arrival times: a SendEmail that arrives when `rate` were accepted in the last second gets 429
 TooManyRequestsException "Maximum sending rate exceeded." and is not sent. It records what it accepted (time,
-recipient, tags, the per-message tracking overrides, its MessageId, and the raw message when `keep_raw`), and can lose an answer after accepting (the ambiguous
-case) or answer 500 for chosen requests. Each answer is one write on a TCP_NODELAY socket (a two-write answer
-stalls 40 ms on Nagle and delayed ACK); connections are kept alive as boto3 expects.
+recipient, tags, the per-message tracking overrides, its MessageId, and the raw message when `keep_raw`), and can
+lose an answer after accepting (the ambiguous case) or answer 500 for chosen requests. Each answer is one write on
+a TCP_NODELAY socket, connections kept alive as boto3 expects (tests/fake_http.py, shared with the fake SQS).
 
 In a test: `with FakeSes(rate=100, latency=0.05) as ses: ... ses.endpoint_url, ses.snapshot()`.
-By hand, or as a separate process for a bench: `python tests/fake_ses.py --rate 14 --latency 0.05 --port 0`
-prints its URL; GET <url>/_fake/stats gives the counters as JSON (`FakeSesProcess` reads them).
-Standard library only, so the file runs as a script.
+By hand, or as a separate process for a bench (`FakeSesProcess`), from the repository root:
+`python -m tests.fake_ses --rate 14 --latency 0.05 --port 0` prints its URL; GET <url>/_fake/stats gives the
+counters as JSON (`FakeSesProcess` reads them). Standard library only, so it runs with nothing installed.
 """
 
 from __future__ import annotations
@@ -23,19 +23,14 @@ import itertools
 import json
 import math
 import re
-import signal
-import socket
-import socketserver
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
+
+from tests.fake_http import Answer, FakeProcess, Request, Server, json_answer, serve
 
 WINDOW = 1.0  # seconds: SES's sliding window for MaxSendRate
 THROTTLED_TEXT = "Maximum sending rate exceeded."
@@ -45,7 +40,6 @@ TRACKING = ("OpenTrackingEnabled", "ClickTrackingEnabled")  # sesv2's TrackingCo
 # The raw message's field: base64 holds no quote, so the string ends at the next one. Cut out before json.loads,
 # which would otherwise spend most of the fake's CPU on one 150 KB string (the rest is parsed as JSON).
 RAW_DATA = re.compile(rb'"Data"\s*:\s*"')
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 @dataclass(frozen=True)
@@ -123,24 +117,6 @@ class Stats:
         )
 
 
-@dataclass
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    arrival: float  # when its head had come in (time.monotonic()): the request's start, before its body
-    admitted: bool  # a SendEmail the window had room for at its arrival (the slot is taken then)
-
-
-@dataclass
-class _Answer:
-    status: int
-    body: dict[str, Any]
-    error_type: str | None = None
-    fault: Fault | None = None  # "drop"/"reset": no answer at all
-
-
 class FakeSes:
     """The fake SES server in threads of this process (a thread per connection); a context manager.
 
@@ -173,13 +149,11 @@ class FakeSes:
         self._throttled: list[float] = []
         self._errors = self._dropped = self._in_flight = self._max_concurrent = 0
         self._arrivals = itertools.count(1)
-        self._connections: set[socket.socket] = set()
-        self.connections_opened = 0  # TCP connections accepted so far (keep-alive reuses them)
-        self._server = _Server(("127.0.0.1", port), self)
-        self.port = self._server.server_address[1]
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ses", daemon=True)
-        self._thread.start()
+        # Each request's admission is what _admit said as its head came in: (arrival, admitted), where arrival is
+        # the request's start (time.monotonic(), before its body) and admitted that the window had room.
+        self._http = Server(self._handle, port=port, name="fake-ses", on_head=self._admit)
+        self.port = self._http.port
+        self.endpoint_url = self._http.url
 
     def __enter__(self) -> FakeSes:
         return self
@@ -189,18 +163,14 @@ class FakeSes:
 
     def close(self) -> None:
         """Stop accepting and close every open connection (their threads end)."""
-        self._server.shutdown()
-        self._server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for sock in connections:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._thread.join(timeout=10)
+        self._http.close()
 
     # ---------------------------------------------------------------- what it saw
+
+    @property
+    def connections_opened(self) -> int:
+        """TCP connections accepted so far (keep-alive reuses them)."""
+        return self._http.connections_opened
 
     @property
     def accepted(self) -> list[Accepted]:
@@ -244,14 +214,27 @@ class FakeSes:
 
     # ---------------------------------------------------------------- the API
 
-    def _answer(self, request: _Request) -> _Answer:
+    def _handle(self, request: Request) -> Answer:
+        """The answer after the latency; the fake's own counters under /_fake/ at once, and not counted."""
+        if request.path.startswith("/_fake/"):
+            return self._answer(request)
+        self._arrived()
+        try:
+            answer = self._answer(request)
+            if self.latency:
+                time.sleep(self.latency)
+            return answer
+        finally:
+            self._left()
+
+    def _answer(self, request: Request) -> Answer:
         if request.path == "/v2/email/outbound-emails" and request.method == "POST":
             return self._send_email(request)
         if request.path == "/v2/email/account" and request.method == "GET":
-            return _Answer(200, self._account())
+            return _json(200, self._account())
         if request.path == "/_fake/stats" and request.method == "GET":
-            return _Answer(200, self.snapshot().to_json())
-        return _Answer(404, {"message": f"no such operation: {request.method} {request.path}"}, "UnknownOperation")
+            return _json(200, self.snapshot().to_json())
+        return _json(404, {"message": f"no such operation: {request.method} {request.path}"}, "UnknownOperation")
 
     def _account(self) -> dict[str, Any]:
         with self._lock:
@@ -285,8 +268,8 @@ class FakeSes:
             self._window.append(arrival)
             return arrival, True
 
-    def _send_email(self, request: _Request) -> _Answer:
-        arrival = request.arrival
+    def _send_email(self, request: Request) -> Answer:
+        arrival, admitted = request.admission
         try:
             data, raw = _split_raw(request.body)
             recipient = str(data.get("Destination", {}).get("ToAddresses", [""])[0])
@@ -295,31 +278,31 @@ class FakeSes:
             tags = {str(tag["Name"]): str(tag["Value"]) for tag in data.get("EmailTags", [])}
             tracking = dict(data.get("ConfigurationOverrides", {}).get("Tracking", {}))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
-            return _Answer(400, {"message": f"bad SendEmail request: {err!r}"}, "BadRequestException")
+            return _json(400, {"message": f"bad SendEmail request: {err!r}"}, "BadRequestException")
         wrong = {k: v for k, v in tracking.items() if k not in TRACKING or v not in ("ENABLED", "DISABLED")}
         if wrong:  # what SES's request validation refuses
-            return _Answer(400, {"message": f"bad ConfigurationOverrides.Tracking: {wrong}"}, "BadRequestException")
+            return _json(400, {"message": f"bad ConfigurationOverrides.Tracking: {wrong}"}, "BadRequestException")
         with self._lock:
             number = next(self._arrivals)
             fault = self.fault(number, recipient) if self.fault else None
             if self.paused:
-                return _Answer(400, {"message": "Sending is paused for this account."}, "SendingPausedException")
+                return _json(400, {"message": "Sending is paused for this account."}, "SendingPausedException")
             daily = self.max_24_hour_send
             if daily is not None and self.sent_last_24_hours + len(self._accepted) >= daily:
-                return _Answer(429, {"message": DAILY_TEXT}, "TooManyRequestsException")
-            if not request.admitted:
+                return _json(429, {"message": DAILY_TEXT}, "TooManyRequestsException")
+            if not admitted:
                 self._throttled.append(arrival)
-                return _Answer(429, {"message": THROTTLED_TEXT}, "TooManyRequestsException")
+                return _json(429, {"message": THROTTLED_TEXT}, "TooManyRequestsException")
             if fault == "error":
                 self._errors += 1
-                return _Answer(500, {"message": "Internal failure (injected)."}, "InternalFailure")
+                return _json(500, {"message": "Internal failure (injected)."}, "InternalFailure")
             content = base64.b64decode(raw) if self.keep_raw else None
             message_id = f"0100018b{number:08x}-{uuid.uuid4()}-000000"
             self._accepted.append(Accepted(arrival, recipient, tags, content, tracking, message_id))
             if fault in ("drop", "reset"):
                 self._dropped += 1
-                return _Answer(0, {}, fault=fault)
-        return _Answer(200, {"MessageId": message_id})
+                return Answer(0, cut="drop" if fault == "drop" else "reset")
+        return _json(200, {"MessageId": message_id})
 
     def _arrived(self) -> None:
         with self._lock:
@@ -329,91 +312,6 @@ class FakeSes:
     def _left(self) -> None:
         with self._lock:
             self._in_flight -= 1
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], fake: FakeSes) -> None:
-        self.fake = fake
-        super().__init__(address, _Connection)
-
-
-class _Connection(socketserver.BaseRequestHandler):
-    """One keep-alive connection: read a request, wait the latency, answer in one write; repeat."""
-
-    server: _Server
-
-    def handle(self) -> None:
-        fake = self.server.fake
-        sock: socket.socket = self.request
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with fake._lock:
-            fake._connections.add(sock)
-            fake.connections_opened += 1
-        buffer = bytearray()
-        try:
-            while (request := _read_request(sock, buffer, fake._admit)) is not None:
-                api = not request.path.startswith("/_fake/")  # the fake's own counters: no latency, not counted
-                if api:
-                    fake._arrived()
-                try:
-                    answer = fake._answer(request)
-                    if fake.latency and api:
-                        time.sleep(fake.latency)
-                    if answer.fault == "reset":
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                        return
-                    if answer.fault == "drop":
-                        sock.shutdown(socket.SHUT_RDWR)
-                        return
-                    closing = request.headers.get("connection", "").lower() == "close"
-                    sock.sendall(_encode(answer, closing))  # ONE write: status line, headers and body together
-                finally:
-                    if api:
-                        fake._left()
-                if closing:
-                    return
-        except OSError:
-            return  # the client went away
-        finally:
-            with fake._lock:
-                fake._connections.discard(sock)
-
-
-def _read_request(
-    sock: socket.socket, buffer: bytearray, admit: Callable[[str, str], tuple[float, bool]]
-) -> _Request | None:
-    """The next request on the connection (`admit` is told of it as soon as its head is in), or None when the
-    client closed the connection."""
-    while (end := buffer.find(b"\r\n\r\n")) < 0:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        buffer += chunk
-    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    method, target, _version = head[0].split(" ", 2)
-    path = target.split("?", 1)[0]
-    arrival, admitted = admit(method, path)
-    headers = {}
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    del buffer[: end + 4]
-    if headers.get("expect", "").lower() == "100-continue":
-        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-    length = int(headers.get("content-length", "0"))
-    while len(buffer) < length:
-        chunk = sock.recv(max(65536, length - len(buffer)))
-        if not chunk:
-            return None
-        buffer += chunk
-    body = bytes(buffer[:length])
-    del buffer[:length]
-    return _Request(method, path, headers, body, arrival, admitted)
 
 
 def _split_raw(body: bytes) -> tuple[Any, bytes | None]:
@@ -433,53 +331,32 @@ def _split_raw(body: bytes) -> tuple[Any, bytes | None]:
     return data, body[found.end() : end].replace(b"\\/", b"/")
 
 
-def _encode(answer: _Answer, closing: bool) -> bytes:
-    body = json.dumps(answer.body).encode()
-    lines = [
-        f"HTTP/1.1 {answer.status} {REASONS.get(answer.status, 'Error')}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        f"x-amzn-RequestId: {uuid.uuid4()}",
-        "Connection: close" if closing else "Connection: keep-alive",
-    ]
-    if answer.error_type:
-        lines.append(f"x-amzn-ErrorType: {answer.error_type}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+def _json(status: int, body: dict[str, Any], error_type: str | None = None) -> Answer:
+    extra = {"x-amzn-ErrorType": error_type} if error_type else {}
+    return json_answer(status, body, "application/json", **extra)
 
 
 @dataclass
-class FakeSesProcess:
+class FakeSesProcess(FakeProcess):
     """The fake in a process of its own (its CPU is not the client's); a context manager. Counters via HTTP."""
 
     rate: float | None = None
     latency: float = 0.0
     max_24_hour_send: float | None = None
-    endpoint_url: str = field(init=False, default="")
-    process: subprocess.Popen[str] | None = field(init=False, default=None)
 
-    def __enter__(self) -> FakeSesProcess:
-        command = [sys.executable, str(Path(__file__).resolve()), "--port", "0", "--latency", str(self.latency)]
+    module = "tests.fake_ses"
+    what = "fake SES"
+
+    def options(self) -> list[str]:
+        options = ["--latency", str(self.latency)]
         if self.rate:
-            command += ["--rate", str(self.rate)]
+            options += ["--rate", str(self.rate)]
         if self.max_24_hour_send is not None:
-            command += ["--max-24-hour-send", str(self.max_24_hour_send)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()  # the server prints its URL once it listens
-        if not line.startswith("http://"):
-            self.process.kill()
-            raise RuntimeError(f"fake SES did not start: {line!r}")
-        self.endpoint_url = line
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+            options += ["--max-24-hour-send", str(self.max_24_hour_send)]
+        return options
 
     def snapshot(self) -> Stats:
-        with urllib.request.urlopen(f"{self.endpoint_url}/_fake/stats", timeout=30) as answer:
-            return Stats.from_json(json.load(answer))
+        return Stats.from_json(self.get("/_fake/stats"))
 
 
 def main() -> None:
@@ -492,12 +369,7 @@ def main() -> None:
     fake = FakeSes(
         rate=args.rate, latency=args.latency, max_24_hour_send=args.max_24_hour_send, keep_raw=False, port=args.port
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(fake.endpoint_url, flush=True)
-    stop.wait()
-    fake.close()
+    serve(fake)
 
 
 if __name__ == "__main__":

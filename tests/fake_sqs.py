@@ -4,16 +4,16 @@ and its tests make: GetQueueUrl, CreateQueue, GetQueueAttributes, SendMessage(Ba
 polling, up to 10 messages, a visibility timeout), DeleteMessage(Batch) and ChangeMessageVisibilityBatch.
 
 Each API answer waits `latency` seconds (the round trip; SQS in its region takes 10–50 ms) and goes out in one write
-on a TCP_NODELAY socket, keep-alive, like tests/fake_ses.py. A message received and not deleted comes back when
-its visibility timeout ends, with a new receipt handle; a delete with an old handle succeeds and deletes nothing,
-as in SQS. `visibility_cap` (a test's knob, not SQS's) shortens every visibility timeout, so a test sees
-unacknowledged messages come back within seconds. `fail_deletes` makes every DeleteMessage(Batch) answer 500 (a
-test's knob too).
+on a TCP_NODELAY socket, keep-alive (tests/fake_http.py, shared with tests/fake_ses.py). A message received and
+not deleted comes back when its visibility timeout ends, with a new receipt handle; a delete with an old handle
+succeeds and deletes nothing, as in SQS. `visibility_cap` (a test's knob, not SQS's) shortens every visibility
+timeout, so a test sees unacknowledged messages come back within seconds. `fail_deletes` makes every
+DeleteMessage(Batch) answer 500 (a test's knob too).
 
 In a test: `with FakeSqs(latency=0.02) as sqs: url = sqs.create_queue("q"); sqs.load(url, bodies); ...`.
-As a process of its own for a bench: `python tests/fake_sqs.py --latency 0.03 --port 0` prints its URL; POST a
-JSON list of bodies to <url>/_fake/load?queue=NAME (no latency) and GET <url>/_fake/stats for the counters
-(`FakeSqsProcess` does both). Standard library only, so the file runs as a script.
+As a process of its own for a bench, from the repository root: `python -m tests.fake_sqs --latency 0.03 --port 0`
+prints its URL; POST a JSON list of bodies to <url>/_fake/load?queue=NAME (no latency) and GET <url>/_fake/stats
+for the counters (`FakeSqsProcess` does both). Standard library only, so it runs with nothing installed.
 """
 
 from __future__ import annotations
@@ -24,25 +24,19 @@ import hashlib
 import heapq
 import itertools
 import json
-import signal
-import socket
-import socketserver
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from tests.fake_http import Answer, FakeProcess, Request, Server, json_answer, serve
 
 ACCOUNT = "123456789012"
 DEFAULT_VISIBILITY = 30  # seconds: SQS's default VisibilityTimeout
 MOST_MESSAGES = 10  # SQS's limit per ReceiveMessage and per batch request
 MOST_WAIT = 20  # SQS's longest WaitTimeSeconds
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
 # What botocore's query-compatible SQS error parsing reads (code;Sender|Receiver), by the JSON error's type.
 QUERY_ERRORS = {
     "QueueDoesNotExist": "AWS.SimpleQueueService.NonExistentQueue;Sender",
@@ -113,12 +107,9 @@ class FakeSqs:
         self._in_flight = self._max_concurrent = 0
         self._ids = itertools.count(1)
         self._closing = False
-        self._connections: set[socket.socket] = set()
-        self._server = _Server(("127.0.0.1", port), self)
-        self.port = self._server.server_address[1]
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-sqs", daemon=True)
-        self._thread.start()
+        self._http = Server(self._answer, port=port, name="fake-sqs")
+        self.port = self._http.port
+        self.endpoint_url = self._http.url
 
     def __enter__(self) -> FakeSqs:
         return self
@@ -131,15 +122,7 @@ class FakeSqs:
         with self._lock:
             self._closing = True
             self._changed.notify_all()
-            connections = list(self._connections)
-        self._server.shutdown()
-        self._server.server_close()
-        for sock in connections:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._thread.join(timeout=10)
+        self._http.close()
 
     # ---------------------------------------------------------------- for tests and benches, without latency
 
@@ -170,6 +153,48 @@ class FakeSqs:
                 self._max_concurrent,
                 sum(len(queue.messages) for queue in self._queues.values()),
             )
+
+    # ---------------------------------------------------------------- over HTTP
+
+    def _answer(self, request: Request) -> Answer:
+        """An API call's answer after the latency; the fake's own calls under /_fake/ at once, and not counted."""
+        path, _, query = request.target.partition("?")
+        if path.startswith("/_fake/"):
+            return self._own(request.method, path, urllib.parse.parse_qs(query), request.body)
+        operation = request.headers.get("x-amz-target", "").removeprefix("AmazonSQS.")
+        started = time.monotonic()
+        with self._lock:
+            self._in_flight += 1
+            self._max_concurrent = max(self._max_concurrent, self._in_flight)
+        try:
+            try:
+                data = json.loads(request.body or b"{}")
+                with self._lock:
+                    answer: Any = self._call(operation, data)
+                status, extra = 200, {}
+            except SqsError as err:
+                status, answer = err.status, {"__type": f"com.amazonaws.sqs#{err.kind}", "message": err.message}
+                extra = {"x-amzn-query-error": QUERY_ERRORS.get(err.kind, f"{err.kind};Sender")}
+            except (ValueError, KeyError, TypeError) as err:
+                status, answer = 400, {"__type": "com.amazonaws.sqs#InvalidParameterValue", "message": repr(err)}
+                extra = {"x-amzn-query-error": QUERY_ERRORS["InvalidParameterValue"]}
+            rest = self.latency - (time.monotonic() - started if operation != "ReceiveMessage" else 0.0)
+            if rest > 0:  # a long poll's wait is not the round trip: the latency comes on top
+                time.sleep(rest)
+            return _json(status, answer, extra)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _own(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Answer:
+        if path == "/_fake/stats" and method == "GET":
+            return _json(200, self.snapshot().to_json(), {})
+        if path == "/_fake/load" and method == "POST":
+            name = query.get("queue", ["events"])[0]
+            url = self.create_queue(name)
+            self.load(url, [str(item) for item in json.loads(body)])
+            return _json(200, {"QueueUrl": url}, {})
+        return _json(404, {"message": f"no such call: {method} {path}"}, {})
 
     # ---------------------------------------------------------------- the API (under the lock)
 
@@ -240,9 +265,9 @@ class FakeSqs:
         if operation == "ChangeMessageVisibilityBatch":
             now = time.monotonic()
             for entry in entries or []:
-                message = self._holder(queue, str(entry["ReceiptHandle"]))
-                if message is not None:
-                    heapq.heappush(queue.hidden, (now + self._visibility(entry["VisibilityTimeout"]), *_key(message)))
+                holder = self._holder(queue, str(entry["ReceiptHandle"]))
+                if holder is not None:
+                    heapq.heappush(queue.hidden, (now + self._visibility(entry["VisibilityTimeout"]), *_key(holder)))
             self._reveal(queue, now)
             self._changed.notify_all()
             return {"Successful": [{"Id": entry["Id"]} for entry in entries or []], "Failed": []}
@@ -285,7 +310,7 @@ class FakeSqs:
             if queue.hidden:  # wake when the next hidden message may be visible again
                 timeout = min(timeout, max(0.0, queue.hidden[0][0] - now))
             self._changed.wait(timeout)
-        answer = []
+        answer: list[dict[str, Any]] = []
         while queue.visible and len(answer) < most:
             message = queue.messages.get(queue.visible.popleft())
             if message is None or message.receipt:
@@ -315,163 +340,29 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()  # SQS's own checksum of the body
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], fake: FakeSqs) -> None:
-        self.fake = fake
-        super().__init__(address, _Connection)
-
-
-class _Connection(socketserver.BaseRequestHandler):
-    """One keep-alive connection: read a request, answer it after the latency in one write; repeat."""
-
-    server: _Server
-
-    def handle(self) -> None:
-        fake = self.server.fake
-        sock: socket.socket = self.request
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with fake._lock:
-            fake._connections.add(sock)
-        buffer = bytearray()
-        try:
-            while (request := _read_request(sock, buffer)) is not None:
-                method, target, headers, body = request
-                status, answer, extra = self._answer(fake, method, target, headers, body)
-                closing = headers.get("connection", "").lower() == "close"
-                sock.sendall(_encode(status, answer, extra, closing))  # ONE write: head and body together
-                if closing:
-                    return
-        except OSError:
-            return  # the client went away
-        finally:
-            with fake._lock:
-                fake._connections.discard(sock)
-
-    def _answer(
-        self, fake: FakeSqs, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, Any, dict[str, str]]:
-        path, _, query = target.partition("?")
-        if path.startswith("/_fake/"):  # the fake's own calls: no latency, not counted
-            return self._own(fake, method, path, urllib.parse.parse_qs(query), body)
-        operation = headers.get("x-amz-target", "").removeprefix("AmazonSQS.")
-        started = time.monotonic()
-        with fake._lock:
-            fake._in_flight += 1
-            fake._max_concurrent = max(fake._max_concurrent, fake._in_flight)
-        try:
-            try:
-                data = json.loads(body or b"{}")
-                with fake._lock:
-                    answer: Any = fake._call(operation, data)
-                status, extra = 200, {}
-            except SqsError as err:
-                status, answer = err.status, {"__type": f"com.amazonaws.sqs#{err.kind}", "message": err.message}
-                extra = {"x-amzn-query-error": QUERY_ERRORS.get(err.kind, f"{err.kind};Sender")}
-            except (ValueError, KeyError, TypeError) as err:
-                status, answer = 400, {"__type": "com.amazonaws.sqs#InvalidParameterValue", "message": repr(err)}
-                extra = {"x-amzn-query-error": QUERY_ERRORS["InvalidParameterValue"]}
-            rest = fake.latency - (time.monotonic() - started if operation != "ReceiveMessage" else 0.0)
-            if rest > 0:  # a long poll's wait is not the round trip: the latency comes on top
-                time.sleep(rest)
-            return status, answer, extra
-        finally:
-            with fake._lock:
-                fake._in_flight -= 1
-
-    def _own(
-        self, fake: FakeSqs, method: str, path: str, query: dict[str, list[str]], body: bytes
-    ) -> tuple[int, Any, dict[str, str]]:
-        if path == "/_fake/stats" and method == "GET":
-            return 200, fake.snapshot().to_json(), {}
-        if path == "/_fake/load" and method == "POST":
-            name = query.get("queue", ["events"])[0]
-            url = fake.create_queue(name)
-            fake.load(url, [str(item) for item in json.loads(body)])
-            return 200, {"QueueUrl": url}, {}
-        return 404, {"message": f"no such call: {method} {path}"}, {}
-
-
-def _read_request(sock: socket.socket, buffer: bytearray) -> tuple[str, str, dict[str, str], bytes] | None:
-    """The next request on the connection (method, target, lower-cased headers, body); None when the client closed
-    the connection."""
-    while (end := buffer.find(b"\r\n\r\n")) < 0:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        buffer += chunk
-    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    method, target, _version = head[0].split(" ", 2)
-    headers = {}
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    del buffer[: end + 4]
-    if headers.get("expect", "").lower() == "100-continue":
-        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-    length = int(headers.get("content-length", "0"))
-    while len(buffer) < length:
-        chunk = sock.recv(max(65536, length - len(buffer)))
-        if not chunk:
-            return None
-        buffer += chunk
-    body = bytes(buffer[:length])
-    del buffer[:length]
-    return method, target, headers, body
-
-
-def _encode(status: int, answer: Any, extra: dict[str, str], closing: bool) -> bytes:
-    body = json.dumps(answer).encode()
-    lines = [
-        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-        "Content-Type: application/x-amz-json-1.0",
-        f"Content-Length: {len(body)}",
-        f"x-amzn-RequestId: {uuid.uuid4()}",
-        "Connection: close" if closing else "Connection: keep-alive",
-        *(f"{name}: {value}" for name, value in extra.items()),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+def _json(status: int, data: Any, extra: dict[str, str]) -> Answer:
+    return json_answer(status, data, "application/x-amz-json-1.0", **extra)
 
 
 @dataclass
-class FakeSqsProcess:
+class FakeSqsProcess(FakeProcess):
     """The fake in a process of its own (its CPU is not the client's); a context manager."""
 
     latency: float = 0.0
-    endpoint_url: str = field(init=False, default="")
-    process: subprocess.Popen[str] | None = field(init=False, default=None)
 
-    def __enter__(self) -> FakeSqsProcess:
-        command = [sys.executable, str(Path(__file__).resolve()), "--port", "0", "--latency", str(self.latency)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()  # the server prints its URL once it listens
-        if not line.startswith("http://"):
-            self.process.kill()
-            raise RuntimeError(f"fake SQS did not start: {line!r}")
-        self.endpoint_url = line
-        return self
+    module = "tests.fake_sqs"
+    what = "fake SQS"
 
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+    def options(self) -> list[str]:
+        return ["--latency", str(self.latency)]
 
     def load(self, name: str, bodies: list[str]) -> str:
         """Put `bodies` in queue `name` (made if new); its URL."""
-        request = urllib.request.Request(
-            f"{self.endpoint_url}/_fake/load?queue={urllib.parse.quote(name)}", data=json.dumps(bodies).encode()
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return str(json.load(answer)["QueueUrl"])
+        path = f"/_fake/load?queue={urllib.parse.quote(name)}"
+        return str(self.get(path, json.dumps(bodies).encode(), timeout=60)["QueueUrl"])
 
     def snapshot(self) -> Stats:
-        with urllib.request.urlopen(f"{self.endpoint_url}/_fake/stats", timeout=30) as answer:
-            return Stats.from_json(json.load(answer))
+        return Stats.from_json(self.get("/_fake/stats"))
 
 
 def main() -> None:
@@ -480,12 +371,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     fake = FakeSqs(latency=args.latency, port=args.port)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(fake.endpoint_url, flush=True)
-    stop.wait()
-    fake.close()
+    serve(fake)
 
 
 if __name__ == "__main__":
