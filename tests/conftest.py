@@ -208,9 +208,6 @@ def moto_server():
     pytest.importorskip("moto", reason="moto is in the test extra")
     from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -221,7 +218,20 @@ def moto_server():
 
 
 @pytest.fixture
-def ses(moto_server: str):
+def aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test credentials and region for boto3 in this test, where none are set (moto checks none). Per test, not
+    per session: a session-wide setdefault would see another test's monkeypatched ones and keep nothing."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        if not os.environ.get(name):
+            monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def ses(moto_server: str, aws_test_credentials: None):
     """A reset SES on moto with the sample's sender domain verified; yields (endpoint URL, sent messages)."""
     import boto3
     import requests

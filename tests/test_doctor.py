@@ -509,7 +509,9 @@ def test_a_revoked_dkim_key_fails(run) -> None:
 # ---------------------------------------------------------------------------------------------------- SES
 
 
-def test_ses_on_moto_an_unknown_and_an_unverified_identity_fail(run, monkeypatch, moto_server: str) -> None:
+def test_ses_on_moto_an_unknown_and_an_unverified_identity_fail(
+    run, monkeypatch, moto_server: str, aws_test_credentials: None
+) -> None:
     import boto3
     import requests
 

@@ -236,7 +236,9 @@ def test_a_read_timeout_is_ambiguous(ses) -> None:
     assert result.error == "SES gave no answer (no answer within 0.5 s); it may have taken the message"
 
 
-def test_a_connection_that_never_opened_is_retry_but_the_quota_read_stops_with_one_line() -> None:
+def test_a_connection_that_never_opened_is_retry_but_the_quota_read_stops_with_one_line(
+    aws_test_credentials: None,
+) -> None:
     port = free_port()  # nothing listens there
     transport = _transport(f"http://127.0.0.1:{port}")
     result = transport.send(_message())
