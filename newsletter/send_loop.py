@@ -168,6 +168,7 @@ class SendLoop:
     # Messages handed to workers that have not yet taken their slot (see _ahead_limit).
     _ahead: int = 0
     _ahead_lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
 
     def run(self) -> str | None:
         """Send until nothing is left, a stop is asked for, or something stops the run; returns why it stopped."""
@@ -175,12 +176,6 @@ class SendLoop:
             lanes = max(1, self.transport.max_in_flight)
             self.lanes = ProcessLanes(lanes, self.processes, self.transport, self.prepare)
             self.lanes.start()  # forks: before any thread of this loop starts
-        workers = [
-            threading.Thread(target=self._work, args=(n,), name=f"send-{n}", daemon=True)
-            for n in range(max(1, self.transport.max_in_flight))
-        ]
-        for worker in workers:
-            worker.start()
         stopped: str | None = None
         try:
             if self.guard is not None:
@@ -194,7 +189,7 @@ class SendLoop:
             try:
                 self._finish(stopped is None)
             finally:
-                for _ in workers:
+                for _ in self._workers:
                     self._work_queue.put(None)
                 if self.lanes is not None:
                     self.lanes.close()
@@ -239,6 +234,8 @@ class SendLoop:
             self._set_uncertain(attempt, True)
             self._in_flight += 1
             self.progress.peak_in_flight = max(self.progress.peak_in_flight, self._in_flight)
+            if self._in_flight > len(self._workers):  # every worker may be busy: one more (never above the cap)
+                self._start_worker()
             self._work_queue.put(attempt)
 
     def _ahead_limit(self) -> int:
@@ -299,6 +296,15 @@ class SendLoop:
         return attempt not in gone
 
     # ------------------------------------------------------------------ the workers
+
+    def _start_worker(self) -> None:
+        """Start worker n (lane n): as many as have been in flight at once, up to the transport's max_in_flight, so
+        a slow send keeps a few threads busy (their caches warm) instead of handing each message to the next of
+        128."""
+        lane = len(self._workers)
+        worker = threading.Thread(target=self._work, args=(lane,), name=f"send-{lane}", daemon=True)
+        self._workers.append(worker)
+        worker.start()
 
     def _work(self, lane: int) -> None:
         """A worker thread: attempts until it is handed None."""
