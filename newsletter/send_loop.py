@@ -16,6 +16,7 @@ have gone out without the send log knowing (`crash_bound`): a resume sends those
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import queue
@@ -467,7 +468,7 @@ class SendLoop:
         results, self._results = self._results, []
         self._database(lambda: self.log.record(results))
 
-    @property
+    @functools.cached_property
     def _heartbeat_every(self) -> float:
         return HEARTBEAT_ALONE if self.store.engine.dialect.name == "sqlite" else HEARTBEAT
 

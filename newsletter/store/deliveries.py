@@ -39,13 +39,8 @@ def snapshot_audience(store: Store, issue: str, editions: Collection[str], defau
     columns = ["issue", "subscriber_id", "lang", "state", "attempts", "created_at", "updated_at"]
     with store.begin() as conn:
         before = conn.execute(count).scalar_one()
-        conn.execute(_insert_new(conn.dialect.name).from_select(columns, select).on_conflict_do_nothing())
+        conn.execute(insert_for(conn.dialect.name, deliveries).from_select(columns, select).on_conflict_do_nothing())
         return conn.execute(count).scalar_one() - before  # rowcount of INSERT … SELECT is not portable
-
-
-def _insert_new(dialect: str) -> Any:
-    """INSERT that leaves a row another sender's snapshot added meanwhile alone (ON CONFLICT DO NOTHING)."""
-    return insert_for(dialect, deliveries)
 
 
 def reset_for_resend(store: Store, issue: str) -> int:

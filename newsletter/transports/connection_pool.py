@@ -31,19 +31,17 @@ class ConnectionPool:
             raise ValueError(f"not an http(s) URL: {url}")
         self.https = parts.scheme == "https"
         self.hostname = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
-        # the Host header: the port only when it is not the scheme's (as botocore signs it)
         default = 443 if self.https else 80
-        self.host = parts.netloc.rsplit("@", 1)[-1] if parts.port not in (None, default) else self._bracketed()
+        self.port = parts.port or default
+        # the Host header: the port only when it is not the scheme's (as botocore signs it)
+        bracketed = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        self.host = bracketed if self.port == default else f"{bracketed}:{self.port}"
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._tls = ssl.create_default_context() if self.https else None
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max(1, size))
-
-    def _bracketed(self) -> str:
-        return f"[{self.hostname}]" if ":" in self.hostname else self.hostname
 
     @contextmanager
     def connection(self) -> Iterator[http.client.HTTPConnection]:

@@ -40,7 +40,7 @@ class Answer:
 
     message_id: str | None
     error: dict[str, Any] | None
-    left_at: float = 0.0  # time.monotonic() as the signed request was written to its connection
+    left_at: float  # time.monotonic() as the signed request was written to its connection
 
 
 class SendEmailRequest:
@@ -87,14 +87,13 @@ class SendEmailRequest:
                     conn.close()
         except ConnectFailed as err:
             raise NotOpened(f"{self.url}: Failed to establish a new connection: {err}") from None
-        answer = _answer(response.status, response.headers, data)
-        return Answer(answer.message_id, answer.error, left_at)
+        return _answer(response.status, response.headers, data, left_at)
 
     def close(self) -> None:
         self.pool.close()
 
 
-def _answer(status: int, headers: Any, data: bytes) -> Answer:
+def _answer(status: int, headers: Any, data: bytes, left_at: float) -> Answer:
     try:
         document = json.loads(data) if data else {}
     except ValueError:
@@ -102,11 +101,12 @@ def _answer(status: int, headers: Any, data: bytes) -> Answer:
     if not isinstance(document, dict):
         document = {}
     if status == 200:
-        return Answer(str(document.get("MessageId") or ""), None)
+        return Answer(str(document.get("MessageId") or ""), None, left_at)
     code = str(headers.get("x-amzn-ErrorType", "") or document.get("__type", "") or document.get("code", ""))
     code = code.split(":", 1)[0].rsplit("#", 1)[-1]
     text = str(document.get("message") or document.get("Message") or data[:200].decode(errors="replace"))
-    return Answer(None, {"Error": {"Code": code, "Message": text}, "ResponseMetadata": {"HTTPStatusCode": status}})
+    error = {"Error": {"Code": code, "Message": text}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return Answer(None, error, left_at)
 
 
 def _one_line(err: BaseException) -> str:
