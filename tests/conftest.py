@@ -319,6 +319,26 @@ def web(publication: Path, run):
 WEB_SECRET = b"the-web-fixture-secret-for-tests"  # the `web` app's NEWSLETTER_SECRET_KEY
 
 
+class ThreadedHttpServer:
+    """A ThreadingHTTPServer on 127.0.0.1 (port chosen by the OS) serving `handler` in a thread, over TLS with
+    `tls`; `url` is its root, `close()` stops it."""
+
+    def __init__(self, handler: type, tls: Any = None) -> None:
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def make_certificate(common_name: str, ip_address: str | None = None):
     """(RSA private key, self-signed certificate) made here, valid for a day."""
     import datetime as dt

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from email import policy
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +24,7 @@ from newsletter.config import load_settings
 from newsletter.errors import TransportError
 from newsletter.transports.base import OutgoingMessage, SendStatus
 from newsletter.transports.ses import SesTransport
-from tests.conftest import free_port
+from tests.conftest import ThreadedHttpServer, free_port
 
 RAW = (
     b"From: weekly@papers.example.com\r\nTo: kim@example.com\r\nSubject: =?utf-8?b?7JWI64WV?=\r\n"
@@ -110,16 +110,12 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.http = ThreadedHttpServer(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
         self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 def _transport(endpoint: str, *, read_timeout: float = 10, max_in_flight: int = 64) -> SesTransport:
