@@ -131,7 +131,7 @@ def sample_messages(folder: Path, count: int) -> list[OutgoingMessage]:
         raw, _ = templates[lang].personalise(
             Recipient(email, f"독자 {n}", unsubscribe_token(SECRET, settings.list_id, n + 1))
         )
-        messages.append(OutgoingMessage(sender, email, raw, issue.slug, lang))
+        messages.append(OutgoingMessage(sender, email, (raw,), issue.slug, lang))
     return messages
 
 

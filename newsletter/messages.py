@@ -199,6 +199,12 @@ class MessageTemplate:
 
     def personalise(self, recipient: Recipient) -> tuple[bytes, str]:
         """(the complete message for `recipient`, its Message-ID)."""
+        pieces, message_id = self.pieces_for(recipient)
+        return b"".join(pieces), message_id
+
+    def pieces_for(self, recipient: Recipient) -> tuple[tuple[bytes, ...], str]:
+        """(the message for `recipient` as the pieces it is joined from, its Message-ID). The large pieces are
+        the same bytes objects in every message of the edition (the SES transport encodes each once)."""
         check_recipient(recipient)
         token = recipient.token.encode()
         message_id = f"<{os.urandom(10).hex()}.{self.slug}@{self.domain}>"
@@ -215,7 +221,7 @@ class MessageTemplate:
             pieces += [b"\r\n", *self.text.encode(token)]
         else:
             pieces += [self.text_head, *self.text.encode(token), self.html_head, *self.html.encode(token), self.closing]
-        return b"".join(pieces), message_id
+        return tuple(pieces), message_id
 
 
 def _check_line_lengths(headers: bytes) -> None:

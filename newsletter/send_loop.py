@@ -315,9 +315,9 @@ class SendLoop:
     def prepare(self, delivery: Delivery) -> tuple[OutgoingMessage, str]:
         """The message for `delivery`, and its Message-ID."""
         lang = delivery.lang if delivery.lang in self.messages else self.default_lang
-        raw, message_id = self.messages[lang].personalise(self.recipient(delivery))
+        pieces, message_id = self.messages[lang].pieces_for(self.recipient(delivery))
         outgoing = OutgoingMessage(
-            self.sender_address, delivery.email, raw, self.issue, delivery.lang, tracking=delivery.tracking
+            self.sender_address, delivery.email, pieces, self.issue, delivery.lang, tracking=delivery.tracking
         )
         return outgoing, message_id
 

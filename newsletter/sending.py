@@ -392,7 +392,7 @@ def send_test(
                 raw, _ = template.personalise(Recipient(address, "", token))
             except MessageError as err:
                 raise SendError(address, str(err), "use a plain ASCII address") from None
-            outgoing = OutgoingMessage(settings.from_address.addr_spec, address, raw, issue.slug, lang, test=True)
+            outgoing = OutgoingMessage(settings.from_address.addr_spec, address, (raw,), issue.slug, lang, test=True)
             result = transport.send(outgoing)
             results.append((lang, result.status, result.error))
     finally:

@@ -54,7 +54,7 @@ def confirmation_message(
         postal_address=settings.postal_address,
     )
     message.set_content(body, cte="base64")
-    return OutgoingMessage(settings.from_address.addr_spec, email, message.as_bytes(), CONFIRMATIONS_SLUG, lang)
+    return OutgoingMessage(settings.from_address.addr_spec, email, (message.as_bytes(),), CONFIRMATIONS_SLUG, lang)
 
 
 def welcome_message(
@@ -92,7 +92,7 @@ def welcome_message(
     rendered = RenderedEmail(lang=lang, subject=subject, preheader="", html="", text=text, archive_url=archive_url)
     token = unsubscribe_token(secret, settings.list_id, subscriber_id)
     raw, message_id = MessageTemplate(rendered, settings, slug=WELCOME_SLUG).personalise(Recipient(email, name, token))
-    return OutgoingMessage(settings.from_address.addr_spec, email, raw, WELCOME_SLUG, lang), message_id
+    return OutgoingMessage(settings.from_address.addr_spec, email, (raw,), WELCOME_SLUG, lang), message_id
 
 
 def latest_edition(settings: Settings, lang: str, now: dt.datetime) -> Edition | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,11 +29,16 @@ class OutgoingMessage:
 
     sender: str  # envelope sender (ASCII addr-spec)
     recipient: str  # envelope recipient (ASCII addr-spec)
-    raw: bytes  # the whole RFC 5322 message, CRLF line ends
+    pieces: tuple[bytes, ...]  # the whole RFC 5322 message (CRLF line ends), as the pieces it was joined from
     issue: str  # slug, for file names and SES tags
     lang: str
     test: bool = False  # a `send --test` copy: the file transport names its file by edition too
     tracking: bool = False  # the recipient consented to open and click tracking (SES turns it on for this message)
+
+    @functools.cached_property
+    def raw(self) -> bytes:
+        """The whole message. SES encodes the pieces instead, reusing what the edition's messages share."""
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
 
 
 @dataclass(frozen=True)

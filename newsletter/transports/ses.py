@@ -101,7 +101,7 @@ class SesTransport:
         if self.configuration_set:
             fields["ConfigurationSetName"] = self.configuration_set
         try:
-            answer = self.request.send(fields, message.raw)
+            answer = self.request.send(fields, message.pieces)
         except NotOpened as err:  # nothing was sent
             return SendResult(SendStatus.RETRY, error=f"SES connection not opened: {err}")
         except NoAnswer as err:

@@ -25,7 +25,9 @@ def umask_022() -> Iterator[None]:
 
 
 def _message(recipient: str) -> OutgoingMessage:
-    return OutgoingMessage("editor@example.com", recipient, f"To: {recipient}\r\n\r\nhello\r\n".encode(), "slug", "en")
+    return OutgoingMessage(
+        "editor@example.com", recipient, (f"To: {recipient}\r\n\r\nhello\r\n".encode(),), "slug", "en"
+    )
 
 
 def _mode(path: Path) -> int:
@@ -101,8 +103,8 @@ def test_test_copies_have_a_file_per_edition_and_sends_one_per_recipient(tmp_pat
     assert transport.max_in_flight == 4 and transport.quota() is None
     for lang in ("ko", "en"):
         raw = f"To: kim@example.com\r\nContent-Language: {lang}\r\n\r\n{lang}\r\n".encode()
-        transport.send(OutgoingMessage("editor@example.com", "kim@example.com", raw, "slug", lang, test=True))
-        transport.send(OutgoingMessage("editor@example.com", "lee@example.com", raw, "slug", lang))
+        transport.send(OutgoingMessage("editor@example.com", "kim@example.com", (raw,), "slug", lang, test=True))
+        transport.send(OutgoingMessage("editor@example.com", "lee@example.com", (raw,), "slug", lang))
     digest = file_name("kim@example.com").removesuffix(".eml")
     assert sorted(p.name for p in tmp_path.glob("*.eml")) == sorted(
         [f"{digest}.en.eml", f"{digest}.ko.eml", file_name("lee@example.com")]

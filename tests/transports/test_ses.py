@@ -131,7 +131,9 @@ def _transport(endpoint: str, *, read_timeout: float = 10, max_in_flight: int = 
 
 
 def _message(to: str = "kim@example.com", sender: str = "weekly@papers.example.com") -> OutgoingMessage:
-    return OutgoingMessage(sender, to, RAW.replace(b"kim@example.com", to.encode()), "2023-09-25-top-ml-papers", "ko")
+    return OutgoingMessage(
+        sender, to, (RAW.replace(b"kim@example.com", to.encode()),), "2023-09-25-top-ml-papers", "ko"
+    )
 
 
 def _stored(sent: list) -> list:

@@ -83,7 +83,7 @@ def _request(url: str) -> SendEmailRequest:
 
 def _send(request: SendEmailRequest, n: int) -> Answer:
     return request.send(
-        {"FromEmailAddress": "a@example.com", "Destination": {"ToAddresses": [f"r{n}@example.com"]}}, RAW
+        {"FromEmailAddress": "a@example.com", "Destination": {"ToAddresses": [f"r{n}@example.com"]}}, (RAW,)
     )
 
 

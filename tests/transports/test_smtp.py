@@ -26,7 +26,7 @@ RAW = b"From: a@papers.example.com\r\nTo: {to}\r\nSubject: hi\r\nMessage-ID: <m1
 
 
 def _message(to: str) -> OutgoingMessage:
-    return OutgoingMessage("weekly@papers.example.com", to, RAW.replace(b"{to}", to.encode()), "issue", "ko")
+    return OutgoingMessage("weekly@papers.example.com", to, (RAW.replace(b"{to}", to.encode()),), "issue", "ko")
 
 
 def _settings(port: int, *, timeout: float = 5, connections: int = 4) -> SmtpSettings:
@@ -162,7 +162,7 @@ def test_a_line_starting_with_a_dot_arrives_whole(smtp_server) -> None:
     handler, port = smtp_server
     raw = b"From: a@papers.example.com\r\nTo: kim@example.com\r\nSubject: dots\r\n\r\n.\r\n..two\r\n.three"
     transport = SmtpTransport(_settings(port))
-    result = transport.send(OutgoingMessage("weekly@papers.example.com", "kim@example.com", raw, "issue", "ko"))
+    result = transport.send(OutgoingMessage("weekly@papers.example.com", "kim@example.com", (raw,), "issue", "ko"))
     transport.close()
     assert result.status == SendStatus.SENT
     assert handler.envelopes[0].original_content == raw + b"\r\n"
