@@ -194,6 +194,7 @@ class SendLoop:
                     self._work_queue.put(None)
                 if self.lanes is not None:
                     self.lanes.close()
+                self.log.close()
         return stopped
 
     # ------------------------------------------------------------------ dispatching

@@ -34,6 +34,7 @@ from newsletter.store import (
     subscriber_by_email,
 )
 from newsletter.store.senders import TAIL
+from tests.conftest import fresh_postgresql
 
 
 def test_addresses_are_unique_whatever_their_case(store) -> None:
@@ -97,6 +98,55 @@ def test_the_last_look_sees_who_left_after_the_snapshot(store) -> None:
     assert log.gone({d.subscriber_id for d in claimed}) == {left.id}
     assert log.gone({kept.id}) == set()
     assert delivery_counts(store, "issue-1")["sending"] == 2
+
+
+def test_the_last_looks_kept_connection_sees_every_change_committed_since_its_last_look(store) -> None:
+    """The looks keep one connection (in autocommit): each look sees what others committed after the one before,
+    a removed subscriber counts as gone, and an id given twice is one subscriber."""
+    people = [add_subscriber(store, f"p{n}@example.com") for n in range(70)]
+    log = _log(store, "issue-1")
+    ids = [p.id for p in people]
+    assert log.gone(ids[:64]) == set()
+    assert log.gone([ids[0], ids[0]]) == set()
+    record_unsubscribe(store, people[3].id, "one-click")
+    assert log.gone(ids[:64]) == {people[3].id}
+    remove_subscriber(store, people[65].email)
+    assert log.gone(ids[60:]) == {people[65].id}
+    assert log.gone([10**9]) == {10**9}
+    assert log.gone([]) == set()
+    log.close()
+    assert log.gone([people[4].id]) == set()  # a look after close opens a new connection
+    log.close()
+
+
+@pytest.fixture
+def postgresql_store():
+    with open_store(fresh_postgresql()) as opened:
+        yield opened
+
+
+def test_a_last_look_whose_connection_was_cut_fails_as_the_database_and_the_next_reconnects(postgresql_store) -> None:
+    """The send loop waits for a database that went away when a step raises SQLAlchemy's OperationalError; the
+    look's own connection, cut by the server (PostgreSQL: SQLite has no server), must fail that way, and the next
+    look must work."""
+    store = postgresql_store
+    person = add_subscriber(store, "kept@example.com")
+    log = _log(store, "issue-1")
+    assert log.gone([person.id]) == set()
+    with store.engine.begin() as conn:  # every other connection of this schema's user: the look's among them
+        cut = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE usename = current_user AND pid <> pg_backend_pid() AND datname = current_database()"
+            )
+        ).scalar_one()
+    assert cut >= 1
+    with pytest.raises((sa.exc.OperationalError, sa.exc.InterfaceError)):
+        log.gone([person.id])
+    assert log.gone([person.id]) == set()
+    record_unsubscribe(store, person.id, "one-click")
+    assert log.gone([person.id]) == {person.id}
+    log.close()
 
 
 def test_senders_claim_disjoint_batches_and_only_the_holder_records(store) -> None:

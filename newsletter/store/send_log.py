@@ -16,18 +16,12 @@ from typing import cast
 
 import sqlalchemy as sa
 
-from .database import Delivery, DeliveryState, Store, SubscriberStatus, deliveries, subscribers
+from .database import Delivery, DeliveryState, Store, deliveries, subscribers
+from .last_look import LastLook
 from .senders import LEASE, database_now
 
 MESSAGE_ID_LIMIT = cast(sa.String, deliveries.c.message_id.type).length or 300
 CLAIMABLE = (DeliveryState.PENDING, DeliveryState.DEFERRED)
-# The last look's statements, made once: building and coercing them on every look cost more CPU than running them
-_ACTIVE_AMONG = (
-    subscribers.c.id.in_(sa.bindparam("ids", expanding=True)),
-    subscribers.c.status == SubscriberStatus.ACTIVE,
-)
-_COUNT_ACTIVE = sa.select(sa.func.count()).where(*_ACTIVE_AMONG)
-_ACTIVE_IDS = sa.select(subscribers.c.id).where(*_ACTIVE_AMONG)
 
 
 @dataclass(frozen=True)
@@ -50,6 +44,11 @@ class SendLog:
         self.sender_id = sender_id
         self.transport = transport
         self.started = started  # deferred rows this run made are not claimed again by it
+        self._last_look = LastLook(store)
+
+    def close(self) -> None:
+        """Give back the connection the last looks keep."""
+        self._last_look.close()
 
     def claim(self, limit: int) -> list[Delivery]:
         """Claim up to `limit` deliveries to send, in id order, under this sender's lease."""
@@ -110,16 +109,8 @@ class SendLog:
 
     def gone(self, subscriber_ids: Collection[int]) -> set[int]:
         """Which of these subscribers are no longer active (or no longer exist): the last look before their
-        messages leave. Asks for the few who left rather than the many who stay: one row to step through."""
-        if not subscriber_ids:
-            return set()
-        wanted = list(subscriber_ids)
-        with self.store.engine.connect() as conn:
-            active = conn.execute(_COUNT_ACTIVE, {"ids": wanted}).scalar_one()
-            if active == len(set(wanted)):
-                return set()
-            staying = conn.execute(_ACTIVE_IDS, {"ids": wanted}).scalars()
-            return set(wanted) - set(staying)
+        messages leave (last_look.py)."""
+        return self._last_look.gone(subscriber_ids)
 
     def record(self, results: Sequence[Result]) -> None:
         """Write a group of results in one transaction, each row only if this sender still holds it.
