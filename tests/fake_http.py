@@ -33,7 +33,7 @@ class Request:
     method: str
     target: str  # as sent: the path and any query
     headers: dict[str, str]  # names lower-cased
-    body: bytes
+    body: bytes | bytearray
     admission: Any = None  # what the server's `on_head` said when the request's head came in (None without one)
 
     @property
@@ -137,14 +137,17 @@ class Server:
         if headers.get("expect", "").lower() == "100-continue":
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         length = int(headers.get("content-length", "0"))
-        while len(buffer) < length:
-            chunk = sock.recv(max(65536, length - len(buffer)))
-            if not chunk:
+        body = bytearray(length)  # filled in place: a 150 KB SendEmail is not copied chunk by chunk
+        have = min(length, len(buffer))
+        body[:have] = buffer[:have]
+        del buffer[:have]
+        view = memoryview(body)
+        while have < length:
+            got = sock.recv_into(view[have:])
+            if not got:
                 return None
-            buffer += chunk
-        body = bytes(buffer[:length])
-        del buffer[:length]
-        return Request(method, target, headers, body, admission)
+            have += got
+        return Request(method, target, headers, bytes(body) if length < 4096 else body, admission)
 
 
 class _TcpServer(socketserver.ThreadingTCPServer):

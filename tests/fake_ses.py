@@ -296,7 +296,7 @@ class FakeSes:
             if fault == "error":
                 self._errors += 1
                 return _json(500, {"message": "Internal failure (injected)."}, "InternalFailure")
-            content = base64.b64decode(raw) if self.keep_raw else None
+            content = _decoded(raw) if self.keep_raw else None
             message_id = f"0100018b{number:08x}-{uuid.uuid4()}-000000"
             self._accepted.append(Accepted(arrival, recipient, tags, content, tracking, message_id))
             if fault in ("drop", "reset"):
@@ -314,9 +314,9 @@ class FakeSes:
             self._in_flight -= 1
 
 
-def _split_raw(body: bytes) -> tuple[Any, bytes | None]:
-    """The request's JSON, and its raw message's base64 taken out of it unparsed (None: not found that way, then
-    it is in the JSON as usual)."""
+def _split_raw(body: bytes | bytearray) -> tuple[Any, memoryview | None]:
+    """The request's JSON, and its raw message's base64 as it stands in the body, JSON-escaped, taken out unparsed
+    and uncopied (None: not found that way, then it is in the JSON as usual)."""
     found = RAW_DATA.search(body)
     end = body.find(b'"', found.end()) if found else -1
     if found is None or end < 0:
@@ -328,7 +328,15 @@ def _split_raw(body: bytes) -> tuple[Any, bytes | None]:
         cut_from_raw = False
     if not cut_from_raw:  # the first "Data" was another field's (a Simple message's subject, say)
         return json.loads(body), None
-    return data, body[found.end() : end].replace(b"\\/", b"/")
+    return data, memoryview(body)[found.end() : end]
+
+
+def _decoded(raw: str | memoryview) -> bytes:
+    """The raw message: from the JSON's string, or from the body's escaped span (base64 holds only a "/" to
+    escape)."""
+    if isinstance(raw, str):
+        return base64.b64decode(raw)
+    return base64.b64decode(bytes(raw).replace(b"\\/", b"/"))
 
 
 def _json(status: int, body: dict[str, Any], error_type: str | None = None) -> Answer:
