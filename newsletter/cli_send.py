@@ -134,7 +134,11 @@ def _show_plan(plan: SendPlan) -> None:
     processes = worker_processes(plan)
     click.echo(
         f"In flight up to {plan.transport.max_in_flight:,} message(s) at once"
-        + (f", sent by {processes} worker processes" if processes > 1 else "")
+        + (
+            f", sent by up to {processes} worker processes (fewer if other senders share the rate)"
+            if processes > 1
+            else ""
+        )
     )
     if plan.total:
         click.echo(f"Estimate  {_duration(plan.estimate)} at about {plan.expected_rate:,.0f}/s")

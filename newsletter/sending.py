@@ -49,7 +49,9 @@ from .transports.base import OutgoingMessage, SendQuota, SendStatus, Transport
 TEST_SUBSCRIBER_ID = 0  # test copies carry a token that names nobody
 FILE_RATE_GUESS = 2000  # messages/s the file transport writes here (bench/send_file.py), for the estimate
 FIRST_LATENCY_GUESS = 0.05  # seconds per request before any answer came (SMTP)
-PER_PROCESS_RATE = 150  # SES requests a second one process keeps with CPU to spare (bench/ses_quota.py)
+# SES requests a second one process keeps (bench/ses_quota.py, 50 ms: at 700/s one process 92-95 % of the quota
+# after the ramp at 0.72x the CPU a message of two worker processes; at 1,000/s it falls behind them)
+PER_PROCESS_RATE = 700
 MAX_PROCESSES = 4
 RAMP_ABOVE = 50  # messages a second above which a send starts at half its rate and reaches it in RAMP_SECONDS
 RAMP_SECONDS = 2.0
@@ -298,7 +300,7 @@ def send_issue(
             stop=stop,
             on_progress=on_progress,
             latency=plan.latency,
-            processes=worker_processes(plan),
+            processes=worker_processes(plan, sharing),
             guard=reputation_guard(settings, store, issue.slug),
         )
         stopped = loop.run()
@@ -319,13 +321,15 @@ def reputation_guard(settings: Settings, store: Store, slug: str) -> ReputationG
     )
 
 
-def worker_processes(plan: SendPlan) -> int:
-    """How many processes make the attempts: SES at a rate one interpreter cannot keep (PER_PROCESS_RATE) gets
-    one per PER_PROCESS_RATE, as many as there are cores (two at least) up to MAX_PROCESSES; everything else runs
-    in this process's threads."""
-    if plan.transport.name != "ses" or not plan.rate or plan.rate <= PER_PROCESS_RATE or not FORK:
+def worker_processes(plan: SendPlan, sharing: int = 1) -> int:
+    """How many processes make the attempts: SES at a share of the rate (the account's rate over the `sharing`
+    senders) that one interpreter cannot keep (PER_PROCESS_RATE) gets one per PER_PROCESS_RATE, as many as there
+    are cores (two at least) up to MAX_PROCESSES; everything else runs in this process's threads, which costs less
+    CPU a message (no pipes between processes)."""
+    share = plan.rate / max(1, sharing) if plan.rate else None
+    if plan.transport.name != "ses" or not share or share <= PER_PROCESS_RATE or not FORK:
         return 1
-    return min(max(2, os.cpu_count() or 1), MAX_PROCESSES, math.ceil(plan.rate / PER_PROCESS_RATE))
+    return min(max(2, os.cpu_count() or 1), MAX_PROCESSES, math.ceil(share / PER_PROCESS_RATE))
 
 
 def _busy_error(slug: str, other: OtherSender) -> SenderBusyError:
