@@ -334,9 +334,16 @@ class ThreadedHttpServer:
         self.thread.start()
         self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.server.server_address[1]}"
 
+    def __enter__(self) -> ThreadedHttpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join(timeout=10)
 
 
 def make_certificate(common_name: str, ip_address: str | None = None):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Iterator
 from email import policy
 from email.parser import BytesParser
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from newsletter.config import load_settings
 from newsletter.store import SubscriberStatus, open_store, subscriber_by_email
 from newsletter.transports.file import file_name
 from newsletter.web import CONFIRMATIONS, create_app
-from tests.conftest import WEB_SECRET, WebServer, wait_until
+from tests.conftest import WEB_SECRET, ThreadedHttpServer, WebServer, wait_until
 from tests.test_settings import _set
 
 
@@ -65,10 +64,8 @@ def apart(publication: Path, run) -> Iterator[dict[str, Any]]:
     built with base_url and app_url set to them; the app's confirmation worker runs as under `serve`."""
     site = publication / "site"
     site.mkdir()
-    files = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietFiles, directory=str(site)))
-    files_thread = threading.Thread(target=files.serve_forever, daemon=True)
-    files_thread.start()
-    archive_url = f"http://127.0.0.1:{files.server_port}"
+    files = ThreadedHttpServer(functools.partial(QuietFiles, directory=str(site)))
+    archive_url = files.url
     app: dict[str, Any] = {}
 
     def later(environ: dict[str, Any], start_response: Any) -> Any:  # the app, once its URL is known
@@ -94,9 +91,7 @@ def apart(publication: Path, run) -> Iterator[dict[str, Any]]:
             worker.stop()
     finally:
         server.close()
-        files.shutdown()
-        files.server_close()
-        files_thread.join(timeout=10)
+        files.close()
         if store is not None:
             store.close()
 

@@ -22,7 +22,7 @@ from newsletter.doctor.findings import Status
 from newsletter.doctor.secret import check_secret_key
 from newsletter.tokens import DEVELOPMENT_SECRET
 
-from .conftest import WEB_SECRET, WebServer, free_port, make_certificate, write_issue
+from .conftest import WEB_SECRET, ThreadedHttpServer, WebServer, free_port, make_certificate, write_issue
 from .dns_server import DnsServer, Records, silent_nameserver
 
 FROM = "weekly@papers.example.com"  # the sample publication's From address
@@ -108,18 +108,15 @@ class IdentityServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.handler = Handler
 
     def __enter__(self) -> IdentityServer:
-        self.thread.start()
+        self.http = ThreadedHttpServer(self.handler)
+        self.url = self.http.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        self.http.close()
 
 
 class OneClickHost:
@@ -161,21 +158,17 @@ class OneClickHost:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_file, key_file)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.handler = Handler
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(self.cert_file, key_file)
 
     def __enter__(self) -> OneClickHost:
-        self.thread.start()
+        self.http = ThreadedHttpServer(self.handler, self.tls)
+        self.url = self.http.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        self.http.close()
 
 
 def serve_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:

@@ -347,7 +347,6 @@ class _Peer:
 
     def __init__(self) -> None:
         import http.server
-        import threading
 
         self.paths: list[str] = []
         owner = self
@@ -369,14 +368,11 @@ class _Peer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = conftest.ThreadedHttpServer(Handler)
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 def test_fetching_follows_no_redirect_reads_at_most_64_kb_and_reports_errors_as_refusals() -> None:

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import feedparser
@@ -18,7 +17,7 @@ import pytest
 
 from newsletter.config import load_settings
 from newsletter.render.site import BuildResult, build_site
-from tests.conftest import missing_system_package, write_issue
+from tests.conftest import ThreadedHttpServer, missing_system_package, write_issue
 from tests.render.site_files import site_files
 from tests.test_deploy_files import BASH, render, step, workflow
 
@@ -224,10 +223,9 @@ def test_a_scheduled_run_deploys_only_when_the_sitemap_differs_from_the_publishe
     elif published == "older":
         (served / "sitemap.xml").write_bytes((site / "sitemap.xml").read_bytes().replace(SLUG.encode(), b"x"))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    with ThreadedHttpServer(handler) as server:
         robots = (site / "robots.txt").read_text(encoding="utf-8")
-        local = f"http://127.0.0.1:{server.server_address[1]}/sitemap.xml"
+        local = f"{server.url}/sitemap.xml"
         (site / "robots.txt").write_text(re.sub(r"(?m)^Sitemap: .*$", f"Sitemap: {local}", robots), encoding="utf-8")
         script = step(
             workflow(render(tmp_path), "newsletter-pages.yml"),
@@ -239,7 +237,6 @@ def test_a_scheduled_run_deploys_only_when_the_sitemap_differs_from_the_publishe
         result = subprocess.run(
             [*BASH, "-c", script["run"]], cwd=publication, env=env, capture_output=True, text=True, timeout=60
         )
-        server.shutdown()
     assert result.returncode == 0, result.stderr
     assert output.read_text() == f"changed={changed}\n"
     assert script["if"] == "github.event_name == 'schedule'"

@@ -7,7 +7,6 @@ import functools
 import http.server
 import json
 import re
-import threading
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from newsletter.errors import BuildError
 from newsletter.render.search import find_pagefind
 from newsletter.render.search_documents import index_terms
 from newsletter.render.site import build_site
-from tests.conftest import missing_system_package, wait_until, write_issue
+from tests.conftest import ThreadedHttpServer, missing_system_package, wait_until, write_issue
 
 SLUG = "2023-09-25-top-ml-papers"
 REVERSAL = f"/issues/{SLUG}/#반전의-저주-the-reversal-curse"  # its text says 인공신경망은, 학습된
@@ -58,12 +57,8 @@ def served(publication: Path, run, pagefind: Path) -> Iterator[str]:
     result = run("build")
     assert result.exit_code == 0, result.output
     handler = functools.partial(QuietHandler, directory=str(publication / "site"))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
-        finally:
-            server.shutdown()
+    with ThreadedHttpServer(handler) as server:
+        yield f"{server.url}/"
 
 
 def papers(site: Path, lang: str) -> dict[str, str]:
