@@ -100,6 +100,25 @@ def test_the_last_look_sees_who_left_after_the_snapshot(store) -> None:
     assert delivery_counts(store, "issue-1")["sending"] == 2
 
 
+def test_a_claim_takes_pending_rows_ahead_first_then_those_given_back_behind_and_each_once(store) -> None:
+    """Pending rows are claimed from past the sender's last claim (a claim never steps over the rows sent so far),
+    and rows another sender gave back behind that point are claimed when none are left ahead."""
+    for n in range(40):
+        add_subscriber(store, f"p{n}@example.com")
+    snapshot_audience(store, "issue-1", ("ko",), "ko")
+    first, second = _log(store, "issue-1"), _log(store, "issue-1")
+    mine = [d.id for d in first.claim(10)]
+    theirs = [d.id for d in second.claim(10)]
+    mine += [d.id for d in first.claim(10)]
+    assert len(set(mine) | set(theirs)) == 30
+    second.release(theirs)  # the other sender stopped: its claims are pending again, behind first's last claim
+    rest = [d.id for d in first.claim(100)]
+    assert len(rest) == len(set(rest)) == 20, rest
+    assert set(theirs) <= set(rest) and len(set(mine) | set(rest)) == 40
+    assert first.claim(100) == []
+    assert delivery_counts(store, "issue-1")["sending"] == 40
+
+
 def test_the_last_looks_kept_connection_sees_every_change_committed_since_its_last_look(store) -> None:
     """The looks keep one connection (in autocommit): each look sees what others committed after the one before,
     a removed subscriber counts as gone, and an id given twice is one subscriber."""

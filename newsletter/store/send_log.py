@@ -45,6 +45,7 @@ class SendLog:
         self.transport = transport
         self.started = started  # deferred rows this run made are not claimed again by it
         self._last_look = LastLook(store)
+        self._pending_after = 0  # the highest id of a pending row this sender claimed
 
     def close(self) -> None:
         """Give back the connection the last looks keep."""
@@ -55,14 +56,21 @@ class SendLog:
         d = deliveries.c
         with self.store.begin() as conn:
             stamp = database_now(conn)
-            # Three narrow queries rather than one with OR: each walks ix_deliveries_issue_state_id from its start,
-            # so a claim costs the same at the millionth message as at the first.
+            # Narrow queries rather than one with OR. Pending rows are taken from past the last one this sender
+            # claimed: from the start, a query would step over every row sent so far, and PostgreSQL does when its
+            # statistics still say the issue's rows are all pending (the first send of a new store: a claim then
+            # read every sent row, until autovacuum analysed the table). The rows behind that point that are
+            # pending again (another sender stopped and gave its claims back) are taken when none are left ahead.
             ids: list[int] = []
-            for state, extra in (
-                (DeliveryState.PENDING, sa.true()),
+            after = self._pending_after
+            passes = [(DeliveryState.PENDING, d.id > after)]
+            if after:
+                passes.append((DeliveryState.PENDING, d.id <= after))
+            passes += [
                 (DeliveryState.DEFERRED, d.updated_at < self.started),
                 (DeliveryState.SENDING, sa.or_(d.lease_until.is_(None), d.lease_until < stamp)),
-            ):
+            ]
+            for number, (state, extra) in enumerate(passes):
                 if len(ids) >= limit:
                     break
                 wanted = (
@@ -72,7 +80,10 @@ class SendLog:
                     .limit(limit - len(ids))
                     .with_for_update(skip_locked=True)
                 )
-                ids.extend(conn.execute(wanted).scalars())
+                found = list(conn.execute(wanted).scalars())
+                if number == 0 and found:
+                    self._pending_after = found[-1]
+                ids.extend(found)
             if not ids:
                 return []
             conn.execute(
