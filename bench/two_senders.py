@@ -130,8 +130,10 @@ def main() -> None:
     omissions = expected - set(seen)
     rate = stats.rate()
     for n, (process, (out, err)) in enumerate(zip(processes, outputs, strict=True), 1):
-        last = (out.strip().splitlines() or [""])[-1]
-        print(f"sender {n}: exit {process.returncode}; {last}" + (f"; stderr: {err.strip()}" if err.strip() else ""))
+        lines = out.strip().splitlines()
+        shown = [line for line in lines if line.startswith(("Sent", "Worker processes"))] or lines[-1:]
+        summary = "; ".join(line.strip() for line in shown)
+        print(f"sender {n}: exit {process.returncode}; {summary}" + (f"; stderr: {err.strip()}" if err.strip() else ""))
     print(f"accepted {stats.sent:,} in {stats.span():.1f} s ({wall:.1f} s wall for both commands)")
     print(f"combined rate {rate:.0f}/s = {rate / args.quota * 100:.1f} % of the {args.quota:g}/s quota")
     middle = _middle_rate(stats, EDGE)

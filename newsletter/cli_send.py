@@ -22,6 +22,7 @@ from .issues import find_issue, publication_instant
 from .render.templates import Templates, load_templates
 from .schedule import Scheduled, Standing, load_schedulable, schedule
 from .sending import (
+    PER_PROCESS_RATE,
     Progress,
     SenderBusyError,
     SendError,
@@ -220,6 +221,15 @@ def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str
         click.echo(
             f"Throttled {p.throttled:,} time(s){settled} (of {outcome.ceiling or 0:,.1f}/s); "
             f"{p.ambiguous:,} answer(s) lost (the peer may have taken those), {p.retried:,} attempt(s) made again"
+        )
+    if outcome.processes > 1:
+        click.echo(
+            f"Worker processes made {p.by_processes:,} of {p.attempts:,} attempt(s)"
+            + (
+                f"; this process made the others, while its share of the rate was {PER_PROCESS_RATE:,}/s or less"
+                if p.by_processes < p.attempts
+                else ""
+            )
         )
     lost, concerned = ambiguous_outcomes(store, slug)
     if lost:

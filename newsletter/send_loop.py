@@ -34,7 +34,7 @@ from .errors import TransportError
 from .messages import MessageError, MessageTemplate, Recipient
 from .ratelimit import RateLimiter
 from .reputation import Pause, ReputationGuard
-from .send_processes import LaneError, ProcessLanes
+from .send_processes import PER_PROCESS_RATE, LaneError, ProcessLanes
 from .store import Delivery, DeliveryState, Result, SendLog, Store, heartbeat
 from .transports.base import OutgoingMessage, SendResult, SendStatus, Transport
 
@@ -82,6 +82,8 @@ class Progress:
     retried: int = 0  # attempts made again after a RETRY or ambiguous answer
     ambiguous: int = 0  # attempts whose request left and whose answer never came
     peak_in_flight: int = 0
+    attempts: int = 0  # requests made, each answered or not
+    by_processes: int = 0  # of those, made by worker processes (see send_processes)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -120,6 +122,7 @@ class _Answer:
     error: BaseException | None
     seconds: float
     granted_at: float  # when the rate limiter gave its start (time.monotonic())
+    through_lanes: bool  # made by a worker process
 
 
 class LoopStopped(Exception):
@@ -146,7 +149,7 @@ class SendLoop:
     stop: threading.Event | None = None
     on_progress: Callable[[Progress], None] | None = None
     latency: float = 0.05  # seconds per request, observed (an initial guess until the first answers)
-    processes: int = 1  # worker processes that make the attempts (1: this process's threads; see send_processes)
+    processes: int = 1  # worker processes that may make the attempts (1: this process's threads; send_processes)
     guard: ReputationGuard | None = None
     paused: Pause | None = field(default=None, init=False)  # why the guard paused the run
     _guard_done: threading.Event = field(default_factory=threading.Event)
@@ -322,6 +325,11 @@ class SendLoop:
         )
         return outgoing, message_id
 
+    def _through_lanes(self) -> bool:
+        """Whether the next attempt goes to a worker process: while this sender's share of the rate (the limiter's
+        ceiling, lowered as other senders join) is more than one process keeps."""
+        return self.lanes is not None and (self.limiter.ceiling or 0) > PER_PROCESS_RATE
+
     def _attempt_once(self, attempt: _Attempt, lane: int) -> None:
         """Personalise (once), take the rate-limit slot, and make one attempt at once, here or in a worker
         process's lane; the answer goes back to the dispatcher. The slot is taken as late as can be, right before
@@ -329,10 +337,11 @@ class SendLoop:
         started = time.monotonic()
         result: SendResult | None = None
         error: BaseException | None = None
+        through_lanes = False
         try:
             try:
                 outgoing = None
-                if self.lanes is None:
+                if not self._through_lanes():
                     outgoing = attempt.outgoing or self.prepare(attempt.delivery)
                     attempt.outgoing = outgoing
                 self.limiter.acquire()
@@ -340,6 +349,7 @@ class SendLoop:
                 with self._ahead_lock:
                     self._ahead -= 1
             started = time.monotonic()
+            through_lanes = outgoing is None
             if outgoing is not None:
                 result = self.transport.send(outgoing[0])
                 attempt.message_id = outgoing[1]
@@ -348,7 +358,7 @@ class SendLoop:
                 result, attempt.message_id = self.lanes.attempt(lane, attempt.delivery)
         except BaseException as err:  # noqa: BLE001 - handed to the dispatcher, which decides
             result, error = None, err
-        self._answers.put(_Answer(attempt, result, error, time.monotonic() - started, started))
+        self._answers.put(_Answer(attempt, result, error, time.monotonic() - started, started, through_lanes))
 
     # ------------------------------------------------------------------ answers
 
@@ -368,6 +378,8 @@ class SendLoop:
 
     def _handle(self, answer: _Answer) -> None:
         attempt, result = answer.attempt, answer.result
+        self.progress.attempts += 1
+        self.progress.by_processes += answer.through_lanes
         if answer.error is not None:
             if isinstance(answer.error, MessageError):
                 self._record(attempt, DeliveryState.FAILED, error=str(answer.error))

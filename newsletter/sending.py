@@ -25,6 +25,7 @@ from .render.email import render_email
 from .render.templates import Templates
 from .reputation import Pause, ReputationGuard
 from .send_loop import HEARTBEAT, Progress, SendLoop, crash_bound
+from .send_processes import PER_PROCESS_RATE
 from .store import (
     ISSUE_LIMIT,
     AudiencePlan,
@@ -49,15 +50,13 @@ from .transports.base import OutgoingMessage, SendQuota, SendStatus, Transport
 TEST_SUBSCRIBER_ID = 0  # test copies carry a token that names nobody
 FILE_RATE_GUESS = 2000  # messages/s the file transport writes here (bench/send_file.py), for the estimate
 FIRST_LATENCY_GUESS = 0.05  # seconds per request before any answer came (SMTP)
-# SES requests a second one process keeps (bench/ses_quota.py, 50 ms: at 700/s one process 92-95 % of the quota
-# after the ramp at 0.72x the CPU a message of two worker processes; at 1,000/s it falls behind them)
-PER_PROCESS_RATE = 700
 MAX_PROCESSES = 4
 RAMP_ABOVE = 50  # messages a second above which a send starts at half its rate and reaches it in RAMP_SECONDS
 RAMP_SECONDS = 2.0
 FORK = "fork" in multiprocessing.get_all_start_methods()
 
 __all__ = [
+    "PER_PROCESS_RATE",
     "Progress",
     "SendError",
     "SendOutcome",
@@ -86,6 +85,7 @@ class SendOutcome:
     settled_rate: float | None  # the limiter's rate at the end (lower than the ceiling after throttles)
     ceiling: float | None
     paused: Pause | None = None  # the reputation guard paused the run (then `stopped` is its reason)
+    processes: int = 1  # worker processes forked for the run (1: none; see send_processes)
 
 
 @dataclass
@@ -300,11 +300,11 @@ def send_issue(
             stop=stop,
             on_progress=on_progress,
             latency=plan.latency,
-            processes=worker_processes(plan, sharing),
+            processes=worker_processes(plan),
             guard=reputation_guard(settings, store, issue.slug),
         )
         stopped = loop.run()
-        return SendOutcome(loop.progress, stopped, limiter.rate, limiter.ceiling, loop.paused)
+        return SendOutcome(loop.progress, stopped, limiter.rate, limiter.ceiling, loop.paused, loop.processes)
     finally:
         plan.transport.close()
         finish_sender(store, sender_id, issue.slug)
@@ -321,15 +321,14 @@ def reputation_guard(settings: Settings, store: Store, slug: str) -> ReputationG
     )
 
 
-def worker_processes(plan: SendPlan, sharing: int = 1) -> int:
-    """How many processes make the attempts: SES at a share of the rate (the account's rate over the `sharing`
-    senders) that one interpreter cannot keep (PER_PROCESS_RATE) gets one per PER_PROCESS_RATE, as many as there
-    are cores (two at least) up to MAX_PROCESSES; everything else runs in this process's threads, which costs less
-    CPU a message (no pipes between processes)."""
-    share = plan.rate / max(1, sharing) if plan.rate else None
-    if plan.transport.name != "ses" or not share or share <= PER_PROCESS_RATE or not FORK:
+def worker_processes(plan: SendPlan) -> int:
+    """How many processes may make the attempts: SES at an account's rate that one interpreter cannot keep
+    (PER_PROCESS_RATE) gets one per PER_PROCESS_RATE, as many as there are cores (two at least) up to MAX_PROCESSES;
+    everything else runs in this process's threads. They are forked at the start, and the send loop hands them
+    requests only while this sender's share of the rate passes PER_PROCESS_RATE (see send_processes)."""
+    if plan.transport.name != "ses" or not plan.rate or plan.rate <= PER_PROCESS_RATE or not FORK:
         return 1
-    return min(max(2, os.cpu_count() or 1), MAX_PROCESSES, math.ceil(share / PER_PROCESS_RATE))
+    return min(max(2, os.cpu_count() or 1), MAX_PROCESSES, math.ceil(plan.rate / PER_PROCESS_RATE))
 
 
 def _busy_error(slug: str, other: OtherSender) -> SenderBusyError:

@@ -225,12 +225,12 @@ def test_a_postgresql_restart_mid_send_reconnects_or_stops_in_one_line_and_resum
     assert _all_sent(_final_counts(url), count)
 
 
-def test_worker_processes_follow_this_senders_share_of_the_rate() -> None:
-    """Two senders on a 1,000/s account each keep 500/s, which one process sends at less CPU a message than two
-    (bench/ses_quota.py); alone, a sender at 1,000/s gets a second process."""
+def test_worker_processes_are_forked_for_an_account_rate_one_process_cannot_keep() -> None:
+    """Above PER_PROCESS_RATE a send of SES forks one process per PER_PROCESS_RATE (two at least, within the cores
+    and MAX_PROCESSES); the send loop then uses them only while its share of the rate passes PER_PROCESS_RATE."""
     from types import SimpleNamespace
 
-    from newsletter.sending import FORK, PER_PROCESS_RATE, worker_processes
+    from newsletter.sending import FORK, MAX_PROCESSES, PER_PROCESS_RATE, worker_processes
 
     def plan(rate: float | None, transport: str = "ses") -> Any:
         return SimpleNamespace(rate=rate, transport=SimpleNamespace(name=transport))
@@ -239,8 +239,7 @@ def test_worker_processes_follow_this_senders_share_of_the_rate() -> None:
         pytest.skip("no fork on this platform")
     assert worker_processes(plan(PER_PROCESS_RATE)) == 1
     assert worker_processes(plan(PER_PROCESS_RATE + 1)) == 2
-    assert worker_processes(plan(PER_PROCESS_RATE + 1), sharing=2) == 1
-    assert worker_processes(plan(4 * PER_PROCESS_RATE), sharing=2) == 2
+    assert worker_processes(plan(40 * PER_PROCESS_RATE)) == min(max(2, os.cpu_count() or 1), MAX_PROCESSES)
     assert worker_processes(plan(4 * PER_PROCESS_RATE, "smtp")) == 1
     assert worker_processes(plan(None)) == 1
 
@@ -258,8 +257,49 @@ def test_a_fast_send_spreads_its_requests_over_worker_processes_and_sends_each_o
         stats = ses.snapshot()
     assert result.returncode == 0, result.stderr
     assert "sent by up to 2 worker processes" in result.stdout
+    assert f"Worker processes made {count} of {count} attempt(s)\n" in result.stdout
     assert stats.recipients() == dict.fromkeys(expected, 1)
     assert not stats.throttled and stats.busiest_window(include_throttled=True) <= rate
     assert _all_sent(_final_counts(url), count)
     orphans = subprocess.run(["pgrep", "-f", f"--root {publication}"], capture_output=True, text=True)
     assert orphans.stdout == "", orphans.stdout  # no worker process outlives the send
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_sender_whose_share_one_process_keeps_makes_its_requests_itself(publication: Path, database_url: str) -> None:
+    """The account's rate would need worker processes, but another live sender shares it, so this sender's share
+    (half) is one process's work: its own threads make every request (less CPU a message than handing each over a
+    pipe), within the share, each recipient once."""
+    import threading
+
+    from newsletter.sending import PER_PROCESS_RATE
+    from newsletter.store.senders import finish_sender, heartbeat, register_sender
+
+    count, rate = 600, 2 * PER_PROCESS_RATE - 100
+    url, expected = _prepare(publication, database_url, count)
+    done = threading.Event()
+    with open_store(url) as store:
+        other = register_sender(store, ISSUE, exclusive=False).sender_id
+
+        def keep_alive() -> None:  # the other sender: live, renewing its row, sending nothing
+            while not done.wait(0.2):
+                heartbeat(store, other, ISSUE)
+
+        beating = threading.Thread(target=keep_alive)
+        beating.start()
+        try:
+            with FakeSes(rate=rate, latency=0.02, keep_raw=False) as ses:
+                result = subprocess.run(
+                    _command(publication), capture_output=True, text=True, env=_env(ses, url), timeout=120
+                )
+                stats = ses.snapshot()
+        finally:
+            done.set()
+            beating.join()
+            finish_sender(store, other, ISSUE)
+    assert result.returncode == 0, result.stderr
+    assert "sent by up to 2 worker processes (fewer if other senders share the rate)" in result.stdout
+    assert f"Worker processes made 0 of {count} attempt(s); this process made the others" in result.stdout
+    assert stats.recipients() == dict.fromkeys(expected, 1)
+    assert stats.busiest_window(include_throttled=True) <= rate / 2
+    assert _all_sent(_final_counts(url), count)
