@@ -33,6 +33,8 @@ from newsletter.store import (
     snapshot_audience,
     subscriber_by_email,
 )
+from newsletter.store.database import deliveries
+from newsletter.store.send_log import MESSAGE_ID_LIMIT
 from newsletter.store.senders import TAIL
 from tests.conftest import fresh_postgresql
 
@@ -181,6 +183,41 @@ def test_senders_claim_disjoint_batches_and_only_the_holder_records(store) -> No
     counts = delivery_counts(store, "issue-1")
     assert (counts["sent"], counts["pending"], counts["sending"]) == (3, 3, 4)
     assert {d.id for d in first.claim(10)} == {d.id for d in mine[3:]}  # released rows are claimable again
+
+
+def test_a_group_of_results_is_recorded_row_by_row_as_given(store) -> None:
+    """Each result's state, message id (cut to the column), error and ambiguous count land on its own row, on
+    both stores (PostgreSQL takes the group as arrays, SQLite as a VALUES list)."""
+    for n in range(5):
+        add_subscriber(store, f"r{n}@example.com")
+    snapshot_audience(store, "issue-1", ("ko",), "ko")
+    log = _log(store, "issue-1")
+    claimed = log.claim(5)
+    assert not log.gone([d.subscriber_id for d in claimed])
+    long_id = "x" * (MESSAGE_ID_LIMIT + 40)
+    wanted = [
+        Result(claimed[0].id, DeliveryState.SENT, message_id="0100-a"),
+        Result(claimed[1].id, DeliveryState.SENT, message_id=long_id, ambiguous=1),
+        Result(claimed[2].id, DeliveryState.FAILED, error="550 5.1.1 user unknown; 한국어 오류"),
+        Result(claimed[3].id, DeliveryState.DEFERRED, error="throttled", ambiguous=2),
+    ]
+    log.record(wanted)
+    d = deliveries.c
+    with store.engine.connect() as conn:
+        rows = {
+            r.id: r for r in conn.execute(sa.select(d.id, d.state, d.message_id, d.error, d.ambiguous, d.lease_until))
+        }
+    for result in wanted:
+        row = rows[result.delivery_id]
+        expected_id = None if result.message_id is None else result.message_id[:MESSAGE_ID_LIMIT]
+        assert (row.state, row.message_id, row.error, row.ambiguous, row.lease_until) == (
+            result.state.value,
+            expected_id,
+            result.error,
+            result.ambiguous,
+            None,
+        )
+    assert rows[claimed[4].id].state == DeliveryState.SENDING.value  # not in the group: still held
 
 
 def test_a_dead_senders_claims_fall_back_at_once(store) -> None:

@@ -4,9 +4,10 @@ A send looks every LOOK_FRESH (0.1 s) at the subscribers whose messages are abou
 is a look for almost every message. Through SQLAlchemy's Core each look costs 0.15–1.1 ms of CPU here (a pool
 checkout, the statement's cache key, a result object, the reset on return); on the driver's own cursor of a
 connection kept for the looks, in autocommit, 0.02–0.23 ms (bench/ses_quota.py's cell at 14/s; the driver's
-numbers in the README). The SQL is one fixed statement per number of subscribers, written for the driver's
-placeholder style; the driver's errors become SQLAlchemy's, so the send loop waits for a database that went away
-as it does for every other step, and the next look opens a new connection.
+numbers in the README). The SQL is written for the driver's placeholder style: on PostgreSQL one statement with
+the ids as an array, elsewhere one fixed statement per number of subscribers. The driver's errors become
+SQLAlchemy's, so the send loop waits for a database that went away as it does for every other step, and the next
+look opens a new connection.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ class LastLook:
         wanted = sorted(set(subscriber_ids))
         if not wanted:
             return set()
-        statement = _statement(self.marker, len(wanted))
+        statement, parameters = self._statement(wanted)
         driver = self._driver_connection()
         try:
             cursor = driver.cursor()
             try:
-                cursor.execute(statement, wanted)
+                cursor.execute(statement, parameters)
                 active = {row[0] for row in cursor.fetchall() if row[1] == SubscriberStatus.ACTIVE.value}
             finally:
                 cursor.close()
@@ -50,6 +51,13 @@ class LastLook:
             self.close(broken=True)
             raise sa.exc.DBAPIError.instance(statement, wanted, err, self.engine.dialect.loaded_dbapi.Error) from None
         return set(wanted) - active
+
+    def _statement(self, wanted: list[int]) -> tuple[str, list[Any]]:
+        """The look and its parameters: on PostgreSQL the ids as one array (one statement for any count, parsed
+        once by the driver and prepared by the server), elsewhere one parameter each."""
+        if self.engine.dialect.name == "postgresql":
+            return _BY_ARRAY, [wanted]
+        return _statement(self.marker, len(wanted)), list(wanted)
 
     def close(self, *, broken: bool = False) -> None:
         """Give the connection back (or drop it, when it failed)."""
@@ -64,6 +72,9 @@ class LastLook:
         if self._connection is None:
             self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self._connection.connection.driver_connection
+
+
+_BY_ARRAY = "SELECT id, status FROM subscribers WHERE id = ANY(CAST(%s AS integer[]))"
 
 
 @functools.lru_cache(maxsize=256)
