@@ -131,7 +131,7 @@ def main() -> None:
     rate = stats.rate()
     for n, (process, (out, err)) in enumerate(zip(processes, outputs, strict=True), 1):
         lines = out.strip().splitlines()
-        shown = [line for line in lines if line.startswith(("Sent", "Worker processes"))] or lines[-1:]
+        shown = [line for line in lines if line.startswith(("Sent", "Throttled", "Worker processes"))] or lines[-1:]
         summary = "; ".join(line.strip() for line in shown)
         print(f"sender {n}: exit {process.returncode}; {summary}" + (f"; stderr: {err.strip()}" if err.strip() else ""))
     print(f"accepted {stats.sent:,} in {stats.span():.1f} s ({wall:.1f} s wall for both commands)")
@@ -142,6 +142,12 @@ def main() -> None:
         f"busiest second: {stats.busiest_window()} accepted, {stats.busiest_window(include_throttled=True)} arrived; "
         f"throttled {len(stats.throttled)}; peak in flight at the fake {stats.max_concurrent}"
     )
+    if stats.throttled and stats.accepted:
+        first = stats.accepted[0][0]
+        print(
+            f"throttled at (s from the first arrival, time.monotonic() {first:.3f}): "
+            + " ".join(f"{at - first:.2f}" for at in stats.throttled)
+        )
     print(f"duplicates {len(duplicates)}, omissions {len(omissions)}")
     print("accepted per second from the first arrival: " + " ".join(map(str, _per_second(stats))))
     per_message = (cpu.ru_utime + cpu.ru_stime) * 1000 / max(1, stats.sent)
