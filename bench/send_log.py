@@ -1,28 +1,26 @@
 """Benchmark the send log's hot path in one process, without a transport: claim a batch of 100, take the last
 look at its subscribers, record the results in groups of 50, until every delivery is sent.
 
-Prints the CPU and wall time a delivery for each store (SQLite in a temporary file; PostgreSQL from
-NEWSLETTER_BENCH_DATABASE_URL, default the test database, in a schema of its own). Wall includes the database
-server's work; on PostgreSQL that server shares the machine's cores with the senders in bench/two_senders.py.
-To compare two trees, run this script from each (it imports the `newsletter` of the tree it is in).
+Prints the CPU and wall time a delivery for each store (SQLite in a temporary file; PostgreSQL, in a scratch
+schema, when NEWSLETTER_BENCH_DATABASE_URL or NEWSLETTER_TEST_DATABASE_URL names a server). Wall includes the
+database server's work; on PostgreSQL that server shares the machine's cores with the senders in
+bench/two_senders.py. To compare two trees, run this script from each (it imports the `newsletter` of the tree
+it is in).
 
-Run: `python bench/send_log.py [--rows 30000] [--runs 3] [--store sqlite|postgresql|both]`
+Run: `python bench/send_log.py [--rows 30000] [--runs 3]`
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import machine_load
-from two_senders import TEST_DATABASE, fresh_schema
+from _common import machine_load, on_each_store
 
 from newsletter.store import DeliveryState, Result, SendLog, insert_subscribers, open_store, register_sender
 from newsletter.store.deliveries import snapshot_audience
@@ -56,19 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
     print(f"{args.rows:,} deliveries, claims of {BATCH}, groups of {GROUP}; {machine_load()}", flush=True)
-    for store in ["sqlite", "postgresql"] if args.store == "both" else [args.store]:
-        for run in range(1, args.runs + 1):
-            with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
-                if store == "sqlite":
-                    url = f"sqlite:///{tmp}/store.db"
-                else:
-                    base = os.environ.get("NEWSLETTER_BENCH_DATABASE_URL", TEST_DATABASE)
-                    url = fresh_schema(base, "bench_send_log")
-                cpu, wall = run_once(url, args.rows)
-            print(f"{store} run {run}: {cpu:.3f} ms CPU, {wall:.3f} ms wall a delivery", flush=True)
+    for run in range(1, args.runs + 1):
+
+        def job(label: str, url: str, run: int = run) -> None:
+            cpu, wall = run_once(url, args.rows)
+            print(f"{label} run {run}: {cpu:.3f} ms CPU, {wall:.3f} ms wall a delivery", flush=True)
+
+        on_each_store("newsletter-bench-send-log", job)
 
 
 if __name__ == "__main__":

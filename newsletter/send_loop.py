@@ -122,7 +122,7 @@ class _Answer:
     error: BaseException | None
     seconds: float
     granted_at: float  # when the rate limiter gave its start (time.monotonic())
-    through_lanes: bool  # made by a worker process
+    via_lanes: bool | None  # made by a worker process (True) or here (False); None: no request was made
 
 
 class LoopStopped(Exception):
@@ -337,28 +337,28 @@ class SendLoop:
         started = time.monotonic()
         result: SendResult | None = None
         error: BaseException | None = None
-        through_lanes = False
+        via_lanes = self._through_lanes()
+        made: bool | None = None
         try:
             try:
-                outgoing = None
-                if not self._through_lanes():
-                    outgoing = attempt.outgoing or self.prepare(attempt.delivery)
-                    attempt.outgoing = outgoing
+                if not via_lanes:
+                    attempt.outgoing = attempt.outgoing or self.prepare(attempt.delivery)
                 self.limiter.acquire()
             finally:
                 with self._ahead_lock:
                     self._ahead -= 1
             started = time.monotonic()
-            through_lanes = outgoing is None
-            if outgoing is not None:
-                result = self.transport.send(outgoing[0])
-                attempt.message_id = outgoing[1]
-            else:
+            made = via_lanes
+            if via_lanes:
                 assert self.lanes is not None
                 result, attempt.message_id = self.lanes.attempt(lane, attempt.delivery)
+            else:
+                assert attempt.outgoing is not None
+                result = self.transport.send(attempt.outgoing[0])
+                attempt.message_id = attempt.outgoing[1]
         except BaseException as err:  # noqa: BLE001 - handed to the dispatcher, which decides
             result, error = None, err
-        self._answers.put(_Answer(attempt, result, error, time.monotonic() - started, started, through_lanes))
+        self._answers.put(_Answer(attempt, result, error, time.monotonic() - started, started, made))
 
     # ------------------------------------------------------------------ answers
 
@@ -378,8 +378,9 @@ class SendLoop:
 
     def _handle(self, answer: _Answer) -> None:
         attempt, result = answer.attempt, answer.result
-        self.progress.attempts += 1
-        self.progress.by_processes += answer.through_lanes
+        if answer.via_lanes is not None:
+            self.progress.attempts += 1
+            self.progress.by_processes += answer.via_lanes
         if answer.error is not None:
             if isinstance(answer.error, MessageError):
                 self._record(attempt, DeliveryState.FAILED, error=str(answer.error))

@@ -28,6 +28,7 @@ class LastLook:
         self.engine = store.engine
         # SQLite's driver takes ?, PostgreSQL's (psycopg, also psycopg2 and pg8000) take %s
         self.marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._arrays = self.engine.dialect.name == "postgresql"
         self._connection: sa.Connection | None = None
 
     def gone(self, subscriber_ids: Collection[int]) -> set[int]:
@@ -55,7 +56,7 @@ class LastLook:
     def _statement(self, wanted: list[int]) -> tuple[str, list[Any]]:
         """The look and its parameters: on PostgreSQL the ids as one array (one statement for any count, parsed
         once by the driver and prepared by the server), elsewhere one parameter each."""
-        if self.engine.dialect.name == "postgresql":
+        if self._arrays:
             return _BY_ARRAY, [wanted]
         return _statement(self.marker, len(wanted)), list(wanted)
 

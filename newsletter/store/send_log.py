@@ -137,32 +137,24 @@ class SendLog:
         """
         if not results:
             return
-        if self._arrays:
+        columns: dict[str, list[object]] = {
+            "ids": [r.delivery_id for r in results],
+            "states": [r.state.value for r in results],
+            "message_ids": [None if r.message_id is None else r.message_id[:MESSAGE_ID_LIMIT] for r in results],
+            "errors": [r.error for r in results],
+            "ambiguous": [r.ambiguous for r in results],
+        }
+        if self._arrays:  # stamped by the statement itself
             with self.store.begin() as conn:
-                conn.execute(
-                    _RECORD_FROM_ARRAYS,
-                    {
-                        "owner": self.sender_id,
-                        "ids": [r.delivery_id for r in results],
-                        "states": [r.state.value for r in results],
-                        "message_ids": [
-                            None if r.message_id is None else r.message_id[:MESSAGE_ID_LIMIT] for r in results
-                        ],
-                        "errors": [r.error for r in results],
-                        "ambiguous": [r.ambiguous for r in results],
-                    },
-                )
+                conn.execute(_RECORD_FROM_ARRAYS, {**columns, "owner": self.sender_id})
             return
-        statement = _record_statement(len(results))
-        values: dict[str, object] = {"owner": self.sender_id}
-        for n, r in enumerate(results):
-            values[f"i{n}"] = r.delivery_id
-            values[f"s{n}"] = r.state.value
-            values[f"m{n}"] = None if r.message_id is None else r.message_id[:MESSAGE_ID_LIMIT]
-            values[f"e{n}"] = r.error
-            values[f"a{n}"] = r.ambiguous
+        values: dict[str, object] = {
+            f"{_ROW_KEYS[name]}{n}": value for name, column in columns.items() for n, value in enumerate(column)
+        }
         with self.store.begin() as conn:
-            conn.execute(statement, {**values, "stamp": database_now(conn)})
+            conn.execute(
+                _record_statement(len(results)), {**values, "owner": self.sender_id, "stamp": database_now(conn)}
+            )
 
     def release(self, delivery_ids: Collection[int]) -> None:
         """Give back claimed deliveries that never left (a stop, the cap): pending again, the attempt undone."""
@@ -198,11 +190,15 @@ _RECORD_FROM_ARRAYS = sa.text(
 )
 
 
+_ROW_KEYS = {"ids": "i", "states": "s", "message_ids": "m", "errors": "e", "ambiguous": "a"}  # row n's: i0, s0, …
+
+
 @functools.lru_cache(maxsize=64)
 def _record_statement(size: int) -> sa.TextClause:
-    """One UPDATE … FROM (VALUES …) for a group of `size` results: one statement to step through, not one per
-    row (SQLite and PostgreSQL both name the columns of a VALUES list column1, column2, …). Made once a size."""
-    rows = ", ".join(f"(:i{n}, :s{n}, :m{n}, :e{n}, :a{n})" for n in range(size))
+    """One UPDATE … FROM (VALUES …) for a group of `size` results on SQLite: one statement to step through, not
+    one per row (SQLite names the columns of a VALUES list column1, column2, … in _ROW_KEYS's order). Made once a
+    size."""
+    rows = ", ".join("(" + ", ".join(f":{key}{n}" for key in _ROW_KEYS.values()) + ")" for n in range(size))
     return sa.text(
         "UPDATE deliveries SET state = r.column2, message_id = r.column3, error = r.column4, "
         "ambiguous = deliveries.ambiguous + r.column5, lease_until = NULL, updated_at = :stamp "
