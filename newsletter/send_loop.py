@@ -54,6 +54,7 @@ LATENCY_SAMPLES = 200  # answers the round trip is measured over
 AHEAD_SECONDS = 0.04  # a message is handed to a worker at most this long before its rate-limit slot
 AHEAD_MOST = 16  # and at most this many at once
 AHEAD_WAIT = 0.002  # seconds the dispatcher waits when that many are ahead
+HAND_EARLY = 0.002  # a message is handed over this close to its slot (the worker waits the rest), not woken again
 MAX_THROTTLED = 12  # throttles of one message before it is deferred to a later run
 MAX_RETRIES = 4  # RETRY answers of one message before it is deferred
 BACKOFF = 0.2  # seconds, doubled per retry (full jitter), at most BACKOFF_CAP
@@ -225,11 +226,11 @@ class SendLoop:
                 self._put_back(attempt, first)
                 return "the 24-hour sending quota is used up"
             wait = self.limiter.delay()
-            if wait > 0 or self._ahead >= self._ahead_limit():
+            if wait > HAND_EARLY or self._ahead >= self._ahead_limit():
                 self._put_back(attempt, first)
-                # ahead is full: the next hand-over is due about half a slot later, not every few milliseconds
-                pause = max(AHEAD_WAIT, 0.5 / self.limiter.rate) if self.limiter.rate else AHEAD_WAIT
-                self._collect(min(wait or pause, RECORD_DELAY))
+                # ahead is full: the next hand-over is due one slot after the last one handed over is taken
+                pause = max(AHEAD_WAIT, 1 / self.limiter.rate - HAND_EARLY) if self.limiter.rate else AHEAD_WAIT
+                self._idle(min(wait - HAND_EARLY if wait > HAND_EARLY else pause, RECORD_DELAY))
                 continue
             if not self._looked_at_lately(attempt):
                 continue  # the subscriber left: recorded as skipped, the slot is still free
@@ -359,6 +360,16 @@ class SendLoop:
         except BaseException as err:  # noqa: BLE001 - handed to the dispatcher, which decides
             result, error = None, err
         self._answers.put(_Answer(attempt, result, error, time.monotonic() - started, started, made))
+
+    def _idle(self, seconds: float) -> None:
+        """Wait for the next slot. While fewer requests are in flight than wanted, nothing an answer brings is
+        needed before then: sleep, and handle the answers that came when it ends (one wake-up instead of one per
+        answer: at a low rate the loop's CPU is mostly its wake-ups). Otherwise wait for an answer."""
+        if self._in_flight < self._in_flight_target() and self._uncertain < self.transport.max_in_flight:
+            time.sleep(seconds)
+            self._collect(0.0)
+        else:
+            self._collect(seconds)
 
     # ------------------------------------------------------------------ answers
 
