@@ -229,8 +229,8 @@ class SendLoop:
             if wait > HAND_EARLY or self._ahead >= self._ahead_limit():
                 self._put_back(attempt, first)
                 # ahead is full: the next hand-over is due one slot after the last one handed over is taken
-                pause = max(AHEAD_WAIT, 1 / self.limiter.rate - HAND_EARLY) if self.limiter.rate else AHEAD_WAIT
-                self._idle(min(wait - HAND_EARLY if wait > HAND_EARLY else pause, RECORD_DELAY))
+                pause = max(AHEAD_WAIT, 1 / self.limiter.rate) if self.limiter.rate else AHEAD_WAIT
+                self._idle(min(wait if wait > HAND_EARLY else pause, RECORD_DELAY))
                 continue
             if not self._looked_at_lately(attempt):
                 continue  # the subscriber left: recorded as skipped, the slot is still free
