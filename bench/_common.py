@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,29 @@ def fake_ses() -> ModuleType:
     import tests.fake_ses
 
     return tests.fake_ses
+
+
+def _steps(count: int) -> int:
+    total = 0
+    for step in range(count):
+        total += step * step
+    return total
+
+
+def idle_slowdown(pause: float = 0.05, rounds: int = 40) -> float:
+    """How many times longer the same Python work (about 0.2 ms) takes on this thread's CPU clock right after a
+    `pause` of sleep than back to back. A send at a low rate runs after such a pause every time (the next slot,
+    the answer): on a host whose cores slow down when idle, its CPU a message grows by about this factor."""
+    busy = after_pause = 0.0
+    for _ in range(rounds):
+        started = time.thread_time()
+        _steps(3000)
+        busy += time.thread_time() - started
+        time.sleep(pause)
+        started = time.thread_time()
+        _steps(3000)
+        after_pause += time.thread_time() - started
+    return after_pause / busy if busy else 1.0
 
 
 def machine_load() -> str:

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import SAMPLE_ISSUE, add_subscribers, copy_publication, fake_ses, machine_load
+from _common import SAMPLE_ISSUE, add_subscribers, copy_publication, fake_ses, idle_slowdown, machine_load
 
 CELLS = ((0.05, 14.0), (0.05, 100.0), (0.05, 500.0), (0.1, 500.0))  # (round trip s, quota /s)
 SECRET = b"benchmark-secret-benchmark-secret"
@@ -123,7 +123,11 @@ def main() -> None:
     seconds = 3.0 if args.quick else args.seconds
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    print(f"sample issue {SAMPLE_ISSUE}, {seconds:g} s a cell; {machine_load()}", flush=True)
+    print(
+        f"sample issue {SAMPLE_ISSUE}, {seconds:g} s a cell; {machine_load()}; Python work after a 50 ms pause takes "
+        f"{idle_slowdown():.2f}x its time back to back (a low rate's CPU a message grows with it)",
+        flush=True,
+    )
     print(
         "| round trip | quota | messages | achieved | of quota | after the ramp | throttled "
         "| busiest second (accepted / arrived) | client CPU | peak in flight (loop / fake) | settled rate |"
