@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..config import Settings
 
-SEARCH_VERSION = "search-4"  # bump when the documents change shape
+SEARCH_VERSION = "search-5"  # bump when the documents change shape
 WORD = re.compile(r"\w+")
 HANGUL = re.compile("[\u1100-\u11ff\uac00-\ud7a3]")  # Hangul syllables, and their letters (jamo) decomposed
 
@@ -47,9 +47,12 @@ class EditionPage:
     file: Path
     lang: str
     title: str
-    date: str
+    date: str  # ISO 8601: bundles are made in date order
     anchors: tuple[tuple[str, str, tuple[str, ...]], ...]  # (anchor, title, tags) of each paper
     issue: str = ""  # the issue's slug (its editions are in one bundle); "": the page path's folder
+    tag_filter: str = "tag"  # the name of the tag filter in this language's index (the search page shows it)
+    date_label: str = "date"  # the name under which the search page shows the date
+    date_text: str = ""  # the date as the page's language writes it ("": as `date`)
 
     @property
     def slug(self) -> str:
@@ -104,11 +107,13 @@ def _document(
     base_path = urlsplit(settings.base_url).path.rstrip("/")
     url = f"{base_path}/{page.path.removesuffix('index.html')}"
     tags = sorted({tag for _, _, paper_tags, _ in papers for tag in paper_tags})
-    meta = [("url", url), ("title", page.title), ("date", page.date)]
+    meta = [("url", url), ("title", page.title), (filter_name(page.date_label, "date"), page.date_text or page.date)]
     head = "".join(
-        f'<meta data-pagefind-meta="{name}[content]" content="{html.escape(value)}">' for name, value in meta
+        f'<meta data-pagefind-meta="{html.escape(name)}[content]" content="{html.escape(value)}">'
+        for name, value in meta
     )
-    head += "".join(f'<meta data-pagefind-filter="tag[content]" content="{html.escape(tag)}">' for tag in tags)
+    tag_filter = html.escape(filter_name(page.tag_filter, "tag"))
+    head += "".join(f'<meta data-pagefind-filter="{tag_filter}[content]" content="{html.escape(tag)}">' for tag in tags)
     body = "".join(
         f'<h2 id="{html.escape(anchor)}">{html.escape(title)}</h2><p>{html.escape(" ".join(terms))}</p>'
         for anchor, title, terms in (
@@ -119,6 +124,13 @@ def _document(
         f'<!doctype html><html lang="{html.escape(page.lang)}"><head><meta charset="utf-8">'
         f"<title>{html.escape(page.title)}</title>{head}</head><body data-pagefind-body>{body}</body></html>"
     )
+
+
+def filter_name(wording: str, fallback: str) -> str:
+    """`wording` as a Pagefind meta or filter name: without the brackets, colon and comma its attribute syntax
+    gives a meaning to, and `fallback` when nothing is left (or it would clash with a name Pagefind keeps)."""
+    name = " ".join(re.sub(r"[\[\]:,]", " ", wording).split())
+    return name if name and name not in {"url", "title", "image", "image_alt"} else fallback
 
 
 def _papers(page: EditionPage) -> list[tuple[str, str, tuple[str, ...], str]]:

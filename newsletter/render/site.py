@@ -36,7 +36,7 @@ from .site_build import SiteBuild, full_edition
 from .site_files import plan_search_page, plan_site_files
 from .staging import drop_unused, make_staging, swap
 from .tag_pages import plan_tag_pages
-from .templates import Templates, load_templates
+from .templates import Templates, format_date, load_templates
 
 
 @dataclass(frozen=True)
@@ -202,8 +202,11 @@ def _index(
             lang=e.lang,
             title=e.title,
             date=e.date.isoformat(),
+            date_text=format_date(e.date, build.strings(e.lang)),
             anchors=tuple((s.anchor, s.title, s.tags) for s in e.sections),
             issue=e.slug,
+            tag_filter=str(build.strings(e.lang).get("search_tag_filter", "tag")),
+            date_label=str(build.strings(e.lang).get("search_date", "date")),
         )
         for e in build.edition_pages
     ]

@@ -18,7 +18,7 @@ import requests
 from newsletter.config import load_settings
 from newsletter.errors import BuildError
 from newsletter.render.search import find_pagefind
-from newsletter.render.search_documents import index_terms
+from newsletter.render.search_documents import filter_name, index_terms
 from newsletter.render.site import build_site
 from tests.conftest import ThreadedHttpServer, missing_system_package, wait_until, write_issue
 
@@ -112,8 +112,8 @@ def test_each_query_finds_every_paper_that_holds_it(browser, served: str, public
                 assert found == want, f"{query!r} found {found - want} too"
         assert REVERSAL in search(page, served, "ko", "신경망")  # only inside 인공신경망은
         # The tag filter: the sample's page carries rlhf (on some of its papers) and no page carries nope.
-        assert search(page, served, "ko", "학습", {"tag": "rlhf"}) == search(page, served, "ko", "학습")
-        assert search(page, served, "ko", "학습", {"tag": "nope"}) == set()
+        assert search(page, served, "ko", "학습", {"태그": "rlhf"}) == search(page, served, "ko", "학습")
+        assert search(page, served, "ko", "학습", {"태그": "nope"}) == set()
     finally:
         page.close()
 
@@ -132,6 +132,13 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pagefind's word index in chunks of about 100 locations (20,000 by default), so that the sample's one
     issue is split as 1,000 issues are (Pagefind 1.5 reads PAGEFIND_UNSTABLE_INDEX_CHUNK_SIZE)."""
     monkeypatch.setenv("PAGEFIND_UNSTABLE_INDEX_CHUNK_SIZE", "100")
+
+
+def test_an_editors_name_for_the_filter_or_the_date_is_made_one_pagefind_reads() -> None:
+    # Pagefind reads `name[content]`, and a colon or comma in a name as its own syntax.
+    assert filter_name("  주제 [분류]: a,b ", "tag") == "주제 분류 a b"
+    assert filter_name("[]:,", "tag") == "tag"  # nothing left
+    assert filter_name("url", "date") == "date"  # a name Pagefind keeps for itself
 
 
 def test_a_korean_query_loads_a_small_part_of_the_korean_index(
@@ -169,6 +176,9 @@ def test_the_search_page_shows_each_issue_with_its_papers_found(browser, served:
         shown = page.locator("#search").inner_text()
         # Nothing of the index-only parts: 인공신경망은 has 공신경망은 and 경망은 among them.
         assert "공신경망은" not in shown and "경망은" not in shown.replace("신경망은", "")
+        # In the page's language: the date as its listings write it, and the names of the date and the tag filter.
+        assert "2023년 9월 25일" in shown and "날짜" in shown and "태그" in shown
+        assert "Date" not in shown and "Tag" not in shown
         page.screenshot(path=str(artifacts / "search-ko-375.png"), full_page=False)
         issue = page.request.get(f"{served}issues/{SLUG}/").text()
         assert "<script" not in issue and 'href="../../search/"' in issue  # pages stay light: no search script
@@ -213,8 +223,8 @@ def test_the_search_page_finds_papers_in_every_bundle(
             want = expected(papers(publication / "site", lang), query)
             assert want <= search(page, served, lang, query), f"{lang} {query!r}"
         assert search(page, served, "ko", "지식증류") == {NEW_PAPER}
-        assert search(page, served, "ko", "학습", {"tag": "rlhf"}) == search(page, served, "ko", "학습") - {NEW_PAPER}
-        assert search(page, served, "ko", "학습", {"tag": "nope"}) == set()
+        assert search(page, served, "ko", "학습", {"태그": "rlhf"}) == search(page, served, "ko", "학습") - {NEW_PAPER}
+        assert search(page, served, "ko", "학습", {"태그": "nope"}) == set()
         assert search(page, served, "en", "reversal") and not search(page, served, "en", "지식증류")
     finally:
         page.close()
