@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .cli_errors import reports_errors
+from .cli_errors import OneLineUsageGroup, reports_errors
 from .config import TRANSPORTS, Settings, find_root, load_settings
 from .errors import NewsletterError, one_line
 
@@ -41,7 +41,7 @@ def settings_of(ctx: click.Context) -> Settings:
     return load_settings(Path(root) if root else find_root(Path.cwd()))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="newsletter", cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),

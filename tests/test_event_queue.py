@@ -249,8 +249,10 @@ def test_sigterm_stops_after_the_batch_in_hand_with_one_line_and_releases_the_re
 
 def test_receivers_out_of_range_is_a_usage_error(run) -> None:
     result = run("events", "--queue-url", "http://127.0.0.1:9/q", "--receivers", "33")
-    assert result.exit_code == 2
-    assert "Invalid value for '--receivers': 33 is not in the range 1<=x<=32." in result.stderr
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: newsletter events --receivers: 33 is not in the range 1<=x<=32 (see 'newsletter events --help')\n"
+    )
 
 
 def test_a_queue_that_does_not_exist_is_one_line_and_exit_1(run, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -387,4 +387,5 @@ def test_with_an_issue_it_writes_its_preview_first_and_without_serve_it_needs_on
     finally:
         assert server.stop() == 0, server.err
     missing = run("preview")
-    assert missing.exit_code == 2 and "Missing argument 'ISSUE' (it may be left out with --serve)." in missing.output
+    assert missing.exit_code == 1
+    assert missing.stderr == "Error: newsletter preview: Missing argument 'ISSUE' (it may be left out with --serve)\n"

@@ -398,7 +398,7 @@ def test_errors_are_one_line(run: Callable[..., Result], publication: Path, monk
         f"Error: {publication / 'issues'}: is a folder, not a SQLite database (check NEWSLETTER_DATABASE_URL)\n"
     )
     usage = run("report", SLUG, "--out", str(publication.parent / "r"))
-    assert usage.exit_code == 2 and "--out is for --html" in usage.stderr
+    assert usage.exit_code == 1 and "--out is for --html" in usage.stderr
 
 
 def test_report_reads_the_send_log_not_a_second_store(sent: Sent) -> None:

@@ -580,8 +580,9 @@ def test_a_due_issue_with_nobody_to_send_to_is_skipped_not_an_error(publication:
 )
 def test_send_due_usage_mistakes_are_usage_errors(run, args: list[str], problem: str) -> None:
     result = run("send", *args)
-    assert result.exit_code == 2
-    assert result.stderr.endswith(f"Error: {problem}\n")
+    assert result.exit_code == 1
+    hint = "" if problem.endswith(")") else " (see 'newsletter send --help')"
+    assert result.stderr == f"Error: newsletter send: {problem}{hint}\n"
 
 
 # ---------------------------------------------------------------- the systemd units

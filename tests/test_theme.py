@@ -260,7 +260,7 @@ def test_templates_copy_of_an_unknown_name_suggests_the_nearest(publication: Pat
         "Error: templates copy: 'style.css' is not a file of the theme (did you mean 'static/style.css', "
         "'email.css'? see newsletter templates list)\n"
     )
-    assert run("templates", "copy").exit_code == 2
+    assert run("templates", "copy").exit_code == 1
 
 
 def test_templates_copy_a_folder_or_all(publication: Path, run) -> None:
