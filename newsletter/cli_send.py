@@ -110,9 +110,12 @@ def run_send(
             raise refusal
         if not yes:
             click.confirm("Send now?", abort=True)
-        outcome = _send_with_progress_bar(plan, store)
-        final = delivery_counts(store, issue.slug)
         again = f"newsletter send {issue.slug}" + (f" --transport {name}" if name != settings.transport else "")
+        try:
+            outcome = _send_with_progress_bar(plan, store)
+        except KeyboardInterrupt:
+            raise _stopped_at_once(store, issue.slug, again) from None
+        final = delivery_counts(store, issue.slug)
         _report(outcome, final, store, issue.slug, plan.total, again)
 
 
@@ -122,9 +125,10 @@ def _show_plan(plan: SendPlan) -> None:
     click.echo(f"Issue     {plan.issue.slug}: {', '.join(plan.messages)} edition(s)")
     if plan.resuming:
         logged = audience.logged
+        joined = audience.joined if plan.include_new else 0
         click.echo(
-            f"Resuming  {plan.total:,} message(s) left of {sum(logged.values()):,} ({logged['sent']:,} sent)"
-            + (", and those who joined since" if plan.include_new else "")
+            f"Resuming  {plan.total - joined:,} message(s) left of {sum(logged.values()):,} ({logged['sent']:,} sent)"
+            + (f", and {joined:,} for those who joined since" if plan.include_new else "")
         )
     elif plan.resend and any(audience.logged.values()):
         click.echo(f"Resending to everyone: the send log of {sum(audience.logged.values()):,} is started again")
@@ -153,7 +157,7 @@ def _dry_run(plan: SendPlan, store: Store) -> SendError | None:
         + ", ".join(f"{n:,} {lang}" for lang, n in built.items() if lang != "invalid")
         + f" message(s); {built['invalid']:,} address(es) could not be used; nothing was sent"
     )
-    return plan.refusal() if plan.total else None
+    return plan.refusal()
 
 
 @contextlib.contextmanager
@@ -207,6 +211,24 @@ def _send_with_progress_bar(plan: SendPlan, store: Store) -> SendOutcome:
                 bars[0].__exit__(None, None, None)
 
 
+def _stopped_at_once(store: Store, slug: str, again: str) -> SendError:
+    """The line for a second Ctrl-C: the send stopped without the answers to its requests in flight, so the
+    messages it had claimed are sent again when it resumes, and those whose requests had left may arrive twice
+    (the crash bound of a kill)."""
+    try:
+        counts = delivery_counts(store, slug)
+    except Exception:  # the interrupt struck inside a call of the store, which may fail now: say it without counts
+        counts = None
+    claimed = f"{counts['sending']:,} message(s) it had claimed" if counts else "the messages it had claimed"
+    left = f"; {messages_left(counts):,} left" if counts else ""
+    return SendError(
+        "send",
+        f"stopped at once, without the answers to its requests in flight: {claimed} are sent again when it "
+        "resumes, and those whose requests had left may arrive twice",
+        f"run '{again}' again to resume{left}",
+    )
+
+
 def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str, total: int, again: str) -> None:
     """The summary lines; an error (exit 1) when the run stopped early, or left failures or deferrals."""
     p = outcome.progress
@@ -233,9 +255,11 @@ def _report(outcome: SendOutcome, final: dict[str, int], store: Store, slug: str
         )
     lost, concerned = ambiguous_outcomes(store, slug)
     if lost:
-        click.echo(
-            f"No answer {lost:,} request(s) of this issue got none ({concerned:,} recipient(s) may have it twice)"
-        )
+        unknown = min(final["unknown"], concerned)  # not sent again: they have it once, or not at all
+        said = [f"{concerned - unknown:,} recipient(s) may have it twice"] if concerned > unknown else []
+        if unknown:
+            said.append(f"{unknown:,} may have it once or not at all (outcome unknown, not sent again)")
+        click.echo(f"No answer {lost:,} request(s) of this issue got none: {'; '.join(said)}")
     if outcome.paused:  # the reputation guard: what to check, then the same command resumes
         pause = outcome.paused
         raise SendError(
@@ -369,13 +393,15 @@ def _send_due(
     finally:
         if not sending:
             plan.transport.close()
+    again = "newsletter send --due" + (f" --transport {name}" if name != settings.transport else "")
     with _stopped_by(signal.SIGINT, signal.SIGTERM) as stop:  # systemd stops a unit with SIGTERM
         try:
             outcome = send_issue(plan, store, stop=stop)  # closes the transport
         except SenderBusyError as err:  # another sender registered between the plan and the start
             click.echo(f"Skipped   {when}: {err.message}")
             return
-    again = "newsletter send --due" + (f" --transport {name}" if name != settings.transport else "")
+        except KeyboardInterrupt:  # the second signal
+            raise _Halted(_stopped_at_once(store, issue.slug, again)) from None
     try:
         _report(outcome, delivery_counts(store, issue.slug), store, issue.slug, plan.total, again)
     except NewsletterError as err:

@@ -153,7 +153,9 @@ class SendPlan:
             if any(logged.values()):
                 return SendError(
                     slug,
-                    f"was sent already ({logged['sent']:,} sent, {logged['failed']:,} failed)",
+                    f"was sent already ({logged['sent']:,} sent, {logged['failed']:,} failed"
+                    + (f", {logged['unknown']:,} outcome unknown" if logged["unknown"] else "")
+                    + ")",
                     "pass --resend to send it to everyone again"
                     + (
                         f", or --include-new for the {self.audience.joined:,} who joined since"

@@ -120,6 +120,54 @@ def test_sigkill_with_requests_in_flight_repeats_at_most_the_bound_and_skips_nob
     assert _all_sent(_final_counts(url), count), _final_counts(url)
 
 
+def test_a_second_ctrl_c_stops_at_once_in_one_line_and_the_resume_repeats_at_most_the_bound(
+    publication: Path,
+) -> None:
+    """The first Ctrl-C waits for the answers in flight (5 s each here), the second stops at once: one line that
+    says what may arrive twice and how to resume; the resume skips nobody and repeats at most the crash bound."""
+    import threading
+
+    from newsletter.send_loop import crash_bound
+
+    count = 200
+    url, expected = _prepare(publication, None, count)
+    with FakeSes(rate=100, latency=5.0, keep_raw=False) as ses:
+        env = _env(ses, url)
+        process = subprocess.Popen(
+            _command(publication), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        assert process.stderr is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        try:
+            wait_until(lambda: ses.in_flight >= MAX_IN_FLIGHT // 2, seconds=60, what="requests in flight")
+            process.send_signal(signal.SIGINT)
+            wait_until(lambda: any("Stopping after" in line for line in lines), what="the first Ctrl-C's line")
+            assert ses.in_flight > 0  # their answers are 5 s away: the second Ctrl-C comes while they are out
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+        finally:
+            process.kill()
+        reader.join(timeout=10)
+        stopped = [line for line in lines if line.strip()][-1].strip()
+        ses.latency = 0.02  # for the resume
+        wait_until(lambda: ses.in_flight == 0, what="the stopped run's requests to be answered")
+        mark = ses.sent
+        final = subprocess.run(_command(publication), capture_output=True, text=True, env=env, timeout=180)
+        stats = ses.snapshot()
+    assert process.returncode == 1 and not any("Traceback" in line or "Aborted" in line for line in lines), lines
+    assert stopped.startswith("Error: send: stopped at once, without the answers to its requests in flight: ")
+    assert "those whose requests had left may arrive twice" in stopped
+    assert f"(run 'newsletter send {ISSUE} --transport ses' again to resume; " in stopped
+    assert final.returncode == 0, final.stderr
+    assert set(stats.recipients()) == expected  # nobody skipped
+    first, resumed = _runs(stats, [mark])
+    assert len(first & resumed) <= crash_bound(MAX_IN_FLIGHT)
+    assert sum(stats.recipients().values()) == count + len(first & resumed)
+    assert _all_sent(_final_counts(url), count), _final_counts(url)
+
+
 def _runs(stats: Stats, marks: list[int]) -> list[set[str]]:
     """The recipients each run had accepted, split at the marks (the fake's count after each kill)."""
     edges = [0, *marks, stats.sent]

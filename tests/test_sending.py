@@ -306,9 +306,49 @@ def test_the_plan_the_dry_run_and_the_send_agree(publication: Path, run, tmp_pat
         again.exit_code == 1
         and "pass --resend to send it to everyone again, or --include-new for the 3 who joined since" in again.stderr
     )
+    dry_again = run("send", ISSUE, "--dry-run")  # the dry run meets the refusal the send met
+    assert dry_again.exit_code == 1 and dry_again.stderr == again.stderr
+    newcomers = run("send", ISSUE, "--dry-run", "--include-new")
+    assert f"Resuming  0 message(s) left of 30 ({30 - 2} sent), and 3 for those who joined since" in newcomers.stdout
     assert _agree(run, "--include-new") == 3  # only the newcomers: nobody gets it twice
     assert {file_name(f"late{n}@example.com") for n in range(3)} <= {p.name for p in _outbox(publication).glob("*.eml")}
     assert _agree(run, "--resend") == 31  # everyone active again: 33 minus the two who left
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_answers_lost_after_ses_took_the_message_are_counted_and_tried_again_at_most_as_set(
+    publication: Path, run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retries: int
+) -> None:
+    """Two requests get no answer (the fake takes them, then drops the connection): with ambiguous_retries 1 each
+    is tried once more and may arrive twice, with 0 it is left as outcome unknown; the summary says which."""
+    from tests.conftest import ses_process_env
+    from tests.fake_ses import FakeSes
+
+    _import(run, rows=20, tmp=tmp_path)
+    with FakeSes(rate=100, fault=lambda n, _who: "drop" if n in (3, 7) else None, keep_raw=False) as ses:
+        for key, value in ses_process_env(ses.endpoint_url, "ambiguous-outcomes-test-secret-0123456789").items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("NEWSLETTER_AMBIGUOUS_RETRIES", str(retries))
+        result = run("send", ISSUE, "--yes", "--transport", "ses")
+        accepted = ses.snapshot().recipients()
+        again = run("send", ISSUE, "--yes", "--transport", "ses")  # a plain run sends nobody twice
+        assert ses.sent == sum(accepted.values())
+    assert len(accepted) == 20  # everyone has it, the two whose answers were lost included
+    twice = sorted(who for who, times in accepted.items() if times > 1)
+    assert len(twice) == (2 if retries else 0) and sum(accepted.values()) == 20 + len(twice)
+    if retries:
+        assert result.exit_code == 0, result.output
+        assert "No answer 2 request(s) of this issue got none: 2 recipient(s) may have it twice\n" in result.stdout
+        assert again.exit_code == 1 and "was sent already (20 sent, 0 failed) (pass --resend" in again.stderr
+    else:
+        assert result.exit_code == 1
+        assert "Sent 18, failed 0, deferred 0, skipped 0, outcome unknown 2 in " in result.stdout
+        assert (
+            "No answer 2 request(s) of this issue got none: "
+            "2 may have it once or not at all (outcome unknown, not sent again)\n"
+        ) in result.stdout
+        assert result.stderr.splitlines()[-1].startswith(f"Error: {ISSUE}: 2 message(s) got no answer and are not sent")
+        assert again.exit_code == 1 and "(18 sent, 0 failed, 2 outcome unknown)" in again.stderr
 
 
 def test_smtp_send_with_refusals(
