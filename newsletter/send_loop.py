@@ -12,6 +12,9 @@ the transport's `max_in_flight` (n). A message is *uncertain* from the moment it
 is handled, unless the peer then said it did not take it; no more than n are uncertain at once, and results are
 written at the latest when RECORD_GROUP wait. So a SIGKILL leaves at most n + RECORD_GROUP - 1 messages that may
 have gone out without the send log knowing (`crash_bound`): a resume sends those again, and nothing else twice.
+
+A peer that seems down (OUTAGE_REFUSALS refusals in a row, nothing taken for OUTAGE_SECONDS) stops the run: the
+messages not yet taken wait for a later run, as after Ctrl-C, instead of each being tried and deferred.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ MAX_THROTTLED = 12  # throttles of one message before it is deferred to a later 
 MAX_RETRIES = 4  # RETRY answers of one message before it is deferred
 BACKOFF = 0.2  # seconds, doubled per retry (full jitter), at most BACKOFF_CAP
 BACKOFF_CAP = 10.0
+# A peer that refuses this many requests in a row (RETRY: a 5xx, no connection), none taken for this long, is down:
+# the run stops (the rest wait for a later run) instead of trying each message MAX_RETRIES times.
+OUTAGE_REFUSALS = 100
+OUTAGE_SECONDS = 5.0
 DATABASE_PATIENCE = 60.0  # seconds the loop waits for a database that went away before it stops
 
 _T = TypeVar("_T")
@@ -170,6 +177,8 @@ class SendLoop:
     # more requests in flight would only lengthen).
     _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     _first_attempts: int = 0
+    _refused_in_a_row: int = 0  # RETRY answers since the last other answer (see OUTAGE_REFUSALS)
+    _last_taken: float = field(default_factory=time.monotonic)  # when the peer last took a message (or the start)
     # Messages handed to workers that have not yet taken their slot (see _ahead_limit).
     _ahead: int = 0
     _ahead_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -411,7 +420,10 @@ class SendLoop:
         if result.left_at is not None:  # how long after its start the request really left (see ratelimit)
             self.limiter.observe_lag(result.left_at - answer.granted_at)
         status = result.status
+        if status != SendStatus.RETRY:
+            self._refused_in_a_row = 0
         if status == SendStatus.SENT:
+            self._last_taken = time.monotonic()
             self.limiter.succeeded()
             self._record(attempt, DeliveryState.SENT, message_id=result.message_id or attempt.message_id)
             self.progress.sent += 1
@@ -435,6 +447,14 @@ class SendLoop:
             attempt.retries += 1
             attempt.error = result.error or "not taken"
             self._set_uncertain(attempt, attempt.ambiguous > 0)  # not taken this time
+            self._refused_in_a_row += 1
+            quiet = time.monotonic() - self._last_taken
+            if self._refused_in_a_row >= OUTAGE_REFUSALS and quiet >= OUTAGE_SECONDS:
+                self._retry_at(attempt, math.inf)  # given back by _finish
+                raise LoopStopped(
+                    f"the peer refused the last {self._refused_in_a_row:,} requests and took none for {quiet:.0f} s "
+                    f"({attempt.error}): it seems down, so the rest wait for a later run"
+                )
             if attempt.retries > MAX_RETRIES:
                 return self._defer(attempt, f"{attempt.error} (after {attempt.retries} attempts)")
             self.progress.retried += 1

@@ -351,6 +351,39 @@ def test_answers_lost_after_ses_took_the_message_are_counted_and_tried_again_at_
         assert again.exit_code == 1 and "(18 sent, 0 failed, 2 outcome unknown)" in again.stderr
 
 
+def test_a_peer_that_refuses_everything_stops_the_send_in_one_line_and_the_resume_sends_the_rest_once(
+    publication: Path, run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SES answers 500 to every request after the fifth: the send stops once it refused 100 in a row and took
+    none for 5 s (send_loop.OUTAGE_REFUSALS, OUTAGE_SECONDS), instead of trying each message until it is
+    deferred; once SES is back, the same command sends the rest, each once."""
+    from newsletter.send_loop import OUTAGE_REFUSALS
+    from tests.conftest import ses_process_env
+    from tests.fake_ses import FakeSes
+
+    _import(run, rows=200, tmp=tmp_path)
+    with FakeSes(rate=500, fault=lambda n, _who: "error" if n > 5 else None, keep_raw=False) as ses:
+        for key, value in ses_process_env(ses.endpoint_url, "outage-test-secret-0123456789abcdef").items():
+            monkeypatch.setenv(key, value)
+        down = run("send", ISSUE, "--yes", "--transport", "ses")
+        refused = ses.snapshot()
+        ses.fault = None  # SES is back
+        back = run("send", ISSUE, "--yes", "--transport", "ses")
+        accepted = ses.snapshot().recipients()
+    assert down.exit_code == 1
+    last = down.stderr.splitlines()[-1]
+    found = re.fullmatch(
+        r"Error: send: stopped after \d+ of 200: the peer refused the last (?P<refused>[\d,]+) requests and took "
+        rf"none for \d+ s \(.*\): it seems down, so the rest wait for a later run \(run 'newsletter send {ISSUE} "
+        r"--transport ses' again to resume; \d+ left\)",
+        last,
+    )
+    assert found, last
+    assert int(found["refused"].replace(",", "")) >= OUTAGE_REFUSALS and refused.sent == 5
+    assert back.exit_code == 0, back.output
+    assert len(accepted) == 200 and set(accepted.values()) == {1}  # everyone once
+
+
 def test_smtp_send_with_refusals(
     publication: Path, run, smtp_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
