@@ -68,6 +68,26 @@ def test_one_click_post_unsubscribes_idempotently(web, encoding: str) -> None:
     assert stored.unsubscribed_at is not None
 
 
+@pytest.mark.parametrize(
+    "body",
+    [None, "", "hello", "List-Unsubscribe=one-click", "List-Unsubscribe=One-Click-ish", "list-unsubscribe=One-Click"],
+)
+def test_a_post_without_rfc_8058s_body_changes_nothing_and_shows_the_button(web, body: str | None) -> None:
+    """A scanner that posts to every link, or a hand-made POST, is not the recipient's one click."""
+    server, store, settings, _ = web
+    alice = add_subscriber(store, "alice@example.com", lang="en")
+    url = f"{server.url}/unsubscribe?token={_token(settings, alice.id)}"
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        answer = requests.post(url, data=body, headers=headers, timeout=5, allow_redirects=False)
+        assert answer.status_code == 200 and 'method="post"' in answer.text, (body, content_type)
+        assert "You are unsubscribed" not in answer.text
+    assert get_subscriber(store, alice.id).status == SubscriberStatus.ACTIVE
+    # The body alone, with no form type (some senders give none), is the one click.
+    assert requests.post(url, data="List-Unsubscribe=One-Click", timeout=5).status_code == 200
+    assert get_subscriber(store, alice.id).unsubscribe_method == "one-click"
+
+
 def test_resubscribe_from_the_confirmation_page(web) -> None:
     server, store, settings, _ = web
     kim = add_subscriber(store, "kim@example.com", lang="ko")
@@ -411,7 +431,8 @@ def test_an_old_confirmation_link_does_not_undo_a_later_unsubscribe(web, publica
     assert requests.post(old_link, timeout=5).status_code == 200
     late = subscriber_by_email(store, "late@example.com")
     assert late.status == SubscriberStatus.ACTIVE
-    assert requests.post(f"{server.url}/unsubscribe?token={_token(settings, late.id)}", timeout=5).ok
+    one_click = {"List-Unsubscribe": "One-Click"}
+    assert requests.post(f"{server.url}/unsubscribe?token={_token(settings, late.id)}", data=one_click, timeout=5).ok
     for method in ("GET", "POST"):  # the old link, after the unsubscribe
         answer = requests.request(method, old_link, timeout=5)
         assert answer.status_code == 400 and "older than your unsubscribe" in answer.text, method

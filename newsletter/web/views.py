@@ -72,11 +72,25 @@ def unsubscribe() -> Response:
     if request.method != "POST":  # GET and HEAD never change anything: scanners fetch every link
         return _unsubscribe_page(subscriber, "done" if subscriber.status == SubscriberStatus.UNSUBSCRIBED else "ask")
     # RFC 8058 §3.2: the body is List-Unsubscribe=One-Click (urlencoded or multipart); the page's button sends
-    # the same plus via=page. Either way the POST is the recipient's decision.
+    # the same plus via=page. Either way the POST is the recipient's decision. A POST without it (a scanner that
+    # posts to links, a hand-made request) changes nothing and gets the page with the button.
+    if not _one_click_body():
+        return _unsubscribe_page(subscriber, "done" if subscriber.status == SubscriberStatus.UNSUBSCRIBED else "ask")
     method = "page" if request.form.get("via") == "page" else "one-click"
     if subscriber.status in {SubscriberStatus.ACTIVE, SubscriberStatus.PENDING}:
         record_unsubscribe(shared.store, subscriber.id, method)
     return _unsubscribe_page(subscriber, "done")
+
+
+ONE_CLICK = "One-Click"
+
+
+def _one_click_body() -> bool:
+    """Whether the POST carries RFC 8058's List-Unsubscribe=One-Click: as a form field (urlencoded or multipart),
+    or as the whole body of a request that names no form type."""
+    if request.form.get("List-Unsubscribe") == ONE_CLICK:
+        return True
+    return request.get_data(cache=True).strip() == f"List-Unsubscribe={ONE_CLICK}".encode()
 
 
 @views.post("/resubscribe")
