@@ -1,12 +1,13 @@
 """waitress with two guards against slow clients: at most `per_address_limit` open connections per client
-address, and a deadline for each request's headers however steadily they trickle.
+address, and a deadline for each request, its headers and its body, however steadily they trickle.
 
 waitress itself closes only connections that send nothing for `channel_timeout`; a client sending one byte a
 second is never idle, so a thousand such sockets from one machine filled its connection limit and every other
 request waited. Here one address holds at most PER_ADDRESS_LIMIT connections (further ones are closed at
-accept), and a connection whose request headers are not complete `header_timeout` seconds after its first
-byte (or its accept) is closed, checked every `cleanup_interval` seconds. The trusted proxy's address has no
-per-address limit (every request comes from it): the proxy limits its clients (nginx's limit_conn, README).
+accept), and a connection whose request (headers and body) is not complete `request_timeout` seconds after its
+first byte (or its accept) is closed, checked every `cleanup_interval` seconds: a trickling body holds a
+connection no longer than trickling headers do. The trusted proxy's address has no per-address limit (every
+request comes from it): the proxy limits its clients (nginx's limit_conn, README).
 """
 
 from __future__ import annotations
@@ -21,29 +22,29 @@ from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from .server import HEADER_TIMEOUT, PER_ADDRESS_LIMIT
+from .server import PER_ADDRESS_LIMIT, REQUEST_TIMEOUT
 
 log = logging.getLogger("newsletter.server")
 REFUSAL_LOG_SECONDS = 60.0  # at most one "refused" line a minute, however many are refused
 
 
 class GuardedChannel(HTTPChannel):
-    """An HTTP connection that knows since when it has been waiting for the current request's headers."""
+    """An HTTP connection that knows since when it has been waiting for the current request to arrive whole."""
 
     server: GuardedServer
 
     def __init__(self, server: GuardedServer, sock: Any, addr: Any, adj: Adjustments, map: Any = None) -> None:
         self.client = str(addr[0]) if addr else ""
-        # the first request's headers are due from the accept on; later ones from their first byte
-        self.headers_since: float | None = time.time()
+        # the first request is due from the accept on; later ones from their first byte
+        self.request_since: float | None = time.time()
         super().__init__(server, sock, addr, adj, map=map)
 
     def received(self, data: bytes) -> bool:
-        if self.headers_since is None and data:
-            self.headers_since = time.time()  # the first byte of the next request on this connection
+        if self.request_since is None and data:
+            self.request_since = time.time()  # the first byte of the next request on this connection
         result: bool = super().received(data)
-        if self.request is None or self.request.headers_finished:
-            self.headers_since = None  # no request under way, or its headers are all here
+        if self.request is None:
+            self.request_since = None  # no request under way: the last one arrived whole (waitress took it)
         return result
 
     def add_channel(self, map: Any = None) -> None:
@@ -61,14 +62,14 @@ class GuardedChannel(HTTPChannel):
 
 
 class GuardedServer(TcpWSGIServer):
-    """TcpWSGIServer with GuardedChannel connections, a per-address limit and the header deadline."""
+    """TcpWSGIServer with GuardedChannel connections, a per-address limit and the request deadline."""
 
     channel_class = GuardedChannel
 
-    def __init__(self, *args: Any, per_address_limit: int, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, per_address_limit: int, request_timeout: float, **kwargs: Any) -> None:
         self.per_address: Counter[str] = Counter()
         self.per_address_limit = per_address_limit
-        self.header_timeout = header_timeout
+        self.request_timeout = request_timeout
         self.exempt = {kwargs["adj"].trusted_proxy} if kwargs["adj"].trusted_proxy else set()
         self.refused = 0
         self.refusal_logged = 0.0
@@ -108,18 +109,18 @@ class GuardedServer(TcpWSGIServer):
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)  # idle connections
-        cutoff = now - self.header_timeout
+        cutoff = now - self.request_timeout
         for channel in list(self.active_channels.values()):
-            since = getattr(channel, "headers_since", None)
+            since = getattr(channel, "request_since", None)
             if since is not None and since < cutoff and not channel.requests:
-                channel.will_close = True  # its headers took too long, however steadily they came
+                channel.will_close = True  # its request took too long, however steadily it came
 
 
 def create_server(
     app: Any,
     *,
     per_address_limit: int = PER_ADDRESS_LIMIT,
-    header_timeout: float = HEADER_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
     **options: Any,
 ) -> GuardedServer | MultiSocketServer:
     """Like waitress.create_server (TCP only): one GuardedServer per address `host` resolves to.
@@ -141,7 +142,7 @@ def create_server(
                     adj=adj,
                     sockinfo=sockinfo,
                     per_address_limit=per_address_limit,
-                    header_timeout=header_timeout,
+                    request_timeout=request_timeout,
                 )
             )
     except BaseException:

@@ -19,7 +19,7 @@ from .tokens import server_secret_key
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 CONNECTION_LIMIT = 1000  # open connections waitress keeps; slow clients beyond this wait in the backlog
 PER_ADDRESS_LIMIT = 50  # open connections one client address may hold (not the trusted proxy's)
-HEADER_TIMEOUT = 15  # seconds a request's headers may take to arrive in full, however steadily they trickle
+REQUEST_TIMEOUT = 15  # seconds a request, headers and body, may take to arrive in full, however steadily it trickles
 WEB_STACK = {"flask", "werkzeug", "waitress", "cryptography", "itsdangerous", "blinker"}  # of the normal install
 
 

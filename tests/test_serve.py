@@ -284,17 +284,27 @@ class _Guarded:
         return answer
 
 
-def test_a_request_whose_headers_trickle_is_closed_at_the_header_deadline() -> None:
-    """A client that sends a byte every 0.2 s is never idle, yet is closed once its headers are 2 s late;
-    a kept-alive connection idle between requests for as long is not (channel_timeout covers that)."""
-    server = _Guarded(header_timeout=2, cleanup_interval=1, channel_timeout=60)
+@pytest.mark.parametrize(
+    ("head", "trickle"),
+    [
+        (b"", b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 10_000),  # its headers trickle
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n", b"email=" + b"a" * 10_000),  # its body
+    ],
+    ids=["headers", "body"],
+)
+def test_a_request_that_trickles_is_closed_at_the_request_deadline(head: bytes, trickle: bytes) -> None:
+    """A client that sends a byte every 0.2 s is never idle, yet is closed once its request (its headers, or its
+    body after headers sent at once) is 2 s late; a kept-alive connection idle between requests for as long is
+    not (channel_timeout covers that)."""
+    server = _Guarded(request_timeout=2, cleanup_interval=1, channel_timeout=60)
     stop = threading.Event()
     try:
         kept = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         assert server.get(kept).startswith(b"HTTP/1.1 200")
         trickler = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         started = time.monotonic()
-        dripping = _drip([trickler], b"GET / HTTP/1.1\r\nX-Slow: " + b"a" * 10_000, 0.2, stop)
+        trickler.sendall(head)
+        dripping = _drip([trickler], trickle, 0.2, stop)
         wait_until(lambda: not _is_open(trickler), 15, "the trickling connection to be closed")
         took = time.monotonic() - started
         assert 2.0 <= took < 10.0, took
