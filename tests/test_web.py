@@ -97,6 +97,30 @@ def test_resubscribe_from_the_confirmation_page(web) -> None:
     assert get_subscriber(store, kim.id).status == SubscriberStatus.ACTIVE
 
 
+def test_subscribing_again_after_an_older_unsubscribe_takes_a_confirmation_mail(web, publication: Path) -> None:
+    """A link in a forwarded or archived mail cannot put someone back on the list: past the hour in which
+    "Subscribe again" undoes a mistaken click, it sends a confirmation mail, and only its link subscribes."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from newsletter.store.database import subscribers
+
+    server, store, settings, _ = web
+    alice = add_subscriber(store, "alice@example.com", lang="en")
+    record_unsubscribe(store, alice.id, "one-click")
+    with store.begin() as conn:  # unsubscribed two hours ago
+        two_hours_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+        conn.execute(sa.update(subscribers).where(subscribers.c.id == alice.id).values(unsubscribed_at=two_hours_ago))
+    answer = requests.post(f"{server.url}/resubscribe?token={_token(settings, alice.id)}", timeout=5)
+    assert answer.status_code == 200 and "Check your inbox" in answer.text and "subscribed again" not in answer.text
+    assert get_subscriber(store, alice.id).status == SubscriberStatus.UNSUBSCRIBED
+    assert send_due_confirmations(server) == 1
+    link = _confirmation_url(publication, "alice@example.com").replace(settings.app_url, server.url)
+    assert requests.post(link, timeout=5).status_code == 200
+    assert get_subscriber(store, alice.id).status == SubscriberStatus.ACTIVE
+
+
 @pytest.mark.parametrize("case", ["tampered", "foreign", "empty", "oversized", "malformed", "unknown-id", "missing"])
 def test_bad_tokens_get_400_and_change_nothing(web, case: str) -> None:
     server, store, settings, _ = web

@@ -391,22 +391,34 @@ def confirm_subscription(
     return (_subscriber(row) if row else None), result.rowcount == 1
 
 
-def resubscribe(store: Store, subscriber_id: int) -> bool:
-    """Undo an unsubscribe at the subscriber's own request (from their signed link). True if it changed."""
+UNDO_UNSUBSCRIBE = dt.timedelta(hours=1)  # how long "Subscribe again" undoes an unsubscribe without a confirmation
+
+
+def resubscribe(store: Store, subscriber_id: int, *, confirm: bool = True) -> str:
+    """ "Subscribe again" from the subscriber's signed link: "back" when an unsubscribe of the last
+    UNDO_UNSUBSCRIBE is undone (a mistaken click, then the page's button), "confirm" when an older one is not
+    undone here but a confirmation mail is made due instead (with `confirm`; as a sign-up, so a link in a
+    forwarded or archived mail cannot put anybody back on the list), "" when they are not unsubscribed."""
+    stamp = now()
+    row = subscribers.c
     with store.begin() as conn:
-        return (
-            conn.execute(
-                subscribers.update()
-                .where(
-                    subscribers.c.id == subscriber_id,
-                    subscribers.c.status == SubscriberStatus.UNSUBSCRIBED,
-                )
-                .values(
-                    status=SubscriberStatus.ACTIVE, confirmed_at=now(), unsubscribed_at=None, unsubscribe_method=None
-                )
-            ).rowcount
-            == 1
-        )
+        undone = conn.execute(
+            subscribers.update()
+            .where(
+                row.id == subscriber_id,
+                row.status == SubscriberStatus.UNSUBSCRIBED,
+                row.unsubscribed_at >= stamp - UNDO_UNSUBSCRIBE,
+            )
+            .values(status=SubscriberStatus.ACTIVE, confirmed_at=stamp, unsubscribed_at=None, unsubscribe_method=None)
+        ).rowcount
+        if undone:
+            return "back"
+        asked = conn.execute(
+            subscribers.update()
+            .where(row.id == subscriber_id, row.status == SubscriberStatus.UNSUBSCRIBED)
+            .values(confirmation_due_at=stamp if confirm else row.confirmation_due_at)
+        ).rowcount
+    return "confirm" if asked else ""
 
 
 def set_language(store: Store, subscriber_id: int, lang: str) -> None:

@@ -95,12 +95,17 @@ def _one_click_body() -> bool:
 
 @views.post("/resubscribe")
 def resubscribe_view() -> Response:
-    """POST only (the unsubscribed page's button): undo that subscriber's unsubscribe."""
+    """POST only (the unsubscribed page's button): undo that subscriber's unsubscribe of the last hour, or mark a
+    confirmation mail due for an older one (store.resubscribe)."""
+    shared = context()
     subscriber = unsubscribe_link_subscriber()
     if isinstance(subscriber, Response):
         return subscriber
-    resubscribe(context().store, subscriber.id)
-    return _unsubscribe_page(subscriber, "back")
+    done = resubscribe(shared.store, subscriber.id, confirm=shared.limits.per_address.allow(subscriber.email.lower()))
+    response = _unsubscribe_page(subscriber, "confirm" if done == "confirm" else "back")
+    if done == "confirm":
+        response.call_on_close(shared.mails.wake)  # the confirmation worker sends it after this answer
+    return response
 
 
 TRACKING_FROM_PREFERENCES = "preferences page"
