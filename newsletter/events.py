@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = ["Event", "NotificationError", "UntrustedNotification", "parse_notific
 log = logging.getLogger(__name__)
 TRANSIENT_LIMIT = 3  # transient bounces before an address counts as bounced
 MAX_BODY = 256 * 1024  # SNS's own maximum message size
+REFUSAL_LOG_SECONDS = 10.0  # at most one "SNS message refused" line this often; it counts those not logged
 # What the store's columns hold (events.feedback_id, .subtype, .issue, .edition, .link, .paper; subscribers.email).
 MAX_ID, MAX_SUBTYPE, MAX_EMAIL, MAX_ISSUE, MAX_EDITION, MAX_LINK = 200, 60, 320, 200, 35, 2000
 UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")  # control characters; lone surrogates
@@ -219,6 +222,26 @@ def apply_events(store: Store, events: Iterable[Event], transient_limit: int = T
 # ---------------------------------------------------------------- SNS over HTTP
 
 
+class _RefusalLog:
+    """The log's "SNS message refused" lines: at most one each REFUSAL_LOG_SECONDS, so that a flood of forged
+    messages cannot flood the log; a line says how many refusals went unlogged before it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last = -REFUSAL_LOG_SECONDS
+        self.unlogged = 0
+
+    def warn(self, status: int, reason: str) -> None:
+        with self.lock:
+            now = time.monotonic()
+            if now - self.last < REFUSAL_LOG_SECONDS:
+                self.unlogged += 1
+                return
+            unlogged, self.unlogged, self.last = self.unlogged, 0, now
+        more = f" ({unlogged:,} more refused since the last such line)" if unlogged else ""
+        log.warning("SNS message refused (%d): %s%s", status, reason, more)
+
+
 def sns_handler(
     settings: Settings,
     *,
@@ -236,8 +259,10 @@ def sns_handler(
     if not topics:
         log.warning("POST /ses/notifications will refuse every message: %s", NO_TOPIC)
 
+    refusals = _RefusalLog()
+
     def refuse(status: int, reason: str) -> tuple[int, str]:
-        log.warning("SNS message refused (%d): %s", status, reason)
+        refusals.warn(status, reason)
         return status, {400: "unreadable\n", 403: "refused\n", 413: "too large\n"}[status]
 
     def handle(body: bytes, headers: dict[str, str]) -> tuple[int, str]:

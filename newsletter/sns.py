@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,11 @@ NO_TOPIC = (
     "(set topic_arn in [tool.newsletter.ses] of pyproject.toml to the ARN of your SES notification topic)"
 )
 MAX_CACHED_CERTIFICATES = 32  # SNS rotates certificates rarely; a flood of new URLs cannot grow the cache
+# A certificate URL that could not be fetched (or held no RSA certificate) is not asked again for this long: a
+# forged message that names the configured topic costs one request a minute, not one each. SNS retries a delivery
+# it got no 2xx for over hours, so a real message is verified on a later try.
+FAILED_FETCH_SECONDS = 60.0
+_FAILED = "failed: "  # the prefix of a failed URL's entry in the cache (its value: until when it is not fetched)
 
 
 class NotificationError(ValueError):
@@ -145,21 +151,34 @@ def verify_signature(
         raise UntrustedNotification("the Signature is not base64") from None
     key = cache.get(cert_url)
     if key is None:
-        pem = fetched(fetch, cert_url)
+        if time.monotonic() < cache.get(_FAILED + cert_url, 0.0):
+            raise NotificationError(
+                f"{_shown(cert_url)} failed lately: not fetched again for {FAILED_FETCH_SECONDS:g} s"
+            )
         try:
-            key = x509.load_pem_x509_certificate(pem).public_key()
-        except ValueError as err:
-            raise UntrustedNotification(f"{_shown(cert_url)} is not a PEM certificate: {err}") from None
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise UntrustedNotification(f"{_shown(cert_url)} does not hold an RSA key")
-        if len(cache) >= MAX_CACHED_CERTIFICATES:
-            cache.clear()
-        cache[cert_url] = key
+            pem = fetched(fetch, cert_url)
+            try:
+                key = x509.load_pem_x509_certificate(pem).public_key()
+            except ValueError as err:
+                raise UntrustedNotification(f"{_shown(cert_url)} is not a PEM certificate: {err}") from None
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise UntrustedNotification(f"{_shown(cert_url)} does not hold an RSA key")
+        except NotificationError:
+            _keep(cache, _FAILED + cert_url, time.monotonic() + FAILED_FETCH_SECONDS)
+            raise
+        _keep(cache, cert_url, key)
     canonical = "".join(f"{name}\n{fields[name]}\n" for name in SIGNED_KEYS[fields["Type"]] if name in fields)
     try:
         key.verify(signature, canonical.encode(), padding.PKCS1v15(), algorithm)
     except (InvalidSignature, ValueError):
         raise UntrustedNotification("the signature does not match") from None
+
+
+def _keep(cache: dict[str, Any], name: str, value: Any) -> None:
+    """Put `value` in the cache, emptied first when full (a flood of new URLs cannot grow it)."""
+    if len(cache) >= MAX_CACHED_CERTIFICATES:
+        cache.clear()
+    cache[name] = value
 
 
 def _shown(value: Any) -> str:

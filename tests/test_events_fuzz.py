@@ -177,8 +177,11 @@ def fuzz_site(publication: Path, database_url: str, monkeypatch: pytest.MonkeyPa
 
 
 def test_hostile_sns_bodies_get_a_4xx_and_a_log_line_never_an_exception(
-    fuzz_site, caplog: pytest.LogCaptureFixture
+    fuzz_site, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import newsletter.events
+
+    monkeypatch.setattr(newsletter.events, "REFUSAL_LOG_SECONDS", 0.0)  # a line for every refusal, to check each
     settings, store, peer = fuzz_site
     handle = sns_handler(settings, store=store, fetch=peer.fetch)
     caplog.set_level(logging.WARNING, logger="newsletter.events")

@@ -342,6 +342,31 @@ def test_a_refusal_is_one_log_line_even_for_a_url_with_line_breaks(
     assert "\n" not in line and "\r" not in line
 
 
+@pytest.mark.parametrize("topics", [json.dumps(TOPIC)])
+def test_a_flood_of_forged_messages_costs_one_fetch_and_one_log_line_a_while(
+    site: SnsSite, peer: SnsPeer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forged messages naming the configured topic and a certificate URL on its SNS host that does not answer:
+    the URL is fetched once, not for each (sns.FAILED_FETCH_SECONDS), and the refusals make one log line,
+    the next one (once REFUSAL_LOG_SECONDS passed) counting those in between."""
+    import newsletter.events
+
+    caplog.set_level(logging.WARNING, logger="newsletter.events")
+    missing = CERT_URL.replace("0123456789abcdef", "404")
+    forged = peer.sign({k: v for k, v in peer.notification(BOUNCE).items() if not k.startswith("Sig")}, "1", missing)
+    for _ in range(50):
+        assert site.post(forged).status_code == 403
+    assert peer.fetched == [missing]
+    (line,) = refusals(caplog)
+    assert "could not fetch" in line
+    monkeypatch.setattr(newsletter.events, "REFUSAL_LOG_SECONDS", 0.0)  # the while has passed
+    assert site.post(forged).status_code == 403
+    assert (
+        "failed lately: not fetched again for 60 s (49 more refused since the last such line)" in refusals(caplog)[-1]
+    )
+    assert peer.fetched == [missing]
+
+
 class _Peer:
     """A tiny HTTP server on 127.0.0.1: /redirect answers 302 to /target, /big 100 KB, /cert a small body."""
 
