@@ -263,6 +263,21 @@ def test_the_archive_is_served(web) -> None:
     assert requests.get(server.url + "/../pyproject.toml", timeout=5).status_code == 404
 
 
+def test_a_symbolic_link_out_of_the_site_serves_nothing(web, publication: Path, tmp_path: Path) -> None:
+    """A link planted in site/ (the build makes none) that leads outside it is a missing page; one inside is served."""
+    server, *_ = web
+    site = publication / "site"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the site")
+    (site / "out.txt").symlink_to(secret)
+    (site / "out-folder").symlink_to(tmp_path, target_is_directory=True)
+    (site / "inside.xml").symlink_to(site / "feed.xml")
+    for path in ("/out.txt", "/out-folder/secret.txt"):
+        answer = requests.get(server.url + path, timeout=5)
+        assert answer.status_code == 404 and "outside the site" not in answer.text, path
+    assert requests.get(server.url + "/inside.xml", timeout=5).status_code == 200
+
+
 def test_archive_paths_the_file_system_refuses_are_404s(web, publication: Path) -> None:
     """Names too long (one part, the whole path), NUL, a symlink loop, a file used as a folder, a folder
     without access, bad UTF-8: each is a page that is not there (404 with the site's page), never a 500."""

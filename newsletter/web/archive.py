@@ -37,13 +37,16 @@ def _converter(state: BlueprintSetupState) -> None:
 @archive.get("/", defaults={"path": ""})
 @archive.get("/<archive:path>")
 def archive_file(path: str) -> Response:
-    """A file of the built archive (a folder's index.html); a missing one is the site's 404 page."""
+    """A file of the built archive (a folder's index.html); a missing one is the site's 404 page. A symbolic link
+    that leads out of site/ is missing too (the build makes none; one planted there serves nothing)."""
     site = context().site
     try:
         if path == "" or path.endswith("/") or (site / path).is_dir():
             path = path.rstrip("/") + ("/index.html" if path else "index.html")
+        if not (site / path.lstrip("/")).resolve().is_relative_to(site.resolve()):
+            raise NotFound()
         response = send_from_directory(site, path.lstrip("/"), max_age=300)
-    except (NotFound, OSError, ValueError):  # a name the file system refuses (too long, NUL, loop…) is absent
+    except (NotFound, OSError, ValueError, RuntimeError):  # a name refused (too long, NUL, a link loop) is absent
         missing = site / "404.html"
         if missing.is_file():
             return Response(missing.read_bytes(), status=404, mimetype="text/html")
