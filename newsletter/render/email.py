@@ -24,7 +24,8 @@ from ..config_values import shown
 from ..errors import ConfigError, TemplateError
 from ..issues import Edition, read_body_source
 from ..link_tags import link_attribute, tag_links
-from ..markdown import Section, display_width, render_text
+from ..markdown import Section, display_width, render_text, wrap
+from ..tokens import TOKEN_LENGTH
 from .templates import Templates
 
 UNSUBSCRIBE_TOKEN = "__UNSUBSCRIBE_TOKEN__"  # ASCII and URL-safe: survives every renderer untouched
@@ -118,9 +119,28 @@ def _sanitised_section(section: Section, archive_url: str) -> dict[str, object]:
     }
 
 
+TEXT_LINE = 78  # RFC 5322 §2.1.1: a line SHOULD stay within 78 characters (here: columns, as it looks)
+
+
 def text_heading(text: str, underline: str) -> str:
-    """A heading line with an underline as wide as the text looks."""
-    return f"{text}\n{underline * display_width(text)}"
+    """A heading wrapped to the text part's width, underlined as wide as its widest line looks."""
+    lines = wrap(text).split("\n")
+    return "\n".join(lines) + "\n" + underline * max(map(display_width, lines))
+
+
+def text_item(prefix: str, text: str) -> str:
+    """`prefix` (`9. `, `Postal address: `) then `text` wrapped, its later lines indented under the text."""
+    indent = " " * display_width(prefix)
+    return prefix + wrap(text, indent=indent)[len(indent) :]
+
+
+def text_labelled(label: str, url: str) -> str:
+    """`label: url` on one line when it fits in TEXT_LINE columns (an unsubscribe URL counted with the token it
+    will carry), else the URL on a line of its own (a URL cannot be wrapped)."""
+    longer = TOKEN_LENGTH - len(UNSUBSCRIBE_TOKEN) if UNSUBSCRIBE_TOKEN in url else 0
+    if display_width(f"{label}: {url}") + max(0, longer) <= TEXT_LINE:
+        return f"{label}: {url}"
+    return f"{label}:\n{url}"
 
 
 def render_email(edition: Edition, settings: Settings, templates: Templates) -> RenderedEmail:
@@ -173,6 +193,9 @@ def render_email(edition: Edition, settings: Settings, templates: Templates) -> 
         "email.txt.j2",
         **context,
         heading=text_heading,
+        item=text_item,
+        labelled=text_labelled,
+        wrapped=wrap,
         body_text=body_text,
         sections=list(zip(edition.sections, body_text.sections, strict=True)),
     )

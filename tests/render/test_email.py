@@ -76,9 +76,27 @@ def test_text_part_is_written_for_reading(emails) -> None:
     assert "10. 로직을 통해 대규모 언어 모델에서" in text
     assert "- 논문 링크 (arXiv): https://arxiv.org/abs/2309.12288" in text
     assert "#llm-reasoning" in text
-    assert f"수신거부 (Unsubscribe): https://papers.example.com/unsubscribe?token={UNSUBSCRIBE_TOKEN}" in text
+    # the URL on a line of its own: with its label and the token it will carry it passes 78 columns
+    assert f"수신거부 (Unsubscribe):\nhttps://papers.example.com/unsubscribe?token={UNSUBSCRIBE_TOKEN}\n" in text
     assert "<" not in text.replace("<-", "")  # no markup
     assert max(len(line.encode()) for line in text.splitlines()) < 998
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_every_line_of_the_text_part_fits_in_78_columns(emails, lang: str) -> None:
+    """Titles in the contents, headings, the footer's labelled URLs and the postal address wrap like the body
+    (Hangul and emoji two columns each, by wcwidth), once the real unsubscribe token is in; only a URL longer
+    than a line may pass it, on a line of its own."""
+    from wcwidth import wcswidth
+
+    from newsletter.tokens import TOKEN_LENGTH
+
+    _, email = emails[lang]
+    text = email.text.replace(UNSUBSCRIBE_TOKEN, "x" * TOKEN_LENGTH)
+    wide = [line for line in text.splitlines() if wcswidth(line) > 78 and not line.startswith("https://")]
+    assert wide == []
+    contents = text.split("\n\n")[2]  # the numbered titles, each continued under its first word
+    assert all(line[:1].isdigit() or line.startswith("   ") for line in contents.splitlines()[1:])
 
 
 def test_raw_html_is_kept_off_the_email_but_stays_on_the_page(publication: Path) -> None:

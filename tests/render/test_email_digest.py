@@ -169,9 +169,15 @@ def test_the_text_part_opens_with_the_contents_too(publication: Path, lang: str)
     heading = "이번 호 차례:" if lang == "ko" else "In this issue:"
     lines = email.text.splitlines()
     start = lines.index(heading)
-    listed = lines[start + 1 : start + 1 + len(edition.sections)]
+    end = lines.index("", start)
+    listed: list[str] = []
+    for line in lines[start + 1 : end]:  # a long title goes on under its first word
+        if line.startswith(" "):
+            listed[-1] += " " + line.strip()
+        else:
+            listed.append(line)
     assert listed == [f"{n}. {section.title}" for n, section in enumerate(edition.sections, 1)]
-    assert start < lines.index(f"1. {edition.sections[0].title}", start + 1 + len(edition.sections))  # then the papers
+    assert start < lines.index(f"1. {edition.sections[0].title}", end)  # then the papers
 
 
 # --- code -------------------------------------------------------------------------------------------------------
@@ -245,7 +251,8 @@ def test_the_footer_links_to_the_apps_subscribe_page_in_the_editions_language(pu
         url = f"https://app.example.org/news/subscribe?lang={lang}"
         assert f'<a href="{url}"' in email.html
         forwarded = "전달받은 메일인가요? 구독하기" if lang == "ko" else "Was this forwarded to you? Subscribe"
-        assert f"{forwarded}: {url}\n" in email.text
+        # on one line, or the URL on its own when both would pass 78 columns
+        assert f"{forwarded}: {url}\n" in email.text or f"{forwarded}:\n{url}\n" in email.text
 
 
 def test_a_config_error_from_rendering_is_a_config_error(publication: Path) -> None:
