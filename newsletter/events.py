@@ -15,12 +15,11 @@ import hashlib
 import json
 import logging
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .config import Settings
+from .log_throttle import LogThrottle
 from .sns import (
     NO_TOPIC,
     NotificationError,
@@ -222,26 +221,6 @@ def apply_events(store: Store, events: Iterable[Event], transient_limit: int = T
 # ---------------------------------------------------------------- SNS over HTTP
 
 
-class _RefusalLog:
-    """The log's "SNS message refused" lines: at most one each REFUSAL_LOG_SECONDS, so that a flood of forged
-    messages cannot flood the log; a line says how many refusals went unlogged before it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.last = -REFUSAL_LOG_SECONDS
-        self.unlogged = 0
-
-    def warn(self, status: int, reason: str) -> None:
-        with self.lock:
-            now = time.monotonic()
-            if now - self.last < REFUSAL_LOG_SECONDS:
-                self.unlogged += 1
-                return
-            unlogged, self.unlogged, self.last = self.unlogged, 0, now
-        more = f" ({unlogged:,} more refused since the last such line)" if unlogged else ""
-        log.warning("SNS message refused (%d): %s%s", status, reason, more)
-
-
 def sns_handler(
     settings: Settings,
     *,
@@ -259,10 +238,13 @@ def sns_handler(
     if not topics:
         log.warning("POST /ses/notifications will refuse every message: %s", NO_TOPIC)
 
-    refusals = _RefusalLog()
+    refusals = LogThrottle()  # a flood of forged messages cannot flood the log
 
     def refuse(status: int, reason: str) -> tuple[int, str]:
-        refusals.warn(status, reason)
+        held = refusals.allow(REFUSAL_LOG_SECONDS)
+        if held is not None:
+            more = f" ({held:,} more refused since the last such line)" if held else ""
+            log.warning("SNS message refused (%d): %s%s", status, reason, more)
         return status, {400: "unreadable\n", 403: "refused\n", 413: "too large\n"}[status]
 
     def handle(body: bytes, headers: dict[str, str]) -> tuple[int, str]:

@@ -22,6 +22,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
+from .log_throttle import LogThrottle
 from .server import PER_ADDRESS_LIMIT, REQUEST_TIMEOUT
 
 log = logging.getLogger("newsletter.server")
@@ -72,7 +73,7 @@ class GuardedServer(TcpWSGIServer):
         self.request_timeout = request_timeout
         self.exempt = {kwargs["adj"].trusted_proxy} if kwargs["adj"].trusted_proxy else set()
         self.refused = 0
-        self.refusal_logged = 0.0
+        self.refusal_log = LogThrottle()
         super().__init__(*args, **kwargs)
 
     def handle_accept(self) -> None:
@@ -97,9 +98,7 @@ class GuardedServer(TcpWSGIServer):
 
     def _log_refusal(self, client: str) -> None:
         self.refused += 1
-        now = time.monotonic()
-        if now - self.refusal_logged >= REFUSAL_LOG_SECONDS:
-            self.refusal_logged = now
+        if self.refusal_log.allow(REFUSAL_LOG_SECONDS) is not None:
             log.warning(
                 "refused a connection from %s: it holds %s already (%s refused in all)",
                 client,

@@ -34,6 +34,7 @@ FORBIDDEN = {
     "newsletter.errors": ("render", "store", "transports", "sending", "web", "events", "cli", "config", "issues"),
     "newsletter.time_words": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.processes": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
+    "newsletter.log_throttle": ("render", "store", "transports", "sending", "web", "events", "cli", "issues", "config"),
     "newsletter.tokens": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.markdown": ("render", "store", "transports", "sending", "web", "events", "cli", "issues"),
     "newsletter.tags": ("render", "store", "transports", "sending", "web", "events", "cli", "issues", "config"),

@@ -195,6 +195,7 @@ def _index(
     """Index the papers of every edition page, each read where it is now (rendered into staging, or kept in the
     site), unless the site's index is of these very pages."""
     rendered = set(build.plan.moved)
+    wording = {lang: build.strings(lang) for lang in {e.lang for e in build.edition_pages}}
     pages = [
         EditionPage(
             path=(path := e.page_path + "index.html"),
@@ -202,11 +203,11 @@ def _index(
             lang=e.lang,
             title=e.title,
             date=e.date.isoformat(),
-            date_text=format_date(e.date, build.strings(e.lang)),
+            date_text=format_date(e.date, wording[e.lang]),
             anchors=tuple((s.anchor, s.title, s.tags) for s in e.sections),
             issue=e.slug,
-            tag_filter=str(build.strings(e.lang).get("search_tag_filter", "tag")),
-            date_label=str(build.strings(e.lang).get("search_date", "date")),
+            tag_filter=str(wording[e.lang].get("search_tag_filter", "tag")),
+            date_label=str(wording[e.lang].get("search_date", "date")),
         )
         for e in build.edition_pages
     ]
