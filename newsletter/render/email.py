@@ -138,7 +138,7 @@ def text_labelled(label: str, url: str) -> str:
     """`label: url` on one line when it fits in TEXT_LINE columns (an unsubscribe URL counted with the token it
     will carry), else the URL on a line of its own (a URL cannot be wrapped)."""
     longer = TOKEN_LENGTH - len(UNSUBSCRIBE_TOKEN) if UNSUBSCRIBE_TOKEN in url else 0
-    if display_width(f"{label}: {url}") + max(0, longer) <= TEXT_LINE:
+    if display_width(f"{label}: {url}") + longer <= TEXT_LINE:
         return f"{label}: {url}"
     return f"{label}:\n{url}"
 
